@@ -1,0 +1,74 @@
+"""Request/reply contracts of the registry's queries (`tuneline.rpc.registry.<query>`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from schemas.events import Contract
+
+
+class TimelineQuery(Contract):
+    correlation_id: str = Field(min_length=1)
+
+
+class TimelineEntry(Contract):
+    position: int
+    ce_id: str
+    type: str
+    source: str
+    subject: str
+    time: datetime
+    recorded_at: datetime
+    causation_id: str | None
+    tenant: str
+    summary: str
+
+
+class Timeline(Contract):
+    correlation_id: str
+    entries: tuple[TimelineEntry, ...]
+
+
+class ModelVersionsQuery(Contract):
+    tenant: str | None = None
+    route: str | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class ModelVersionSummary(Contract):
+    version_id: str
+    tenant: str
+    route: str | None
+    status: str
+    produced_by: str
+    base_name: str
+    base_sha256: str
+    adapter_sha256: str | None
+    method: str | None
+    quantization: str
+    dataset_id: str | None
+    run_id: str | None
+    created_at: datetime
+
+
+class ModelVersionList(Contract):
+    versions: tuple[ModelVersionSummary, ...]
+
+
+class ModelVersionQuery(Contract):
+    version_id: str = Field(min_length=1)
+
+
+class ModelVersionDetail(Contract):
+    summary: ModelVersionSummary
+    model_ref: dict[str, Any]
+    lineage: dict[str, Any]
+    history: tuple[TimelineEntry, ...]
+
+
+class QueryError(Contract):
+    error: str
+    code: str = Field(description="not-found | bad-request | internal")

@@ -1,0 +1,55 @@
+"""The training recipe carried from submission to training: method, base, LoRA and optimiser settings."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from schemas.events import Contract
+from schemas.refs import Name, TrainingMethod
+
+
+class LoraSettings(Contract):
+    rank: int = Field(default=16, ge=1, le=1024, description="LoRA rank r")
+    alpha: float = Field(default=32.0, gt=0, description="LoRA alpha (scaling = alpha / r)")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="LoRA dropout")
+    target_modules: tuple[str, ...] = Field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj"),
+        min_length=1,
+        description="Module names to adapt; checked against the base model before training",
+    )
+
+
+class DistillSettings(Contract):
+    teacher: Name = Field(description="Teacher model: HF directory or artifact key")
+    temperature: float = Field(default=2.0, gt=0, description="Softmax temperature of soft labels")
+    alpha: float = Field(default=0.5, ge=0, le=1, description="Weight of the soft-label loss")
+
+
+class TrainingRecipe(Contract):
+    """What to train and how. Every field has a documented default."""
+
+    method: TrainingMethod = Field(default="sft-lora", description="Training algorithm")
+    base_model: Name = Field(description="Base model: HF directory, artifact key or s3:// URI")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="Ignored for sft-full")
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = Field(default=-1, ge=-1, description="-1: run `epochs` epochs")
+    batch_size: int = Field(default=4, ge=1)
+    gradient_accumulation: int = Field(default=1, ge=1)
+    max_seq_len: int = Field(default=512, ge=16)
+    packing: bool = False
+    eval_steps: int = Field(default=50, ge=1, description="Evaluate every N optimiser steps")
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    beta: float = Field(default=0.1, gt=0, description="DPO/IPO/KTO preference strength")
+    seed: int = 42
+    distill: DistillSettings | None = None
+
+    @model_validator(mode="after")
+    def _distill_needs_teacher(self) -> Self:
+        if self.method == "distill" and self.distill is None:
+            raise ValueError("method 'distill' needs a `distill` block naming the teacher model")
+        return self

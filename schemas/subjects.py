@@ -1,0 +1,37 @@
+"""Subject, stream, bucket and durable names: the NATS namespace of tuneline."""
+
+from __future__ import annotations
+
+import re
+
+EVENTS_STREAM = "TUNELINE"
+EVENTS_PREFIX = "tuneline.events"
+DLQ_STREAM = "TUNELINE_DLQ"
+DLQ_PREFIX = "tuneline.dlq"
+DECISIONS_STREAM = "TUNELINE_DECISIONS"
+DECISIONS_PREFIX = "tuneline.decisions"
+RPC_PREFIX = "tuneline.rpc"
+ROUTES_BUCKET = "tuneline_routes"
+
+
+def event_subject(event_type: str) -> str:
+    """`dataset.approved` → `tuneline.events.dataset.approved`."""
+    return f"{EVENTS_PREFIX}.{event_type}"
+
+
+def dlq_subject(original_subject: str) -> str:
+    """Dead letters keep their original subject under the DLQ prefix."""
+    return f"{DLQ_PREFIX}.{original_subject}"
+
+
+def rpc_subject(service: str, query: str) -> str:
+    return f"{RPC_PREFIX}.{service}.{query}"
+
+
+def durable_name(service: str, event_type: str) -> str:
+    """One durable pull consumer per (service, event): `registry_dataset_approved`.
+
+    JetStream consumer names may not contain `.`, `*`, `>` or whitespace.
+    """
+    name = f"{service}_{event_type}"
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)

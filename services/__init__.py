@@ -1,0 +1,1 @@
+"""tuneline services: one package per service, plus the shared runtime in `services.core`."""

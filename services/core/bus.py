@@ -1,0 +1,233 @@
+"""Broker factory, stream declaration and the event publisher (CloudEvents envelope on every event)."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from faststream.nats import (
+    JStream,
+    NatsBroker,
+    NatsCredentials,
+    NatsNKey,
+    NatsSecurity,
+    NatsToken,
+    NatsUserPassword,
+)
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.prometheus import NatsPrometheusMiddleware
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+from opentelemetry import trace
+
+from schemas.envelope import Envelope, derived_event_id, new_event_id, now
+from schemas.events import Event
+from schemas.subjects import DECISIONS_PREFIX, DECISIONS_STREAM, DLQ_PREFIX, DLQ_STREAM
+from schemas.subjects import EVENTS_PREFIX, EVENTS_STREAM
+from services.core.metrics import ServiceMetrics
+from services.core.settings import CoreSettings, NatsSettings, StreamSettings
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+    from opentelemetry.sdk.trace import TracerProvider
+
+logger = logging.getLogger(__name__)
+DAY = 86_400.0
+
+
+def nats_security(settings: NatsSettings) -> NatsSecurity | None:
+    """Credentials and TLS for the broker connection, from settings."""
+    ssl_context: ssl.SSLContext | None = None
+    if settings.uses_tls:
+        ssl_context = ssl.create_default_context(
+            cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None
+        )
+        if settings.tls_cert_file and settings.tls_key_file:
+            ssl_context.load_cert_chain(str(settings.tls_cert_file), str(settings.tls_key_file))
+    tls: dict[str, Any] = {"ssl_context": ssl_context, "tls_hostname": settings.tls_hostname}
+    if ssl_context is not None:
+        tls["use_ssl"] = True
+    if settings.user is not None and settings.password is not None:
+        return NatsUserPassword(settings.user, settings.password.get_secret_value(), **tls)
+    if settings.token is not None:
+        return NatsToken(settings.token.get_secret_value(), **tls)
+    if settings.creds_file is not None:
+        return NatsCredentials(str(settings.creds_file), **tls)
+    if settings.nkey_seed_file is not None:
+        return NatsNKey(settings.nkey_seed_file, **tls)
+    if ssl_context is not None:
+        return NatsSecurity(**tls)
+    return None
+
+
+def build_broker(
+    settings: CoreSettings,
+    service: str,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    metrics: ServiceMetrics | None = None,
+) -> NatsBroker:
+    """A NATS broker with tracing and Prometheus middlewares, reconnecting forever."""
+    middlewares: list[Any] = [NatsTelemetryMiddleware(tracer_provider=tracer_provider)]
+    if metrics is not None:
+        middlewares.append(
+            NatsPrometheusMiddleware(registry=metrics.registry, app_name=f"tuneline-{service}")
+        )
+    return NatsBroker(
+        settings.nats.servers,
+        name=f"tuneline-{service}",
+        security=nats_security(settings.nats),
+        middlewares=middlewares,
+        connect_timeout=settings.nats.connect_timeout_s,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        graceful_timeout=15.0,
+        logger=logging.getLogger(f"tuneline.{service}.broker"),
+        log_level=logging.DEBUG,  # per-message logs only when debugging
+    )
+
+
+def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
+    """The three streams of DESIGN.md; their subjects never overlap."""
+    return [
+        StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=[f"{EVENTS_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=settings.max_age_days * DAY,
+            max_bytes=settings.max_bytes,
+            duplicate_window=settings.duplicate_window_s,
+            num_replicas=settings.replicas,
+        ),
+        StreamConfig(
+            name=DLQ_STREAM,
+            subjects=[f"{DLQ_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=settings.dlq_max_age_days * DAY,
+            duplicate_window=settings.duplicate_window_s,
+            num_replicas=settings.replicas,
+        ),
+        StreamConfig(
+            name=DECISIONS_STREAM,
+            subjects=[f"{DECISIONS_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=7 * DAY,
+            max_bytes=min(settings.max_bytes, 2 * 1024**3),
+            num_replicas=settings.replicas,
+        ),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, settings: StreamSettings) -> None:
+    """Create the streams, or bring an existing stream's limits up to date (idempotent)."""
+    for config in stream_configs(settings):
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            logger.info("created stream %s", config.name)
+        else:
+            await js.update_stream(config)
+
+
+def events_stream() -> JStream:
+    """The TUNELINE stream as subscribers name it; `ensure_streams` owns its configuration."""
+    return JStream(EVENTS_STREAM, declare=False)
+
+
+def dlq_stream() -> JStream:
+    return JStream(DLQ_STREAM, declare=False)
+
+
+def current_traceparent() -> str | None:
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return None
+    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
+
+
+class EventBus:
+    """Publishes events with a CloudEvents envelope; derived events get deterministic ids."""
+
+    def __init__(
+        self,
+        broker: NatsBroker,
+        service: str,
+        *,
+        default_tenant: str = "default",
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        self.broker = broker
+        self.service = service
+        self.default_tenant = default_tenant
+        self.metrics = metrics
+
+    def envelope_for(
+        self,
+        event: Event,
+        *,
+        causation: Envelope | None = None,
+        discriminators: Iterable[object] = (),
+        correlation_id: str | None = None,
+        event_id: str | None = None,
+        tenant: str | None = None,
+    ) -> Envelope:
+        if causation is not None:
+            event_id = event_id or derived_event_id(
+                causation.id, event.ce_type(), *discriminators
+            )
+            correlation_id = correlation_id or causation.correlation_id
+        event_id = event_id or new_event_id()
+        event_tenant = getattr(event, "tenant", None)
+        tenant = tenant or event_tenant or (causation.tenant if causation else None)
+        return Envelope(
+            id=event_id,
+            source=f"tuneline/{self.service}",
+            type=event.ce_type(),
+            time=now(),
+            subject=event.entity_id(),
+            correlation_id=correlation_id or event_id,
+            causation_id=causation.id if causation else None,
+            tenant=tenant or self.default_tenant,
+        )
+
+    async def publish(
+        self,
+        event: Event,
+        *,
+        causation: Envelope | None = None,
+        discriminators: Iterable[object] = (),
+        correlation_id: str | None = None,
+        event_id: str | None = None,
+        tenant: str | None = None,
+        timeout: float = 5.0,
+    ) -> Envelope:
+        """Publish to JetStream and wait for the stream's ack; returns the envelope sent.
+
+        With `causation`, the id is derived from the causing event (see `derived_event_id`),
+        so a redelivered handler republishes the same id and the duplicate is dropped.
+        """
+        envelope = self.envelope_for(
+            event,
+            causation=causation,
+            discriminators=discriminators,
+            correlation_id=correlation_id,
+            event_id=event_id,
+            tenant=tenant,
+        )
+        await self.broker.publish(
+            event,
+            event.subject(),
+            headers=envelope.to_headers(),
+            correlation_id=envelope.correlation_id,
+            stream=EVENTS_STREAM,
+            timeout=timeout,
+        )
+        if self.metrics is not None:
+            self.metrics.published.labels(self.service, event.event_type).inc()
+        return envelope

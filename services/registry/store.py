@@ -1,0 +1,226 @@
+"""The registry's database work: record events once, project them, answer queries (sync code)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from schemas.envelope import Envelope
+from schemas.events import Event
+from schemas.queries import (
+    ModelVersionDetail,
+    ModelVersionSummary,
+    Timeline,
+    TimelineEntry,
+)
+from services.registry.projections import project
+from services.registry.tables import DeadLetterRow, EventRecord, ModelVersionRow
+
+DUPLICATE = "duplicate"
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    original_subject: str
+    service: str
+    kind: str
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+    dlq_stream_seq: int | None
+
+
+class NotFound(LookupError):
+    pass
+
+
+class RegistryStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    # -- writes ----------------------------------------------------------------------------
+    def record(
+        self, event: Event, envelope: Envelope, *, stream_seq: int | None = None
+    ) -> str:
+        """Append the event and project it in one transaction; returns the outcome.
+
+        A `ce-id` seen before is a duplicate (redelivery, or a republish outside JetStream's
+        duplicate window): nothing changes and the outcome is "duplicate".
+        """
+        at = datetime.now(UTC)
+        with self.sessions() as session:
+            if session.scalar(select(EventRecord.id).where(EventRecord.ce_id == envelope.id)):
+                return DUPLICATE
+            record = EventRecord(
+                ce_id=envelope.id,
+                type=envelope.type,
+                source=envelope.source,
+                subject=envelope.subject,
+                time=envelope.time,
+                correlation_id=envelope.correlation_id,
+                causation_id=envelope.causation_id,
+                tenant=envelope.tenant,
+                traceparent=envelope.traceparent,
+                stream_seq=stream_seq,
+                payload=event.model_dump(mode="json"),
+                recorded_at=at,
+            )
+            session.add(record)
+            try:
+                session.flush()
+                record.outcome = project(session, event, envelope, at)
+                session.commit()
+            except IntegrityError:
+                # a concurrent replica recorded the same ce-id first
+                session.rollback()
+                return DUPLICATE
+            return record.outcome
+
+    def record_dead_letter(self, letter: DeadLetter) -> bool:
+        headers = {k.lower(): v for k, v in letter.headers.items()}
+        with self.sessions() as session:
+            if letter.dlq_stream_seq is not None and session.scalar(
+                select(DeadLetterRow.id).where(DeadLetterRow.dlq_stream_seq == letter.dlq_stream_seq)
+            ):
+                return False
+            session.add(
+                DeadLetterRow(
+                    dlq_stream_seq=letter.dlq_stream_seq,
+                    original_subject=letter.original_subject,
+                    service=letter.service,
+                    kind=letter.kind,
+                    reason=letter.reason,
+                    ce_id=headers.get("ce-id"),
+                    correlation_id=headers.get("ce-correlationid"),
+                    headers=letter.headers,
+                    body=letter.body.decode("utf-8", errors="replace"),
+                    recorded_at=datetime.now(UTC),
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                return False
+            return True
+
+    # -- reads -----------------------------------------------------------------------------
+    def count_events(self, correlation_id: str | None = None) -> int:
+        with self.sessions() as session:
+            query = select(func.count(EventRecord.id))
+            if correlation_id:
+                query = query.where(EventRecord.correlation_id == correlation_id)
+            return int(session.scalar(query) or 0)
+
+    def timeline(self, correlation_id: str) -> Timeline:
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(EventRecord)
+                .where(EventRecord.correlation_id == correlation_id)
+                .order_by(EventRecord.time, EventRecord.id)
+            ).all()
+            return Timeline(
+                correlation_id=correlation_id,
+                entries=tuple(_entry(i + 1, row) for i, row in enumerate(rows)),
+            )
+
+    def list_versions(
+        self, *, tenant: str | None = None, route: str | None = None, limit: int = 100
+    ) -> tuple[ModelVersionSummary, ...]:
+        with self.sessions() as session:
+            query = select(ModelVersionRow).order_by(ModelVersionRow.created_at.desc()).limit(limit)
+            if tenant:
+                query = query.where(ModelVersionRow.tenant == tenant)
+            if route:
+                query = query.where(ModelVersionRow.route == route)
+            return tuple(_summary(row) for row in session.scalars(query))
+
+    def get_version(self, version_id: str) -> ModelVersionDetail:
+        with self.sessions() as session:
+            row = session.get(ModelVersionRow, version_id)
+            if row is None:
+                raise NotFound(f"model version {version_id!r} is not in the registry")
+            history = session.scalars(
+                select(EventRecord)
+                .where(EventRecord.correlation_id == row.correlation_id)
+                .order_by(EventRecord.time, EventRecord.id)
+            ).all()
+            return ModelVersionDetail(
+                summary=_summary(row),
+                model_ref=row.model_ref,
+                lineage=row.lineage,
+                history=tuple(_entry(i + 1, r) for i, r in enumerate(history)),
+            )
+
+    def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(DeadLetterRow).order_by(DeadLetterRow.id.desc()).limit(limit)
+            ).all()
+            return [
+                {
+                    "original_subject": r.original_subject,
+                    "service": r.service,
+                    "kind": r.kind,
+                    "reason": r.reason,
+                    "ce_id": r.ce_id,
+                    "recorded_at": _utc(r.recorded_at).isoformat(),
+                }
+                for r in rows
+            ]
+
+
+def _summary_text(row: EventRecord) -> str:
+    """One short line about the payload for timelines."""
+    payload = row.payload
+    keys = ("task", "run_id", "dataset_id", "step", "loss", "route", "phase", "error", "reason")
+    parts = [f"{k}={payload[k]}" for k in keys if payload.get(k) not in (None, "", [])]
+    if "candidate" in payload and isinstance(payload["candidate"], dict):
+        parts.append(f"base={payload['candidate'].get('base', {}).get('name')}")
+    text = " ".join(parts)
+    return text if len(text) <= 160 else text[:157] + "…"
+
+
+def _entry(position: int, row: EventRecord) -> TimelineEntry:
+    return TimelineEntry(
+        position=position,
+        ce_id=row.ce_id,
+        type=row.type,
+        source=row.source,
+        subject=row.subject,
+        time=_utc(row.time),
+        recorded_at=_utc(row.recorded_at),
+        causation_id=row.causation_id,
+        tenant=row.tenant,
+        summary=_summary_text(row) or json.dumps(row.payload)[:160],
+    )
+
+
+def _summary(row: ModelVersionRow) -> ModelVersionSummary:
+    return ModelVersionSummary(
+        version_id=row.version_id,
+        tenant=row.tenant,
+        route=row.route,
+        status=row.status,
+        produced_by=row.produced_by,
+        base_name=row.base_name,
+        base_sha256=row.base_sha256,
+        adapter_sha256=row.adapter_sha256,
+        method=row.method,
+        quantization=row.quantization,
+        dataset_id=row.dataset_id,
+        run_id=row.run_id,
+        created_at=_utc(row.created_at),
+    )
