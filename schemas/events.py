@@ -58,3 +58,12 @@ class Event(Contract):
                 [".".join(str(p) for p in e["loc"]) for e in unknown],
             )
             return cls.model_validate(data, extra="ignore")
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """`field.path: problem; …`: every problem, one clause each, without pydantic's URLs."""
+    clauses = []
+    for e in error.errors(include_url=False):
+        where = ".".join(str(p) for p in e["loc"]) or "(payload)"
+        clauses.append(f"{where}: {e['msg']}")
+    return "; ".join(clauses)

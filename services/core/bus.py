@@ -68,8 +68,9 @@ def build_broker(
     *,
     tracer_provider: TracerProvider | None = None,
     metrics: ServiceMetrics | None = None,
+    max_reconnect_attempts: int = -1,
 ) -> NatsBroker:
-    """A NATS broker with tracing and Prometheus middlewares, reconnecting forever."""
+    """A NATS broker with tracing and Prometheus middlewares (services reconnect forever)."""
     middlewares: list[Any] = [NatsTelemetryMiddleware(tracer_provider=tracer_provider)]
     if metrics is not None:
         middlewares.append(
@@ -81,7 +82,7 @@ def build_broker(
         security=nats_security(settings.nats),
         middlewares=middlewares,
         connect_timeout=settings.nats.connect_timeout_s,
-        max_reconnect_attempts=-1,
+        max_reconnect_attempts=max_reconnect_attempts,
         reconnect_time_wait=1,
         graceful_timeout=15.0,
         logger=logging.getLogger(f"tuneline.{service}.broker"),

@@ -27,7 +27,7 @@ from nats.js.api import DeliverPolicy
 from pydantic import ValidationError
 
 from schemas.envelope import Envelope, EnvelopeError
-from schemas.events import Event
+from schemas.events import Event, describe_validation_error
 from schemas.subjects import DLQ_STREAM, dlq_subject, durable_name
 from services.core.bus import EventBus, events_stream
 from services.core.metrics import ServiceMetrics
@@ -113,8 +113,15 @@ class EventConsumer(Generic[E]):
         except EnvelopeError as error:
             await self._dead_letter(msg, "invalid-envelope", str(error), attempt, stream_seq)
             return
-        except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as error:
-            reason = f"{self.event_cls.event_type} payload does not match its schema: {error}"
+        except ValidationError as error:
+            reason = (
+                f"{self.event_cls.event_type} payload does not match its schema: "
+                f"{describe_validation_error(error)}"
+            )
+            await self._dead_letter(msg, "invalid-payload", reason, attempt, stream_seq)
+            return
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            reason = f"{self.event_cls.event_type} payload is not UTF-8 JSON: {error}"
             await self._dead_letter(msg, "invalid-payload", reason, attempt, stream_seq)
             return
 

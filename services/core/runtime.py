@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from faststream import FastStream
+from faststream.middlewares import AckPolicy
 from faststream.nats import NatsBroker
+
+from schemas.subjects import rpc_subject
 
 from services.core.bus import EventBus, build_broker, ensure_streams
 from services.core.metrics import ServiceMetrics
@@ -31,6 +36,23 @@ class ServiceRuntime:
 
     def __post_init__(self) -> None:
         self.app = FastStream(self.broker, logger=logging.getLogger(f"tuneline.{self.service}"))
+        started = time.time()
+
+        async def health(body: object) -> dict[str, object]:
+            return {
+                "service": self.service,
+                "status": "ok",
+                "pid": os.getpid(),
+                "uptime_s": round(time.time() - started, 3),
+            }
+
+        # core request/reply in a queue group; `tuneline up` waits on it, Kubernetes probes can too
+        self.broker.subscriber(
+            rpc_subject(self.service, "health"),
+            queue=self.service,
+            ack_policy=AckPolicy.MANUAL,
+            title=f"{self.service}:rpc:health",
+        )(health)
 
         @self.app.on_startup
         async def _declare_streams() -> None:
@@ -52,12 +74,19 @@ def build_runtime(
     *,
     span_exporter: SpanExporter | None = None,
     tracer_provider: TracerProvider | None = None,
+    max_reconnect_attempts: int = -1,
 ) -> ServiceRuntime:
     provider = tracer_provider or build_tracer_provider(
         service, otlp_endpoint=settings.telemetry.otlp_endpoint, exporter=span_exporter
     )
     metrics = ServiceMetrics(service)
-    broker = build_broker(settings, service, tracer_provider=provider, metrics=metrics)
+    broker = build_broker(
+        settings,
+        service,
+        tracer_provider=provider,
+        metrics=metrics,
+        max_reconnect_attempts=max_reconnect_attempts,
+    )
     bus = EventBus(broker, service, default_tenant=settings.tenant, metrics=metrics)
     return ServiceRuntime(
         service=service,

@@ -1,0 +1,544 @@
+"""The operator CLI, `tuneline`: run the embedded stack, publish and watch events, query the registry.
+
+The CLI needs one address: the NATS URL (`--nats-url` or TUNELINE_NATS_URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from faststream.nats import NatsBroker
+from nats.errors import NoRespondersError
+from nats.js.api import DeliverPolicy
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from schemas.catalogue import EVENTS, UnknownEventType, event_class
+from schemas.envelope import Envelope, EnvelopeError
+from schemas.specification import asyncapi_document, event_json_schemas
+from schemas.subjects import DLQ_PREFIX, EVENTS_PREFIX
+from services.core.rpc import RpcError, query
+from services.core.runtime import ServiceRuntime, build_runtime
+from services.core.settings import CoreSettings, NatsSettings
+from services.stack import Stack, StackConfig, StackError
+
+console = Console()
+err = Console(stderr=True)
+
+app = typer.Typer(
+    help="tuneline: curate, train, evaluate, gate and roll out adapted language models.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+events_app = typer.Typer(help="Publish, inspect and watch events.", no_args_is_help=True)
+models_app = typer.Typer(help="Model versions known to the registry.", no_args_is_help=True)
+schemas_app = typer.Typer(help="JSON Schema and AsyncAPI documents.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead-lettered messages.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+app.add_typer(models_app, name="models")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(dlq_app, name="dlq")
+
+NatsUrl = Annotated[
+    str | None,
+    typer.Option("--nats-url", envvar="TUNELINE_NATS_URL", help="NATS server URL(s), comma-separated"),
+]
+GENERATED = Path(__file__).resolve().parent.parent / "schemas" / "generated"
+
+
+class CliState:
+    nats_url: str | None = None
+
+
+STATE = CliState()
+
+
+@app.callback()
+def _root(nats_url: NatsUrl = None) -> None:
+    STATE.nats_url = nats_url
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _settings() -> CoreSettings:
+    try:
+        nats = NatsSettings(url=STATE.nats_url) if STATE.nats_url else NatsSettings()
+        return CoreSettings(nats=nats)
+    except ValidationError as error:
+        raise _fail(str(error)) from None
+
+
+@contextlib.asynccontextmanager
+async def _connected() -> AsyncIterator[ServiceRuntime]:
+    settings = _settings()
+    runtime = build_runtime("cli", settings, max_reconnect_attempts=0)
+    try:
+        await asyncio.wait_for(runtime.broker.connect(), timeout=settings.nats.connect_timeout_s + 1)
+    except (OSError, TimeoutError) as error:
+        raise _fail(
+            f"cannot reach NATS at {settings.nats.url} ({type(error).__name__}: {error}); "
+            "start the stack with `tuneline up` or pass --nats-url"
+        ) from None
+    try:
+        yield runtime
+    finally:
+        await runtime.broker.stop()
+        runtime.tracer_provider.shutdown()
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except RpcError as error:
+        raise _fail(str(error)) from None
+
+
+# -- up --------------------------------------------------------------------------------------
+@app.command()
+def up(
+    nats_url: NatsUrl = None,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where JetStream, the SQLite registry, artifacts and logs live")
+    ] = Path(".tuneline"),
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TUNELINE_REGISTRY_DATABASE_URL",
+            help="Registry database; default SQLite in --data-dir. "
+            "PostgreSQL: postgresql+psycopg://user:pw@host/db",
+        ),
+    ] = None,
+    artifact_root: Annotated[
+        str | None, typer.Option(help="Artifact store: a directory or s3://bucket/prefix")
+    ] = None,
+    nats_port: Annotated[int, typer.Option(help="Port of the embedded nats-server")] = 4222,
+    log_level: Annotated[str, typer.Option(help="Log level of the services")] = "INFO",
+) -> None:
+    """Start the embedded stack: nats-server (JetStream), registry and every service. Ctrl-C stops it."""
+    config = StackConfig(
+        data_dir=data_dir,
+        nats_url=nats_url or STATE.nats_url,
+        nats_port=nats_port,
+        database_url=database_url,
+        artifact_root=artifact_root,
+        log_level=log_level,
+    )
+    stack = Stack(config)
+    stopping = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        stack.start()
+        STATE.nats_url = stack.nats_url
+        health = _run(_wait_healthy(list(stack.processes), stack))
+        _print_stack(stack, config, health)
+        while not stopping:
+            dead = stack.dead_services()
+            if dead:
+                for name, code in dead.items():
+                    err.print(f"[red]{name} exited with {code}[/]\n{stack.log_tail(name)}")
+                raise _fail("a service died; stopping the stack")
+            time.sleep(0.5)
+    except StackError as error:
+        raise _fail(str(error)) from None
+    finally:
+        console.print("stopping…")
+        stack.stop()
+        console.print("[green]stopped[/]")
+
+
+async def _wait_healthy(
+    names: list[str], stack: Stack, timeout: float = 60.0
+) -> dict[str, dict[str, Any]]:
+    healthy: dict[str, dict[str, Any]] = {}
+    async with _connected() as runtime:
+        deadline = time.monotonic() + timeout
+        while len(healthy) < len(names):
+            if dead := stack.dead_services():
+                name, code = next(iter(dead.items()))
+                raise StackError(f"{name} exited with {code} while starting:\n{stack.log_tail(name)}")
+            if time.monotonic() > deadline:
+                missing = sorted(set(names) - set(healthy))
+                raise StackError(f"services not healthy after {timeout}s: {', '.join(missing)}")
+            for name in names:
+                if name not in healthy:
+                    with contextlib.suppress(RpcError):
+                        healthy[name] = await query(runtime.broker, name, "health", {}, timeout=0.5)
+            await asyncio.sleep(0.2)
+    return healthy
+
+
+def _print_stack(stack: Stack, config: StackConfig, health: dict[str, dict[str, Any]]) -> None:
+    table = Table(title="tuneline embedded stack", show_lines=False)
+    table.add_column("component")
+    table.add_column("where")
+    table.add_column("pid")
+    if stack.nats is not None and stack.nats.process is not None:
+        table.add_row("nats-server (JetStream)", stack.nats_url, str(stack.nats.process.pid))
+    else:
+        table.add_row("NATS (external)", stack.nats_url, "")
+    for name, info in health.items():
+        table.add_row(name, "healthy", str(info.get("pid", "")))
+    table.add_row("registry database", config.resolved_database_url(), "")
+    table.add_row("artifact store", config.resolved_artifact_root(), "")
+    table.add_row("logs", str(config.data_dir / "logs"), "")
+    console.print(table)
+    console.print("Ready. Press Ctrl-C to stop.")
+
+
+# -- events ----------------------------------------------------------------------------------
+def _load_event(event_type: str, data: Path) -> Any:
+    try:
+        cls = event_class(event_type)
+    except UnknownEventType as error:
+        raise _fail(str(error)) from None
+    try:
+        raw = json.loads(data.read_text())
+    except FileNotFoundError:
+        raise _fail(f"{data}: no such file; pass the payload as --data path/to/event.json") from None
+    except json.JSONDecodeError as error:
+        raise _fail(f"{data}: not valid JSON: {error}") from None
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as error:
+        lines = [f"{data} is not a valid {event_type} payload:"]
+        for e in error.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "(root)"
+            lines.append(f"  • {where}: {e['msg']}")
+        lines.append(f"See the schema with: tuneline events schema {event_type}")
+        raise _fail("\n".join(lines)) from None
+
+
+@events_app.command("publish")
+def events_publish(
+    event_type: Annotated[str, typer.Argument(help="Event type, e.g. dataset.submitted")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="JSON file with the payload")],
+    correlation_id: Annotated[
+        str | None, typer.Option(help="Join an existing lineage; default: a new one")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant; default: the payload's")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Validate only, send nothing")] = False,
+) -> None:
+    """Validate a payload against its event schema, then publish it."""
+    event = _load_event(event_type, data)
+    if dry_run:
+        console.print(f"[green]valid[/] {event.ce_type()} (not sent: --dry-run)")
+        return
+
+    async def send() -> Envelope:
+        async with _connected() as runtime:
+            try:
+                return await runtime.bus.publish(
+                    event, correlation_id=correlation_id, tenant=tenant
+                )
+            except NoRespondersError:
+                raise _fail(
+                    "no JetStream stream answers on tuneline.events.>; is `tuneline up` running?"
+                ) from None
+
+    envelope = _run(send())
+    console.print(f"[green]published[/] {envelope.type}")
+    console.print(f"  id:             {envelope.id}")
+    console.print(f"  correlation id: {envelope.correlation_id}")
+    console.print(f"  follow it with: tuneline status {envelope.correlation_id}")
+
+
+@events_app.command("types")
+def events_types() -> None:
+    """List every event type of the catalogue."""
+    table = Table("event type", "CloudEvents type", "subject")
+    for name, cls in sorted(EVENTS.items()):
+        table.add_row(name, cls.ce_type(), cls.subject())
+    console.print(table)
+
+
+@events_app.command("schema")
+def events_schema(event_type: Annotated[str, typer.Argument(help="e.g. dataset.submitted")]) -> None:
+    """Print the JSON Schema of one event's payload."""
+    try:
+        cls = event_class(event_type)
+    except UnknownEventType as error:
+        raise _fail(str(error)) from None
+    console.print_json(json.dumps(cls.model_json_schema()))
+
+
+def _describe(subject: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    item: dict[str, Any] = {"subject": subject}
+    try:
+        envelope = Envelope.from_headers(headers)
+        item["envelope"] = envelope.model_dump(mode="json", exclude_none=True)
+    except EnvelopeError as error:
+        item["envelope_error"] = str(error)
+    try:
+        item["data"] = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        item["data"] = body.decode(errors="replace")
+    if subject.startswith(DLQ_PREFIX):
+        item["dead_letter"] = {
+            k: v for k, v in headers.items() if k.lower().startswith("tuneline-dlq-")
+        }
+    return item
+
+
+def _print_event_line(item: dict[str, Any]) -> None:
+    env = item.get("envelope", {})
+    when = env.get("time", "")[11:23] if env.get("time") else "?"
+    if "dead_letter" in item:
+        reason = item["dead_letter"].get("tuneline-dlq-reason", "")
+        console.print(f"[red]{when} DEAD-LETTER[/] {item['subject']}: {reason}")
+        return
+    if "envelope_error" in item:
+        console.print(f"[yellow]{when} {item['subject']}[/] ({item['envelope_error']})")
+        return
+    data = item.get("data") if isinstance(item.get("data"), dict) else {}
+    keys = ("task", "run_id", "step", "loss", "route", "phase", "error")
+    extra = " ".join(f"{k}={data[k]}" for k in keys if data.get(k) is not None)
+    console.print(
+        f"[dim]{when}[/] [bold cyan]{env.get('type', '?')}[/] subject={env.get('subject')} "
+        f"from={env.get('source', '').removeprefix('tuneline/')} "
+        f"corr={str(env.get('correlation_id', ''))[:8]} {extra}"
+    )
+
+
+@events_app.command("tail")
+def events_tail(
+    from_start: Annotated[bool, typer.Option(help="Replay the stream from its first event")] = False,
+    dead_letters: Annotated[bool, typer.Option(help="Also show dead letters")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+    count: Annotated[int, typer.Option(help="Stop after N events (0: never)")] = 0,
+    timeout: Annotated[float, typer.Option(help="Stop after S seconds (0: never)")] = 0.0,
+) -> None:
+    """Show events as they happen (and dead letters, in red)."""
+
+    async def tail() -> None:
+        async with _connected() as runtime:
+            js = runtime.broker.connection.jetstream()
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            policy = DeliverPolicy.ALL if from_start else DeliverPolicy.NEW
+            subs = [
+                await js.subscribe(f"{EVENTS_PREFIX}.>", ordered_consumer=True,
+                                   deliver_policy=policy, cb=queue.put)
+            ]
+            if dead_letters:
+                subs.append(
+                    await js.subscribe(f"{DLQ_PREFIX}.>", ordered_consumer=True,
+                                       deliver_policy=policy, cb=queue.put)
+                )
+            seen = 0
+            deadline = time.monotonic() + timeout if timeout else None
+            try:
+                while not count or seen < count:
+                    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    try:
+                        msg = await asyncio.wait_for(queue.get(), wait)
+                    except TimeoutError:
+                        break
+                    item = _describe(msg.subject, dict(msg.headers or {}), msg.data)
+                    if as_json:
+                        sys.stdout.write(json.dumps(item) + "\n")
+                        sys.stdout.flush()
+                    else:
+                        _print_event_line(item)
+                    seen += 1
+            finally:
+                for sub in subs:
+                    await sub.unsubscribe()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(tail())
+
+
+# -- status / models / dlq -------------------------------------------------------------------
+def _when(value: str) -> str:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).strftime("%H:%M:%S.%f")[:-3]
+
+
+@app.command()
+def status(
+    correlation_id: Annotated[str, typer.Argument(help="The lineage's correlation id")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw timeline")] = False,
+    wait: Annotated[
+        float, typer.Option(help="Wait up to S seconds for at least one event to be recorded")
+    ] = 0.0,
+) -> None:
+    """Print the ordered timeline of one lineage, from submission to rollout."""
+
+    async def fetch() -> dict[str, Any]:
+        async with _connected() as runtime:
+            deadline = time.monotonic() + wait
+            while True:
+                timeline = await query(
+                    runtime.broker, "registry", "timeline", {"correlation_id": correlation_id}
+                )
+                if timeline["entries"] or time.monotonic() >= deadline:
+                    return timeline
+                await asyncio.sleep(0.2)
+
+    timeline = _run(fetch())
+    if as_json:
+        console.print_json(json.dumps(timeline))
+        return
+    if not timeline["entries"]:
+        raise _fail(f"no events recorded for correlation id {correlation_id}")
+    _print_timeline(timeline)
+
+
+def _print_timeline(timeline: dict[str, Any]) -> None:
+    table = Table(title=f"lineage {timeline['correlation_id']}")
+    for column in ("#", "time", "event", "from", "subject", "details"):
+        table.add_column(column)
+    for entry in timeline["entries"]:
+        table.add_row(
+            str(entry["position"]),
+            _when(entry["time"]),
+            entry["type"].removeprefix("tuneline.").rsplit(".v", 1)[0],
+            entry["source"].removeprefix("tuneline/"),
+            entry["subject"],
+            entry["summary"],
+        )
+    console.print(table)
+
+
+@models_app.command("list")
+def models_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's versions")] = None,
+    route: Annotated[str | None, typer.Option(help="Only versions for this route")] = None,
+    limit: Annotated[int, typer.Option(help="At most N versions, newest first")] = 100,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List model versions (newest first) with the key parts of their tuples."""
+
+    async def fetch() -> dict[str, Any]:
+        async with _connected() as runtime:
+            body = {"tenant": tenant, "route": route, "limit": limit}
+            return await query(runtime.broker, "registry", "models.list", body)
+
+    result = _run(fetch())
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    table = Table(title="model versions")
+    for column in ("version", "status", "route", "base", "base sha256", "adapter sha256",
+                   "method", "quant", "dataset"):
+        table.add_column(column)
+    for v in result["versions"]:
+        table.add_row(
+            v["version_id"], v["status"], v["route"] or "", v["base_name"], v["base_sha256"][:12],
+            (v["adapter_sha256"] or "")[:12], v["method"] or "", v["quantization"],
+            (v["dataset_id"] or "")[:12],
+        )
+    if not result["versions"]:
+        console.print("no model versions yet")
+    else:
+        console.print(table)
+
+
+@models_app.command("show")
+def models_show(version_id: Annotated[str, typer.Argument(help="e.g. mv-0123456789abcdef")]) -> None:
+    """Show one model version: its full tuple, lineage and history."""
+
+    async def fetch() -> dict[str, Any]:
+        async with _connected() as runtime:
+            return await query(runtime.broker, "registry", "models.get", {"version_id": version_id})
+
+    detail = _run(fetch())
+    console.print_json(json.dumps({k: detail[k] for k in ("summary", "model_ref", "lineage")}))
+    _print_timeline({"correlation_id": detail["summary"]["version_id"], "entries": detail["history"]})
+
+
+@dlq_app.command("list")
+def dlq_list(limit: Annotated[int, typer.Option(help="At most N, newest first")] = 50) -> None:
+    """Dead letters recorded by the registry, with the reason each was refused."""
+
+    async def fetch() -> dict[str, Any]:
+        async with _connected() as runtime:
+            return await query(runtime.broker, "registry", "dead-letters.list", {"limit": limit})
+
+    table = Table("recorded", "subject", "refused by", "kind", "reason")
+    for letter in _run(fetch())["dead_letters"]:
+        table.add_row(_when(letter["recorded_at"]), letter["original_subject"], letter["service"],
+                      letter["kind"], letter["reason"])
+    console.print(table)
+
+
+# -- schemas ---------------------------------------------------------------------------------
+def _generated_files() -> dict[str, str]:
+    files = {
+        f"{name}.schema.json": json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        for name, schema in event_json_schemas().items()
+    }
+    files["asyncapi.json"] = json.dumps(asyncapi_document(), indent=2, sort_keys=True) + "\n"
+    return files
+
+
+@schemas_app.command("export")
+def schemas_export(
+    out: Annotated[Path, typer.Option(help="Output directory")] = GENERATED,
+    check: Annotated[
+        bool, typer.Option(help="Fail if the files on disk differ from the models (CI)")
+    ] = False,
+) -> None:
+    """Write the JSON Schema of every event and the AsyncAPI document to schemas/generated/."""
+    files = _generated_files()
+    if check:
+        stale = [n for n, text in files.items() if not (out / n).exists()
+                 or (out / n).read_text() != text]
+        extra = sorted(p.name for p in out.glob("*.json") if p.name not in files)
+        if stale or extra:
+            raise _fail(
+                f"schemas/generated is out of date ({', '.join(stale + extra)}); "
+                "run `make schemas` and commit the result"
+            )
+        console.print(f"[green]schemas/generated is up to date[/] ({len(files)} files)")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (out / name).write_text(text)
+    for path in out.glob("*.json"):
+        if path.name not in files:
+            path.unlink()
+    console.print(f"wrote {len(files)} files to {out}")
+
+
+# -- demo ------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    data: Annotated[Path, typer.Option(help="Sample dataset.submitted payload")] = Path(
+        "examples/dataset.submitted.json"
+    ),
+    keep: Annotated[bool, typer.Option(help="Leave the stack running until Ctrl-C")] = False,
+) -> None:
+    """Run the pipeline as far as it exists, on a fresh embedded stack, and show what happened."""
+    from services.demo import run_demo
+
+    try:
+        run_demo(data, keep=keep, console=console)
+    except (StackError, RpcError) as error:
+        raise _fail(str(error)) from None
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The embedded stack: nats-server, registry (SQLite), artifact store and every service, one tree."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.core.nats_server import EmbeddedNats, NatsServerError
+
+# In start order. A service exists when its package has a __main__; later issues add theirs.
+KNOWN_SERVICES = (
+    "registry",
+    "curation",
+    "training",
+    "merging",
+    "evaluation",
+    "rollout",
+    "serving",
+)
+
+
+def available_services() -> list[str]:
+    return [
+        name
+        for name in KNOWN_SERVICES
+        if importlib.util.find_spec(f"services.{name}") is not None
+        and importlib.util.find_spec(f"services.{name}.__main__") is not None
+    ]
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path = Path(".tuneline")
+    nats_url: str | None = None  # None: start the embedded nats-server
+    nats_port: int = 4222
+    database_url: str | None = None  # None: SQLite in data_dir
+    artifact_root: str | None = None  # None: data_dir/artifacts
+    log_level: str = "INFO"
+    services: tuple[str, ...] | None = None  # None: every available service
+    env: dict[str, str] = field(default_factory=dict)
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    def resolved_artifact_root(self) -> str:
+        return self.artifact_root or str((self.data_dir / "artifacts").resolve())
+
+
+class Stack:
+    """Starts and stops the process tree; `stop` is idempotent and kills what will not stop."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.nats: EmbeddedNats | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.nats_url = config.nats_url or ""
+
+    def service_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "TUNELINE_NATS_URL": self.nats_url,
+                "TUNELINE_REGISTRY_DATABASE_URL": self.config.resolved_database_url(),
+                "TUNELINE_ARTIFACT_ROOT": self.config.resolved_artifact_root(),
+                "TUNELINE_LOG_LEVEL": self.config.log_level,
+                "HF_HUB_OFFLINE": "1",
+            }
+        )
+        env.update(self.config.env)
+        return env
+
+    def start(self) -> None:
+        data_dir = self.config.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / "logs").mkdir(exist_ok=True)
+        Path(self.config.resolved_artifact_root()).mkdir(parents=True, exist_ok=True)
+        if self.config.nats_url is None:
+            self.nats = EmbeddedNats(data_dir / "nats", port=self.config.nats_port)
+            try:
+                self.nats.start()
+            except NatsServerError as error:
+                raise StackError(
+                    f"could not start nats-server on port {self.config.nats_port}: {error}\n"
+                    "Is another `tuneline up` running? Use --nats-port or --nats-url."
+                ) from error
+            self.nats_url = self.nats.url
+        names = self.config.services or tuple(available_services())
+        env = self.service_env()
+        for name in names:
+            log = open(data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (child owns it)
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us; we stop children in order
+            )
+            log.close()
+
+    def dead_services(self) -> dict[str, int]:
+        return {
+            name: code for name, proc in self.processes.items() if (code := proc.poll()) is not None
+        }
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        path = self.config.data_dir / "logs" / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for proc in reversed(list(self.processes.values())):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.processes.values():
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                proc.wait(remaining)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.nats is not None:
+            self.nats.stop()
