@@ -216,6 +216,15 @@ class EventConsumer(Generic[E]):
             self.metrics.handled.labels(self.service, self.event_cls.event_type, outcome).inc()
 
 
+async def raw_body(msg: NatsMessage) -> bytes:
+    """Hand the body over undecoded: decoding (and refusing) is the consumer's job, not FastStream's.
+
+    FastStream's default decoder would raise on a non-JSON body before our code runs, and its
+    default policy would then drop the message instead of dead-lettering it.
+    """
+    return msg.body
+
+
 def consumer_config(delivery: DeliverySettings, *, deliver_new_only: bool = False) -> ConsumerConfig:
     return ConsumerConfig(
         ack_policy=JsAckPolicy.EXPLICIT,
@@ -253,6 +262,7 @@ def subscribe_event(
         pull_sub=PullSub(batch_size=delivery.fetch_batch, timeout=delivery.fetch_timeout_s),
         config=consumer_config(delivery),
         ack_policy=AckPolicy.MANUAL,
+        decoder=raw_body,
         title=f"{service}:{event_cls.event_type}",
         description=(event_cls.__doc__ or event_cls.event_type).strip(),
     )(on_message)

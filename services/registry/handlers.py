@@ -30,6 +30,7 @@ from services.core.delivery import (
     HandlerContext,
     _delivery_info,
     consumer_config,
+    raw_body,
     subscribe_event,
 )
 from services.core.metrics import ServiceMetrics
@@ -136,6 +137,7 @@ def register(
         pull_sub=PullSub(batch_size=delivery.fetch_batch, timeout=delivery.fetch_timeout_s),
         config=consumer_config(delivery),
         ack_policy=AckPolicy.MANUAL,
+        decoder=raw_body,
         title="registry:dead-letters",
     )(on_dead_letter)
 

@@ -1,0 +1,126 @@
+"""Delivery rules on a real nats-server: bounded retry, heartbeats, replicas share one consumer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from schemas.dataset import DatasetSubmitted
+from schemas.subjects import DLQ_STREAM
+from services.core.delivery import DLQ_DELIVERIES, DLQ_KIND, DLQ_REASON, HandlerContext
+from services.core.delivery import subscribe_event
+from services.core.runtime import ServiceRuntime, build_runtime
+from services.core.settings import CoreSettings
+from tests.conftest import wait_until
+from tests.support.events import submitted
+
+pytestmark = pytest.mark.integration
+
+
+def worker(core: CoreSettings, handler: Any, service: str = "worker") -> ServiceRuntime:
+    runtime = build_runtime(service, core)
+    subscribe_event(runtime.broker, DatasetSubmitted, handler, service=service, bus=runtime.bus,
+                    delivery=core.delivery, metrics=runtime.metrics)
+    return runtime
+
+
+async def test_transient_failure_is_retried_then_dead_lettered(
+    core_settings: CoreSettings, running: Any
+) -> None:
+    attempts: list[int] = []
+
+    async def flaky(event: DatasetSubmitted, ctx: HandlerContext) -> None:
+        attempts.append(ctx.attempt)
+        raise ConnectionError("upstream unavailable")
+
+    runtime = await running(worker(core_settings, flaky).app)
+    await runtime.broker.connect()
+    bus = build_runtime("operator", core_settings).bus
+    bus.broker = runtime.broker
+    await bus.publish(submitted())
+    await wait_until(lambda: len(attempts) == core_settings.delivery.max_deliver, timeout=15)
+    js = runtime.broker.connection.jetstream()
+    sub = await js.pull_subscribe("tuneline.dlq.>", stream=DLQ_STREAM)
+    [letter] = await sub.fetch(1, timeout=5)
+    assert letter.headers[DLQ_KIND] == "retries-exhausted"
+    assert "gave up after 3 attempts" in letter.headers[DLQ_REASON]
+    assert "ConnectionError: upstream unavailable" in letter.headers[DLQ_REASON]
+    assert letter.headers[DLQ_DELIVERIES] == "3"
+    await asyncio.sleep(1.0)
+    assert attempts == [1, 2, 3]  # bounded: never retried forever
+
+
+async def test_recovering_handler_succeeds_on_a_later_attempt(
+    core_settings: CoreSettings, running: Any
+) -> None:
+    attempts: list[int] = []
+
+    async def recovers(event: DatasetSubmitted, ctx: HandlerContext) -> None:
+        attempts.append(ctx.attempt)
+        if ctx.attempt < 2:
+            raise TimeoutError("slow dependency")
+
+    runtime = await running(worker(core_settings, recovers).app)
+    bus = build_runtime("operator", core_settings).bus
+    bus.broker = runtime.broker
+    await bus.publish(submitted())
+    await wait_until(lambda: attempts == [1, 2])
+    info = await runtime.broker.connection.jetstream().stream_info(DLQ_STREAM)
+    assert info.state.messages == 0
+
+
+async def test_long_handler_keeps_its_lease_with_in_progress(
+    core_settings: CoreSettings, running: Any
+) -> None:
+    # AckWait is 2 s in tests; the handler works 5 s. Without heartbeats it would be redelivered.
+    calls: list[int] = []
+    finished = asyncio.Event()
+
+    async def slow(event: DatasetSubmitted, ctx: HandlerContext) -> None:
+        calls.append(ctx.attempt)
+        await asyncio.sleep(5.0)
+        finished.set()
+
+    runtime = await running(worker(core_settings, slow).app)
+    bus = build_runtime("operator", core_settings).bus
+    bus.broker = runtime.broker
+    await bus.publish(submitted())
+    await asyncio.wait_for(finished.wait(), 15)
+    await asyncio.sleep(2.5)
+    assert calls == [1]
+
+
+async def test_replicas_share_the_durable_and_each_event_is_handled_once_per_service(
+    core_settings: CoreSettings, running: Any
+) -> None:
+    handled: Counter[str] = Counter()
+    by_replica: Counter[str] = Counter()
+    other_service: Counter[str] = Counter()
+
+    def replica(name: str) -> Any:
+        async def handle(event: DatasetSubmitted, ctx: HandlerContext) -> None:
+            handled[event.submission_id] += 1
+            by_replica[name] += 1
+            await asyncio.sleep(0.01)
+
+        return handle
+
+    async def audit(event: DatasetSubmitted, ctx: HandlerContext) -> None:
+        other_service[event.submission_id] += 1
+
+    first = await running(worker(core_settings, replica("a"), "curation").app)
+    await running(worker(core_settings, replica("b"), "curation").app)
+    await running(worker(core_settings, audit, "auditor").app)
+    bus = build_runtime("operator", core_settings).bus
+    bus.broker = first.broker
+    for n in range(60):
+        await bus.publish(submitted(n))
+    await wait_until(lambda: sum(handled.values()) == 60 and sum(other_service.values()) == 60,
+                     timeout=20)
+    await asyncio.sleep(0.5)
+    assert set(handled.values()) == {1}
+    assert set(other_service.values()) == {1}
+    assert by_replica["a"] > 0 and by_replica["b"] > 0
