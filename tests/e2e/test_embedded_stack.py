@@ -1,0 +1,149 @@
+"""`tuneline up` and the CLI as a new user runs them: real processes, real nats-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.core.nats_server import EmbeddedNats, free_port
+
+pytestmark = pytest.mark.integration
+TUNELINE = [sys.executable, "-m", "services.cli"]
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dataset.submitted.json"
+
+
+def cli(nats_url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TUNELINE, "--nats-url", nats_url, *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+
+
+STARTUP_OUTPUT: dict[int, str] = {}
+
+
+def start_up(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([*TUNELINE, "up", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200",
+                                 "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    deadline = time.monotonic() + 90
+    assert proc.stdout is not None
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "Ready" in line:
+            STARTUP_OUTPUT[proc.pid] = "".join(lines)
+            return proc
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("tuneline up did not become ready:\n" + "".join(lines))
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    return out
+
+
+def _child_pids(up: subprocess.Popen[str]) -> list[int]:
+    """The pids `tuneline up` printed in its table (nats-server and each service)."""
+    pids = []
+    for line in STARTUP_OUTPUT[up.pid].splitlines():
+        cells = [c.strip() for c in line.split("│") if c.strip()]
+        if len(cells) >= 3 and cells[-1].isdigit():
+            pids.append(int(cells[-1]))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    proc = start_up("--data-dir", str(data_dir), "--nats-port", str(port), cwd=tmp_path)
+    yield f"nats://127.0.0.1:{port}", data_dir
+    if proc.poll() is None:
+        stop(proc)
+
+
+def test_up_publish_status_models_tail_and_clean_stop(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    proc = start_up("--data-dir", str(data_dir), "--nats-port", str(port), cwd=tmp_path)
+    url = f"nats://127.0.0.1:{port}"
+    children = _child_pids(proc)
+    assert len(children) == 2  # nats-server and the registry
+    try:
+        published = cli(url, "events", "publish", "dataset.submitted", "--data", str(EXAMPLE))
+        assert published.returncode == 0, published.stderr
+        correlation = published.stdout.split("correlation id:")[1].split()[0]
+
+        status = cli(url, "status", correlation, "--wait", "10")
+        assert status.returncode == 0, status.stderr
+        assert "dataset.submitted" in status.stdout and "support-ticket-to-json" in status.stdout
+
+        as_json = json.loads(cli(url, "status", correlation, "--json").stdout)
+        assert as_json["entries"][0]["type"] == "tuneline.dataset.submitted.v1"
+
+        models = cli(url, "models", "list")
+        assert models.returncode == 0 and "no model versions yet" in models.stdout
+
+        tail = cli(url, "events", "tail", "--from-start", "--json", "--count", "1",
+                   "--timeout", "10")
+        [line] = tail.stdout.splitlines()
+        item = json.loads(line)
+        assert item["envelope"]["correlation_id"] == correlation
+        assert item["data"]["tenant"] == "acme"
+        # state lives in the data directory
+        assert (data_dir / "registry.db").exists()
+        assert (data_dir / "nats" / "jetstream").is_dir()
+        assert (data_dir / "artifacts").is_dir()
+    finally:
+        out = stop(proc)
+    assert proc.returncode == 0, out
+    assert "stopped" in out
+    assert [pid for pid in children if _alive(pid)] == []  # Ctrl-C stopped the whole tree
+
+
+def test_status_of_unknown_lineage_is_an_error(stack: tuple[str, Path]) -> None:
+    url, _ = stack
+    result = cli(url, "status", "no-such-lineage")
+    assert result.returncode == 1
+    assert "no events recorded" in result.stderr
+
+
+def test_up_against_external_nats_and_postgres(tmp_path: Path, postgres_url: str) -> None:
+    with EmbeddedNats(tmp_path / "external-nats", port=free_port()) as nats:
+        proc = start_up("--nats-url", nats.url, "--database-url", postgres_url,
+                        "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+        try:
+            published = cli(nats.url, "events", "publish", "dataset.submitted", "--data",
+                            str(EXAMPLE))
+            correlation = published.stdout.split("correlation id:")[1].split()[0]
+            status = cli(nats.url, "status", correlation, "--wait", "10")
+            assert status.returncode == 0, status.stderr
+        finally:
+            out = stop(proc)
+        assert proc.returncode == 0, out
+        assert not (tmp_path / "data" / "registry.db").exists()  # PostgreSQL held the data
+        assert not (tmp_path / "data" / "nats").exists()  # no embedded server was started
+    from sqlalchemy import create_engine, text
+
+    with create_engine(postgres_url).connect() as connection:
+        assert connection.execute(text("select count(*) from events")).scalar() == 1
