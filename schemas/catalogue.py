@@ -19,8 +19,8 @@ from schemas.rollout import (
     RolloutPauseRequested,
     RolloutPromoted,
     RolloutPromoteRequested,
-    RolloutRolledBack,
     RolloutResumeRequested,
+    RolloutRolledBack,
     RolloutStarted,
     RolloutStep,
 )

@@ -71,8 +71,7 @@ def asyncapi_document() -> dict[str, Any]:
         }
         channels[key] = {
             "address": cls.subject(),
-            "description": f"JetStream stream {EVENTS_STREAM}; dead letters on "
-            f"{DLQ_PREFIX}.{cls.subject()}",
+            "description": f"JetStream stream {EVENTS_STREAM}; dead letters on {DLQ_PREFIX}.{cls.subject()}",
             "messages": {key: {"$ref": f"#/components/messages/{key}"}},
         }
         operations[f"publish_{key}"] = {

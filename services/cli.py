@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from faststream.nats import NatsBroker
 from nats.errors import NoRespondersError
 from nats.js.api import DeliverPolicy
 from pydantic import ValidationError
@@ -166,9 +165,7 @@ def up(
         console.print("[green]stopped[/]")
 
 
-async def _wait_healthy(
-    names: list[str], stack: Stack, timeout: float = 60.0
-) -> dict[str, dict[str, Any]]:
+async def _wait_healthy(names: list[str], stack: Stack, timeout: float = 60.0) -> dict[str, dict[str, Any]]:
     healthy: dict[str, dict[str, Any]] = {}
     async with _connected() as runtime:
         deadline = time.monotonic() + timeout
@@ -247,9 +244,7 @@ def events_publish(
     async def send() -> Envelope:
         async with _connected() as runtime:
             try:
-                return await runtime.bus.publish(
-                    event, correlation_id=correlation_id, tenant=tenant
-                )
+                return await runtime.bus.publish(event, correlation_id=correlation_id, tenant=tenant)
             except NoRespondersError:
                 raise _fail(
                     "no JetStream stream answers on tuneline.events.>; is `tuneline up` running?"
@@ -272,7 +267,9 @@ def events_types() -> None:
 
 
 @events_app.command("schema")
-def events_schema(event_type: Annotated[str, typer.Argument(help="e.g. dataset.submitted")]) -> None:
+def events_schema(
+    event_type: Annotated[str, typer.Argument(help="e.g. dataset.submitted")],
+) -> None:
     """Print the JSON Schema of one event's payload."""
     try:
         cls = event_class(event_type)
@@ -293,9 +290,7 @@ def _describe(subject: str, headers: dict[str, str], body: bytes) -> dict[str, A
     except (json.JSONDecodeError, UnicodeDecodeError):
         item["data"] = body.decode(errors="replace")
     if subject.startswith(DLQ_PREFIX):
-        item["dead_letter"] = {
-            k: v for k, v in headers.items() if k.lower().startswith("tuneline-dlq-")
-        }
+        item["dead_letter"] = {k: v for k, v in headers.items() if k.lower().startswith("tuneline-dlq-")}
     return item
 
 
@@ -309,7 +304,8 @@ def _print_event_line(item: dict[str, Any]) -> None:
     if "envelope_error" in item:
         console.print(f"[yellow]{when} {item['subject']}[/] ({item['envelope_error']})")
         return
-    data = item.get("data") if isinstance(item.get("data"), dict) else {}
+    raw = item.get("data")
+    data: dict[str, Any] = raw if isinstance(raw, dict) else {}
     keys = ("task", "run_id", "step", "loss", "route", "phase", "error")
     extra = " ".join(f"{k}={data[k]}" for k in keys if data.get(k) is not None)
     console.print(
@@ -335,13 +331,18 @@ def events_tail(
             queue: asyncio.Queue[Any] = asyncio.Queue()
             policy = DeliverPolicy.ALL if from_start else DeliverPolicy.NEW
             subs = [
-                await js.subscribe(f"{EVENTS_PREFIX}.>", ordered_consumer=True,
-                                   deliver_policy=policy, cb=queue.put)
+                await js.subscribe(
+                    f"{EVENTS_PREFIX}.>", ordered_consumer=True, deliver_policy=policy, cb=queue.put
+                )
             ]
             if dead_letters:
                 subs.append(
-                    await js.subscribe(f"{DLQ_PREFIX}.>", ordered_consumer=True,
-                                       deliver_policy=policy, cb=queue.put)
+                    await js.subscribe(
+                        f"{DLQ_PREFIX}.>",
+                        ordered_consumer=True,
+                        deliver_policy=policy,
+                        cb=queue.put,
+                    )
                 )
             seen = 0
             deadline = time.monotonic() + timeout if timeout else None
@@ -437,13 +438,28 @@ def models_list(
         console.print_json(json.dumps(result))
         return
     table = Table(title="model versions")
-    for column in ("version", "status", "route", "base", "base sha256", "adapter sha256",
-                   "method", "quant", "dataset"):
+    for column in (
+        "version",
+        "status",
+        "route",
+        "base",
+        "base sha256",
+        "adapter sha256",
+        "method",
+        "quant",
+        "dataset",
+    ):
         table.add_column(column)
     for v in result["versions"]:
         table.add_row(
-            v["version_id"], v["status"], v["route"] or "", v["base_name"], v["base_sha256"][:12],
-            (v["adapter_sha256"] or "")[:12], v["method"] or "", v["quantization"],
+            v["version_id"],
+            v["status"],
+            v["route"] or "",
+            v["base_name"],
+            v["base_sha256"][:12],
+            (v["adapter_sha256"] or "")[:12],
+            v["method"] or "",
+            v["quantization"],
             (v["dataset_id"] or "")[:12],
         )
     if not result["versions"]:
@@ -453,7 +469,9 @@ def models_list(
 
 
 @models_app.command("show")
-def models_show(version_id: Annotated[str, typer.Argument(help="e.g. mv-0123456789abcdef")]) -> None:
+def models_show(
+    version_id: Annotated[str, typer.Argument(help="e.g. mv-0123456789abcdef")],
+) -> None:
     """Show one model version: its full tuple, lineage and history."""
 
     async def fetch() -> dict[str, Any]:
@@ -475,8 +493,13 @@ def dlq_list(limit: Annotated[int, typer.Option(help="At most N, newest first")]
 
     table = Table("recorded", "subject", "refused by", "kind", "reason")
     for letter in _run(fetch())["dead_letters"]:
-        table.add_row(_when(letter["recorded_at"]), letter["original_subject"], letter["service"],
-                      letter["kind"], letter["reason"])
+        table.add_row(
+            _when(letter["recorded_at"]),
+            letter["original_subject"],
+            letter["service"],
+            letter["kind"],
+            letter["reason"],
+        )
     console.print(table)
 
 
@@ -500,8 +523,7 @@ def schemas_export(
     """Write the JSON Schema of every event and the AsyncAPI document to schemas/generated/."""
     files = _generated_files()
     if check:
-        stale = [n for n, text in files.items() if not (out / n).exists()
-                 or (out / n).read_text() != text]
+        stale = [n for n, text in files.items() if not (out / n).exists() or (out / n).read_text() != text]
         extra = sorted(p.name for p in out.glob("*.json") if p.name not in files)
         if stale or extra:
             raise _fail(

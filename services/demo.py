@@ -57,8 +57,11 @@ async def _narrate(stack: Stack, event: DatasetSubmitted, console: Console) -> N
     await runtime.broker.connect()
     try:
         for name in stack.processes:
-            await _wait_for(lambda n=name: query(runtime.broker, n, "health", {}, timeout=0.5),
-                            what=f"{name} to be healthy", stack=stack)
+            await _wait_for(
+                lambda n=name: query(runtime.broker, n, "health", {}, timeout=0.5),
+                what=f"{name} to be healthy",
+                stack=stack,
+            )
         console.print(f"   nats-server {stack.nats_url}; services: {', '.join(stack.processes)}")
 
         console.print("2. publishing dataset.submitted (validated against its schema first) …")
@@ -67,18 +70,25 @@ async def _narrate(stack: Stack, event: DatasetSubmitted, console: Console) -> N
 
         console.print("3. publishing a malformed event (a payload missing required fields) …")
         bad = Envelope(
-            id=f"demo-malformed-{envelope.id[:8]}", source="tuneline/cli",
-            type=DatasetSubmitted.ce_type(), time=envelope.time, subject="broken",
-            correlation_id=envelope.correlation_id, tenant=event.tenant,
+            id=f"demo-malformed-{envelope.id[:8]}",
+            source="tuneline/cli",
+            type=DatasetSubmitted.ce_type(),
+            time=envelope.time,
+            subject="broken",
+            correlation_id=envelope.correlation_id,
+            tenant=event.tenant,
         )
         await runtime.broker.publish(
-            {"submission_id": "broken", "tenant": event.tenant}, DatasetSubmitted.subject(),
-            headers=bad.to_headers(), stream="TUNELINE",
+            {"submission_id": "broken", "tenant": event.tenant},
+            DatasetSubmitted.subject(),
+            headers=bad.to_headers(),
+            stream="TUNELINE",
         )
 
         timeline = await _wait_for(
             lambda: _timeline_with(runtime, envelope.correlation_id, 1),
-            what="the registry to record the event", stack=stack,
+            what="the registry to record the event",
+            stack=stack,
         )
         letters = await _wait_for(
             lambda: _dead_letters(runtime), what="the dead letter to be recorded", stack=stack
@@ -89,20 +99,28 @@ async def _narrate(stack: Stack, event: DatasetSubmitted, console: Console) -> N
     console.print("4. the registry's timeline for this lineage (tuneline status <id>):")
     table = Table("#", "event", "from", "subject", "details")
     for entry in timeline["entries"]:
-        table.add_row(str(entry["position"]), entry["type"], entry["source"], entry["subject"],
-                      entry["summary"])
+        table.add_row(
+            str(entry["position"]),
+            entry["type"],
+            entry["source"],
+            entry["subject"],
+            entry["summary"],
+        )
     console.print(table)
     console.print("5. the malformed event was dead-lettered with its reason (tuneline dlq list):")
     for letter in letters:
-        console.print(f"   [red]{letter['original_subject']}[/] refused by {letter['service']}: "
-                      f"{letter['reason'][:300]}")
-    console.print(f"\nFollow it yourself: tuneline --nats-url {stack.nats_url} status "
-                  f"{envelope.correlation_id}   (while the stack runs: --keep)")
+        console.print(
+            f"   [red]{letter['original_subject']}[/] refused by {letter['service']}: "
+            f"{letter['reason'][:300]}"
+        )
+    console.print(
+        f"\nFollow it yourself: tuneline --nats-url {stack.nats_url} status "
+        f"{envelope.correlation_id}   (while the stack runs: --keep)"
+    )
 
 
 async def _timeline_with(runtime: Any, correlation_id: str, n: int) -> dict[str, Any] | None:
-    timeline = await query(runtime.broker, "registry", "timeline",
-                           {"correlation_id": correlation_id})
+    timeline = await query(runtime.broker, "registry", "timeline", {"correlation_id": correlation_id})
     return timeline if len(timeline["entries"]) >= n else None
 
 

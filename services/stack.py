@@ -108,9 +108,7 @@ class Stack:
             log.close()
 
     def dead_services(self) -> dict[str, int]:
-        return {
-            name: code for name, proc in self.processes.items() if (code := proc.poll()) is not None
-        }
+        return {name: code for name, proc in self.processes.items() if (code := proc.poll()) is not None}
 
     def log_tail(self, name: str, lines: int = 20) -> str:
         path = self.config.data_dir / "logs" / f"{name}.log"

@@ -31,7 +31,10 @@ def fast_core_settings(url: str) -> CoreSettings:
     return CoreSettings(
         nats=NatsSettings(url=url),
         delivery=DeliverySettings(
-            max_deliver=3, ack_wait_s=2.0, backoff_s=(0.1, 0.2), fetch_batch=16,
+            max_deliver=3,
+            ack_wait_s=2.0,
+            backoff_s=(0.1, 0.2),
+            fetch_batch=16,
             fetch_timeout_s=0.5,
         ),
         stream=StreamSettings(duplicate_window_s=60),

@@ -86,8 +86,7 @@ class ArtifactStore:
             real = os.path.realpath(full)
             if os.path.commonpath([real, self.root]) != self.root:
                 raise PathEscapeError(
-                    f"artifact key {key!r} resolves outside the store root {self.url!r} "
-                    "(through a symlink?)"
+                    f"artifact key {key!r} resolves outside the store root {self.url!r} (through a symlink?)"
                 )
         return full
 
@@ -152,9 +151,7 @@ class ArtifactStore:
         for chunk in self._iter_chunks(ref.key):
             digest.update(chunk)
         if digest.hexdigest() != ref.sha256:
-            raise IntegrityError(
-                f"artifact {ref.key}: sha256 is {digest.hexdigest()}, expected {ref.sha256}"
-            )
+            raise IntegrityError(f"artifact {ref.key}: sha256 is {digest.hexdigest()}, expected {ref.sha256}")
 
     def _iter_chunks(self, key: str) -> Iterator[bytes]:
         try:
@@ -175,9 +172,7 @@ class ArtifactStore:
                 out.write(chunk)
         if digest.hexdigest() != ref.sha256:
             destination.unlink()
-            raise IntegrityError(
-                f"artifact {ref.key}: sha256 is {digest.hexdigest()}, expected {ref.sha256}"
-            )
+            raise IntegrityError(f"artifact {ref.key}: sha256 is {digest.hexdigest()}, expected {ref.sha256}")
         return destination
 
     # -- trees (a directory: a JSON manifest of relative path → blob) ----------------------
@@ -190,7 +185,10 @@ class ArtifactStore:
             if path.is_symlink():
                 raise ArtifactError(f"{path}: symlinks are not stored; copy the file instead")
             ref = self.put_file(path)
-            entries[path.relative_to(base).as_posix()] = {"sha256": ref.sha256, "size": ref.size_bytes}
+            entries[path.relative_to(base).as_posix()] = {
+                "sha256": ref.sha256,
+                "size": ref.size_bytes,
+            }
         manifest = self.put_json({"kind": "tree", "files": entries})
         return manifest.model_copy(update={"media_type": "application/vnd.tuneline.tree+json"})
 
@@ -203,7 +201,8 @@ class ArtifactStore:
             target = (out / relative).resolve()
             if out not in target.parents:
                 raise PathEscapeError(f"tree entry {relative!r} escapes {out}")
-            blob = ArtifactRef(key=blob_key(entry["sha256"]), sha256=entry["sha256"],
-                               size_bytes=entry["size"])
+            blob = ArtifactRef(
+                key=blob_key(entry["sha256"]), sha256=entry["sha256"], size_bytes=entry["size"]
+            )
             self.fetch_file(blob, target)
         return out

@@ -20,12 +20,17 @@ from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
-from opentelemetry import trace
 
 from schemas.envelope import Envelope, derived_event_id, new_event_id, now
 from schemas.events import Event
-from schemas.subjects import DECISIONS_PREFIX, DECISIONS_STREAM, DLQ_PREFIX, DLQ_STREAM
-from schemas.subjects import EVENTS_PREFIX, EVENTS_STREAM
+from schemas.subjects import (
+    DECISIONS_PREFIX,
+    DECISIONS_STREAM,
+    DLQ_PREFIX,
+    DLQ_STREAM,
+    EVENTS_PREFIX,
+    EVENTS_STREAM,
+)
 from services.core.metrics import ServiceMetrics
 from services.core.settings import CoreSettings, NatsSettings, StreamSettings
 
@@ -127,6 +132,7 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
 async def ensure_streams(js: JetStreamContext, settings: StreamSettings) -> None:
     """Create the streams, or bring an existing stream's limits up to date (idempotent)."""
     for config in stream_configs(settings):
+        assert config.name is not None
         try:
             await js.stream_info(config.name)
         except NotFoundError:
@@ -143,13 +149,6 @@ def events_stream() -> JStream:
 
 def dlq_stream() -> JStream:
     return JStream(DLQ_STREAM, declare=False)
-
-
-def current_traceparent() -> str | None:
-    span_context = trace.get_current_span().get_span_context()
-    if not span_context.is_valid:
-        return None
-    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
 
 
 class EventBus:
@@ -179,9 +178,7 @@ class EventBus:
         tenant: str | None = None,
     ) -> Envelope:
         if causation is not None:
-            event_id = event_id or derived_event_id(
-                causation.id, event.ce_type(), *discriminators
-            )
+            event_id = event_id or derived_event_id(causation.id, event.ce_type(), *discriminators)
             correlation_id = correlation_id or causation.correlation_id
         event_id = event_id or new_event_id()
         event_tenant = getattr(event, "tenant", None)

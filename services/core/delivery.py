@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from faststream.nats import ConsumerConfig, NatsBroker, NatsMessage, PullSub
 from faststream.middlewares import AckPolicy
+from faststream.nats import ConsumerConfig, NatsBroker, NatsMessage, PullSub
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import DeliverPolicy
@@ -60,9 +60,7 @@ class HandlerContext:
 
     async def publish(self, event: Event, *discriminators: object) -> Envelope:
         """Publish an event caused by this one (deterministic id, same correlation and tenant)."""
-        return await self.bus.publish(
-            event, causation=self.envelope, discriminators=discriminators
-        )
+        return await self.bus.publish(event, causation=self.envelope, discriminators=discriminators)
 
     async def in_progress(self) -> None:
         await self.message.in_progress()
@@ -99,6 +97,7 @@ class EventConsumer(Generic[E]):
         self.bus = bus
         self.delivery = delivery
         self.metrics = metrics
+        self._counters: dict[str, Any] = {}
 
     async def __call__(self, msg: NatsMessage) -> None:
         attempt, stream_seq = _delivery_info(msg)
@@ -106,8 +105,7 @@ class EventConsumer(Generic[E]):
             envelope = Envelope.from_headers(msg.headers)
             if envelope.type != self.event_cls.ce_type():
                 raise EnvelopeError(
-                    {"type": f"{envelope.type!r} on a subject that carries "
-                     f"{self.event_cls.ce_type()!r}"}
+                    {"type": f"{envelope.type!r} on a subject that carries {self.event_cls.ce_type()!r}"}
                 )
             event = self.event_cls.read(json.loads(msg.body))
         except EnvelopeError as error:
@@ -138,9 +136,9 @@ class EventConsumer(Generic[E]):
             return
         finally:
             if self.metrics is not None:
-                self.metrics.handler_seconds.labels(
-                    self.service, self.event_cls.event_type
-                ).observe(time.perf_counter() - started)
+                self.metrics.handler_seconds.labels(self.service, self.event_cls.event_type).observe(
+                    time.perf_counter() - started
+                )
         await msg.ack()
         self._count("ack")
 
@@ -185,9 +183,7 @@ class EventConsumer(Generic[E]):
             # one dead letter per (service, stream message), however often it is redelivered
             headers["Nats-Msg-Id"] = f"dlq:{self.service}:{stream_seq}"
         # Publish before terminating: if this publish fails, the message is redelivered, not lost.
-        await self.bus.broker.publish(
-            msg.body, dlq_subject(subject), headers=headers, stream=DLQ_STREAM
-        )
+        await self.bus.broker.publish(msg.body, dlq_subject(subject), headers=headers, stream=DLQ_STREAM)
         await msg.reject()
         self._count("dead-letter")
         if self.metrics is not None:
@@ -195,25 +191,38 @@ class EventConsumer(Generic[E]):
 
     @contextlib.asynccontextmanager
     async def _heartbeat(self, msg: NatsMessage) -> Any:
-        """Tell JetStream we are still working every AckWait/3, so long handlers keep the lease."""
+        """Tell JetStream we are still working every AckWait/3, so long handlers keep the lease.
+
+        A timer, not a task per message: most handlers finish long before the first beat.
+        """
+        loop = asyncio.get_running_loop()
         interval = self.delivery.ack_wait_s / 3
+        beats: set[asyncio.Task[None]] = set()
+        handle: asyncio.TimerHandle | None = None
 
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                await msg.in_progress()
+        def beat() -> None:
+            nonlocal handle
+            task = loop.create_task(msg.in_progress())
+            beats.add(task)
+            task.add_done_callback(beats.discard)
+            handle = loop.call_later(interval, beat)
 
-        task = asyncio.create_task(beat())
+        handle = loop.call_later(interval, beat)
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if handle is not None:
+                handle.cancel()
+            for task in beats:
+                task.cancel()
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
-            self.metrics.handled.labels(self.service, self.event_cls.event_type, outcome).inc()
+            counter = self._counters.get(outcome)
+            if counter is None:
+                counter = self.metrics.handled.labels(self.service, self.event_cls.event_type, outcome)
+                self._counters[outcome] = counter
+            counter.inc()
 
 
 async def raw_body(msg: NatsMessage) -> bytes:
@@ -247,9 +256,7 @@ def subscribe_event(
     metrics: ServiceMetrics | None = None,
 ) -> EventConsumer[E]:
     """Register `handler` for `event_cls` as the service's durable pull consumer."""
-    consumer = EventConsumer(
-        event_cls, handler, service=service, bus=bus, delivery=delivery, metrics=metrics
-    )
+    consumer = EventConsumer(event_cls, handler, service=service, bus=bus, delivery=delivery, metrics=metrics)
 
     async def on_message(msg: NatsMessage) -> None:
         await consumer(msg)

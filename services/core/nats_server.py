@@ -76,11 +76,16 @@ class EmbeddedNats:
         args = [
             str(nats_server_binary()),
             "--jetstream",
-            "--store_dir", str(self.data_dir / "jetstream"),
-            "--addr", self.host,
-            "--port", str(self.port),
-            "--server_name", f"tuneline-{self.port}",
-            "--log", str(log),
+            "--store_dir",
+            str(self.data_dir / "jetstream"),
+            "--addr",
+            self.host,
+            "--port",
+            str(self.port),
+            "--server_name",
+            f"tuneline-{self.port}",
+            "--log",
+            str(log),
             *self.extra_args,
         ]
         if self.monitor_port:
@@ -91,9 +96,7 @@ class EmbeddedNats:
             if self.process.poll() is not None:
                 stderr = self.process.stderr.read().decode() if self.process.stderr else ""
                 tail = log.read_text()[-2000:] if log.exists() else ""
-                raise NatsServerError(
-                    f"nats-server exited with {self.process.returncode}: {stderr}{tail}"
-                )
+                raise NatsServerError(f"nats-server exited with {self.process.returncode}: {stderr}{tail}")
             if log.exists() and "Server is ready" in _read_from(log, offset):
                 return self
             time.sleep(0.05)

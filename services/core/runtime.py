@@ -13,7 +13,6 @@ from faststream.middlewares import AckPolicy
 from faststream.nats import NatsBroker
 
 from schemas.subjects import rpc_subject
-
 from services.core.bus import EventBus, build_broker, ensure_streams
 from services.core.metrics import ServiceMetrics
 from services.core.settings import CoreSettings

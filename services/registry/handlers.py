@@ -70,7 +70,7 @@ class RegistryHandlers:
         )
         try:
             await self._write(self.store.record_dead_letter, letter)
-        except Exception:  # noqa: BLE001  (database down: retry later, never lose the letter)
+        except Exception:
             logger.exception("could not record dead letter; will retry")
             await msg.nack(delay=5.0)
             return

@@ -122,9 +122,7 @@ def training_failed(s: Session, e: training.TrainingFailed, env: Envelope, at: d
     return PROJECTED
 
 
-def training_cancelled(
-    s: Session, e: training.TrainingCancelled, env: Envelope, at: datetime
-) -> str:
+def training_cancelled(s: Session, e: training.TrainingCancelled, env: Envelope, at: datetime) -> str:
     row = _run(s, e.run_id, env, at)
     if row.status == "completed":
         return RECORDED_ONLY

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from schemas.envelope import Envelope
 from schemas.events import Event
@@ -51,9 +51,7 @@ class RegistryStore:
         self.sessions = sessionmaker(engine, expire_on_commit=False)
 
     # -- writes ----------------------------------------------------------------------------
-    def record(
-        self, event: Event, envelope: Envelope, *, stream_seq: int | None = None
-    ) -> str:
+    def record(self, event: Event, envelope: Envelope, *, stream_seq: int | None = None) -> str:
         """Append the event and project it in one transaction; returns the outcome.
 
         A `ce-id` seen before is a duplicate (redelivery, or a republish outside JetStream's
@@ -166,9 +164,7 @@ class RegistryStore:
 
     def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.sessions() as session:
-            rows = session.scalars(
-                select(DeadLetterRow).order_by(DeadLetterRow.id.desc()).limit(limit)
-            ).all()
+            rows = session.scalars(select(DeadLetterRow).order_by(DeadLetterRow.id.desc()).limit(limit)).all()
             return [
                 {
                     "original_subject": r.original_subject,

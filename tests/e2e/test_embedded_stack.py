@@ -21,18 +21,31 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dataset.submitted.
 
 
 def cli(nats_url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TUNELINE, "--nats-url", nats_url, *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [*TUNELINE, "--nats-url", nats_url, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 STARTUP_OUTPUT: dict[int, str] = {}
 
 
 def start_up(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([*TUNELINE, "up", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200",
-                                 "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    proc = subprocess.Popen(
+        [*TUNELINE, "up", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={
+            **os.environ,
+            "COLUMNS": "200",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        },
+    )
     deadline = time.monotonic() + 90
     assert proc.stdout is not None
     lines = []
@@ -104,8 +117,7 @@ def test_up_publish_status_models_tail_and_clean_stop(tmp_path: Path) -> None:
         models = cli(url, "models", "list")
         assert models.returncode == 0 and "no model versions yet" in models.stdout
 
-        tail = cli(url, "events", "tail", "--from-start", "--json", "--count", "1",
-                   "--timeout", "10")
+        tail = cli(url, "events", "tail", "--from-start", "--json", "--count", "1", "--timeout", "10")
         [line] = tail.stdout.splitlines()
         item = json.loads(line)
         assert item["envelope"]["correlation_id"] == correlation
@@ -130,11 +142,17 @@ def test_status_of_unknown_lineage_is_an_error(stack: tuple[str, Path]) -> None:
 
 def test_up_against_external_nats_and_postgres(tmp_path: Path, postgres_url: str) -> None:
     with EmbeddedNats(tmp_path / "external-nats", port=free_port()) as nats:
-        proc = start_up("--nats-url", nats.url, "--database-url", postgres_url,
-                        "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+        proc = start_up(
+            "--nats-url",
+            nats.url,
+            "--database-url",
+            postgres_url,
+            "--data-dir",
+            str(tmp_path / "data"),
+            cwd=tmp_path,
+        )
         try:
-            published = cli(nats.url, "events", "publish", "dataset.submitted", "--data",
-                            str(EXAMPLE))
+            published = cli(nats.url, "events", "publish", "dataset.submitted", "--data", str(EXAMPLE))
             correlation = published.stdout.split("correlation id:")[1].split()[0]
             status = cli(nats.url, "status", correlation, "--wait", "10")
             assert status.returncode == 0, status.stderr

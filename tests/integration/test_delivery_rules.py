@@ -10,8 +10,13 @@ import pytest
 
 from schemas.dataset import DatasetSubmitted
 from schemas.subjects import DLQ_STREAM
-from services.core.delivery import DLQ_DELIVERIES, DLQ_KIND, DLQ_REASON, HandlerContext
-from services.core.delivery import subscribe_event
+from services.core.delivery import (
+    DLQ_DELIVERIES,
+    DLQ_KIND,
+    DLQ_REASON,
+    HandlerContext,
+    subscribe_event,
+)
 from services.core.runtime import ServiceRuntime, build_runtime
 from services.core.settings import CoreSettings
 from tests.conftest import wait_until
@@ -22,8 +27,15 @@ pytestmark = pytest.mark.integration
 
 def worker(core: CoreSettings, handler: Any, service: str = "worker") -> ServiceRuntime:
     runtime = build_runtime(service, core)
-    subscribe_event(runtime.broker, DatasetSubmitted, handler, service=service, bus=runtime.bus,
-                    delivery=core.delivery, metrics=runtime.metrics)
+    subscribe_event(
+        runtime.broker,
+        DatasetSubmitted,
+        handler,
+        service=service,
+        bus=runtime.bus,
+        delivery=core.delivery,
+        metrics=runtime.metrics,
+    )
     return runtime
 
 
@@ -118,8 +130,7 @@ async def test_replicas_share_the_durable_and_each_event_is_handled_once_per_ser
     bus.broker = first.broker
     for n in range(60):
         await bus.publish(submitted(n))
-    await wait_until(lambda: sum(handled.values()) == 60 and sum(other_service.values()) == 60,
-                     timeout=20)
+    await wait_until(lambda: sum(handled.values()) == 60 and sum(other_service.values()) == 60, timeout=20)
     await asyncio.sleep(0.5)
     assert set(handled.values()) == {1}
     assert set(other_service.values()) == {1}

@@ -88,12 +88,16 @@ async def test_malformed_event_is_dead_lettered_and_does_not_block(
     good = submitted(1)
     bad_envelope = publisher.bus.envelope_for(submitted(2))
     # malformed payload, then a body that is not JSON, then no envelope at all, then a good one
-    await publisher.broker.publish({"submission_id": "broken", "tenant": "acme"},
-                                   good.subject(), headers=bad_envelope.to_headers(),
-                                   stream="TUNELINE")
+    await publisher.broker.publish(
+        {"submission_id": "broken", "tenant": "acme"},
+        good.subject(),
+        headers=bad_envelope.to_headers(),
+        stream="TUNELINE",
+    )
     not_json = publisher.bus.envelope_for(submitted(3))
-    await publisher.broker.publish(b"{not json", good.subject(), headers=not_json.to_headers(),
-                                   stream="TUNELINE")
+    await publisher.broker.publish(
+        b"{not json", good.subject(), headers=not_json.to_headers(), stream="TUNELINE"
+    )
     await publisher.broker.publish(good, good.subject(), stream="TUNELINE")
     envelope = await publisher.bus.publish(good)
 
@@ -106,7 +110,10 @@ async def test_malformed_event_is_dead_lettered_and_does_not_block(
     assert "not UTF-8 JSON" in reasons[1]
     assert "ce-id" in reasons[2]
     assert [m.headers[DLQ_KIND] for m in letters] == [
-        "invalid-payload", "invalid-payload", "invalid-envelope"]
+        "invalid-payload",
+        "invalid-payload",
+        "invalid-envelope",
+    ]
     # the registry also records the dead letters it (and others) produced
     await wait_until(lambda: len(registry.store.dead_letters()) == 3)
     assert registry.store.count_events() == 1
@@ -147,9 +154,12 @@ async def test_trace_started_at_publish_continues_in_the_registry(
         await operator.broker.stop()
 
     def by(service: str, operation: str) -> list[Any]:
-        return [s for s in spans.get_finished_spans()
-                if s.resource.attributes["service.name"] == f"tuneline-{service}"
-                and s.name == f"{DatasetSubmitted.subject()} {operation}"]
+        return [
+            s
+            for s in spans.get_finished_spans()
+            if s.resource.attributes["service.name"] == f"tuneline-{service}"
+            and s.name == f"{DatasetSubmitted.subject()} {operation}"
+        ]
 
     publish_span = await wait_until(lambda: by("operator", "publish"))
     process_span = await wait_until(lambda: by("registry", "process"))
@@ -160,6 +170,7 @@ async def test_trace_started_at_publish_continues_in_the_registry(
     assert recorded.ce_id == envelope.id
     with registry.store.sessions() as session:
         from services.registry.tables import EventRecord
+
         row = session.query(EventRecord).one()
         assert row.traceparent is not None
         assert row.traceparent.split("-")[1] == f"{trace_id:032x}"
@@ -175,14 +186,18 @@ async def test_queries_answer_over_request_reply(
     await publisher.bus.publish(ready, correlation_id=submitted_env.correlation_id)
     await wait_until(lambda: registry.store.count_events() == 2)
 
-    timeline = await query(publisher.broker, "registry", "timeline",
-                           {"correlation_id": submitted_env.correlation_id})
+    timeline = await query(
+        publisher.broker, "registry", "timeline", {"correlation_id": submitted_env.correlation_id}
+    )
     assert [e["type"] for e in timeline["entries"]] == [
-        "tuneline.dataset.submitted.v1", "tuneline.candidate.ready.v1"]
+        "tuneline.dataset.submitted.v1",
+        "tuneline.candidate.ready.v1",
+    ]
     versions = await query(publisher.broker, "registry", "models.list", {"tenant": "acme"})
     assert [v["version_id"] for v in versions["versions"]] == [ready.candidate.version_id()]
-    detail = await query(publisher.broker, "registry", "models.get",
-                         {"version_id": ready.candidate.version_id()})
+    detail = await query(
+        publisher.broker, "registry", "models.get", {"version_id": ready.candidate.version_id()}
+    )
     assert detail["model_ref"]["base"]["sha256"] == ready.candidate.base.sha256
     assert len(detail["history"]) == 2
     with pytest.raises(RpcError, match="not in the registry") as caught:

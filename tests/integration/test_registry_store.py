@@ -30,8 +30,7 @@ def store(database_url: str) -> RegistryStore:
 
 def envelope_for(event: Event, correlation: str = "c1", seconds: float = 0, **kw: object) -> Envelope:
     return Envelope(
-        id=str(kw.get("id", derived_event_id(correlation, event.ce_type(), event.entity_id(),
-                                             seconds))),
+        id=str(kw.get("id", derived_event_id(correlation, event.ce_type(), event.entity_id(), seconds))),
         source="tuneline/test",
         type=event.ce_type(),
         time=now() + timedelta(seconds=seconds),
@@ -76,7 +75,9 @@ def test_timeline_is_ordered_by_event_time(store: RegistryStore) -> None:
     store.record(submitted(9), envelope_for(submitted(9), correlation="other"))
     timeline = store.timeline("c1")
     assert [e.type for e in timeline.entries] == [
-        "tuneline.dataset.submitted.v1", "tuneline.training.progress.v1"]
+        "tuneline.dataset.submitted.v1",
+        "tuneline.training.progress.v1",
+    ]
     assert [e.position for e in timeline.entries] == [1, 2]
     assert "step=5" in timeline.entries[1].summary
 
@@ -108,9 +109,15 @@ def test_unknown_version_is_not_found(store: RegistryStore) -> None:
 
 
 def test_dead_letters_are_recorded_once(store: RegistryStore) -> None:
-    letter = DeadLetter(original_subject="tuneline.events.dataset.submitted", service="curation",
-                        kind="invalid-payload", reason="task: Field required",
-                        headers={"ce-id": "x"}, body=b"{}", dlq_stream_seq=4)
+    letter = DeadLetter(
+        original_subject="tuneline.events.dataset.submitted",
+        service="curation",
+        kind="invalid-payload",
+        reason="task: Field required",
+        headers={"ce-id": "x"},
+        body=b"{}",
+        dlq_stream_seq=4,
+    )
     assert store.record_dead_letter(letter) is True
     assert store.record_dead_letter(letter) is False
     [row] = store.dead_letters()

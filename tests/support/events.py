@@ -27,12 +27,19 @@ def submitted(n: int = 1, tenant: str = "acme") -> DatasetSubmitted:
 
 def model_ref(adapter_seed: str = "a", run_id: str = "run-1") -> ModelRef:
     return ModelRef(
-        base=BaseModelRef(name="tiny-llama", uri="blobs/base", sha256=sha("base"),
-                          architecture="LlamaForCausalLM"),
+        base=BaseModelRef(
+            name="tiny-llama", uri="blobs/base", sha256=sha("base"), architecture="LlamaForCausalLM"
+        ),
         adapter=AdapterRef(
-            artifact=ArtifactRef(key=f"blobs/sha256/{sha(adapter_seed)[:2]}/{sha(adapter_seed)}",
-                                 sha256=sha(adapter_seed), size_bytes=10),
-            method="sft-lora", rank=8, alpha=16, target_modules=("q_proj", "v_proj"),
+            artifact=ArtifactRef(
+                key=f"blobs/sha256/{sha(adapter_seed)[:2]}/{sha(adapter_seed)}",
+                sha256=sha(adapter_seed),
+                size_bytes=10,
+            ),
+            method="sft-lora",
+            rank=8,
+            alpha=16,
+            target_modules=("q_proj", "v_proj"),
         ),
         tokenizer=TokenizerRef(tokenizer_sha256=sha("tok")),
         run_id=run_id,

@@ -49,8 +49,16 @@ def test_fetch_file_removes_a_bad_copy(store: ArtifactStore, tmp_path: Path) -> 
 
 @pytest.mark.parametrize(
     "key",
-    ["../outside", "blobs/../../outside", "/etc/passwd", "s3://other/bucket", "a\\b", "", ".",
-     "blobs/%2e%2e/x"],
+    [
+        "../outside",
+        "blobs/../../outside",
+        "/etc/passwd",
+        "s3://other/bucket",
+        "a\\b",
+        "",
+        ".",
+        "blobs/%2e%2e/x",
+    ],
 )
 def test_keys_that_escape_the_root_are_refused(store: ArtifactStore, key: str) -> None:
     with pytest.raises(PathEscapeError):

@@ -44,8 +44,16 @@ def test_publish_names_the_bad_field_and_sends_nothing(tmp_path: Path) -> None:
     path.write_text(json.dumps(data))
     # no server at this URL: validation must fail before any connection is tried
     result = runner.invoke(
-        app, ["--nats-url", "nats://127.0.0.1:1", "events", "publish", "dataset.submitted",
-              "--data", str(path)]
+        app,
+        [
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "events",
+            "publish",
+            "dataset.submitted",
+            "--data",
+            str(path),
+        ],
     )
     assert result.exit_code == 1
     assert "recipe.lora.rank" in result.output
@@ -63,8 +71,15 @@ def test_publish_unknown_type_lists_known_types(tmp_path: Path) -> None:
 
 def test_publish_dry_run_validates_the_shipped_example() -> None:
     result = runner.invoke(
-        app, ["events", "publish", "dataset.submitted", "--data",
-              "examples/dataset.submitted.json", "--dry-run"]
+        app,
+        [
+            "events",
+            "publish",
+            "dataset.submitted",
+            "--data",
+            "examples/dataset.submitted.json",
+            "--dry-run",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "valid" in result.output

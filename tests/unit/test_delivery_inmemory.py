@@ -9,9 +9,14 @@ from faststream.nats import NatsMessage, TestNatsBroker
 from schemas.dataset import DatasetSubmitted
 from schemas.envelope import Envelope
 from schemas.training import TrainingStarted
-from services.core.delivery import DLQ_KIND, DLQ_REASON, HandlerContext, PermanentError
 from services.core.bus import dlq_stream
-from services.core.delivery import subscribe_event
+from services.core.delivery import (
+    DLQ_KIND,
+    DLQ_REASON,
+    HandlerContext,
+    PermanentError,
+    subscribe_event,
+)
 from services.core.runtime import build_runtime
 from services.core.settings import CoreSettings
 from tests.support.events import sha, submitted
@@ -47,8 +52,15 @@ async def test_valid_event_reaches_handler_with_its_envelope() -> None:
     async def handle(event: DatasetSubmitted, ctx: HandlerContext) -> None:
         seen.append((event, ctx.envelope))
 
-    subscribe_event(runtime.broker, DatasetSubmitted, handle, service="unit", bus=runtime.bus,
-                    delivery=runtime.settings.delivery, metrics=runtime.metrics)
+    subscribe_event(
+        runtime.broker,
+        DatasetSubmitted,
+        handle,
+        service="unit",
+        bus=runtime.bus,
+        delivery=runtime.settings.delivery,
+        metrics=runtime.metrics,
+    )
     async with TestNatsBroker(runtime.broker):
         envelope = await runtime.bus.publish(submitted())
     assert len(seen) == 1
@@ -69,12 +81,22 @@ async def test_invalid_payload_is_dead_lettered_with_field_names() -> None:
     async def handle(event: DatasetSubmitted, ctx: HandlerContext) -> None:
         calls.append(event)
 
-    subscribe_event(runtime.broker, DatasetSubmitted, handle, service="unit", bus=runtime.bus,
-                    delivery=runtime.settings.delivery, metrics=runtime.metrics)
+    subscribe_event(
+        runtime.broker,
+        DatasetSubmitted,
+        handle,
+        service="unit",
+        bus=runtime.bus,
+        delivery=runtime.settings.delivery,
+        metrics=runtime.metrics,
+    )
     envelope = runtime.bus.envelope_for(submitted())
     async with TestNatsBroker(runtime.broker) as broker:
-        await broker.publish({"submission_id": "x", "tenant": "acme"}, DatasetSubmitted.subject(),
-                             headers=envelope.to_headers())
+        await broker.publish(
+            {"submission_id": "x", "tenant": "acme"},
+            DatasetSubmitted.subject(),
+            headers=envelope.to_headers(),
+        )
     assert calls == []
     assert len(letters) == 1
     reason = letters[0].headers[DLQ_REASON]
@@ -90,8 +112,14 @@ async def test_missing_envelope_is_dead_lettered() -> None:
     async def handle(event: DatasetSubmitted, ctx: HandlerContext) -> None:
         raise AssertionError("must not be called")
 
-    subscribe_event(runtime.broker, DatasetSubmitted, handle, service="unit", bus=runtime.bus,
-                    delivery=runtime.settings.delivery)
+    subscribe_event(
+        runtime.broker,
+        DatasetSubmitted,
+        handle,
+        service="unit",
+        bus=runtime.bus,
+        delivery=runtime.settings.delivery,
+    )
     async with TestNatsBroker(runtime.broker) as broker:
         await broker.publish(submitted().model_dump(mode="json"), DatasetSubmitted.subject())
     assert len(letters) == 1
@@ -106,8 +134,14 @@ async def test_permanent_error_is_dead_lettered_at_once() -> None:
     async def handle(event: DatasetSubmitted, ctx: HandlerContext) -> None:
         raise PermanentError("base model 'x' does not exist")
 
-    subscribe_event(runtime.broker, DatasetSubmitted, handle, service="unit", bus=runtime.bus,
-                    delivery=runtime.settings.delivery)
+    subscribe_event(
+        runtime.broker,
+        DatasetSubmitted,
+        handle,
+        service="unit",
+        bus=runtime.bus,
+        delivery=runtime.settings.delivery,
+    )
     async with TestNatsBroker(runtime.broker):
         await runtime.bus.publish(submitted())
     assert [m.headers[DLQ_KIND] for m in letters] == ["permanent-error"]
@@ -121,8 +155,15 @@ async def test_transient_error_is_nacked_not_dead_lettered_on_first_attempt() ->
     async def handle(event: DatasetSubmitted, ctx: HandlerContext) -> None:
         raise ConnectionError("database briefly away")
 
-    subscribe_event(runtime.broker, DatasetSubmitted, handle, service="unit", bus=runtime.bus,
-                    delivery=runtime.settings.delivery, metrics=runtime.metrics)
+    subscribe_event(
+        runtime.broker,
+        DatasetSubmitted,
+        handle,
+        service="unit",
+        bus=runtime.bus,
+        delivery=runtime.settings.delivery,
+        metrics=runtime.metrics,
+    )
     async with TestNatsBroker(runtime.broker):
         await runtime.bus.publish(submitted())
     assert letters == []
@@ -134,12 +175,23 @@ async def test_derived_event_keeps_lineage_and_gets_a_deterministic_id() -> None
     derived: list[Envelope] = []
 
     async def on_submitted(event: DatasetSubmitted, ctx: HandlerContext) -> None:
-        started = TrainingStarted(run_id="run-1", dataset_id=sha("d"), method="sft-lora",
-                                  base=_base(), recipe_sha256=sha("r"))
+        started = TrainingStarted(
+            run_id="run-1",
+            dataset_id=sha("d"),
+            method="sft-lora",
+            base=_base(),
+            recipe_sha256=sha("r"),
+        )
         derived.append(await ctx.publish(started, "attempt-1"))
 
-    subscribe_event(runtime.broker, DatasetSubmitted, on_submitted, service="unit",
-                    bus=runtime.bus, delivery=runtime.settings.delivery)
+    subscribe_event(
+        runtime.broker,
+        DatasetSubmitted,
+        on_submitted,
+        service="unit",
+        bus=runtime.bus,
+        delivery=runtime.settings.delivery,
+    )
     async with TestNatsBroker(runtime.broker):
         cause = await runtime.bus.publish(submitted(), correlation_id="lineage-1")
     assert len(derived) == 1
@@ -147,9 +199,15 @@ async def test_derived_event_keeps_lineage_and_gets_a_deterministic_id() -> None
     assert derived[0].causation_id == cause.id
     assert derived[0].tenant == "acme"
     again = runtime.bus.envelope_for(
-        TrainingStarted(run_id="run-1", dataset_id=sha("d"), method="sft-lora", base=_base(),
-                        recipe_sha256=sha("r")),
-        causation=cause, discriminators=["attempt-1"],
+        TrainingStarted(
+            run_id="run-1",
+            dataset_id=sha("d"),
+            method="sft-lora",
+            base=_base(),
+            recipe_sha256=sha("r"),
+        ),
+        causation=cause,
+        discriminators=["attempt-1"],
     )
     assert again.id == derived[0].id
 

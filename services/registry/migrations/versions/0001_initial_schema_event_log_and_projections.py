@@ -52,9 +52,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("submission_id"),
     )
     with op.batch_alter_table("datasets", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_datasets_correlation_id"), ["correlation_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_datasets_correlation_id"), ["correlation_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_datasets_dataset_id"), ["dataset_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_datasets_tenant"), ["tenant"], unique=False)
 
@@ -84,9 +82,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("dlq_stream_seq"),
     )
     with op.batch_alter_table("dead_letters", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_dead_letters_correlation_id"), ["correlation_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_dead_letters_correlation_id"), ["correlation_id"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_dead_letters_original_subject"), ["original_subject"], unique=False
         )
@@ -131,9 +127,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("ce_id"),
     )
     with op.batch_alter_table("eval_reports", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_eval_reports_version_id"), ["version_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_eval_reports_version_id"), ["version_id"], unique=False)
 
     op.create_table(
         "events",
@@ -164,9 +158,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("ce_id"),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_events_correlation_id"), ["correlation_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_events_correlation_id"), ["correlation_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_events_subject"), ["subject"], unique=False)
         batch_op.create_index(batch_op.f("ix_events_tenant"), ["tenant"], unique=False)
         batch_op.create_index(batch_op.f("ix_events_type"), ["type"], unique=False)
@@ -195,9 +187,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("ce_id"),
     )
     with op.batch_alter_table("gate_decisions", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_gate_decisions_version_id"), ["version_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_gate_decisions_version_id"), ["version_id"], unique=False)
 
     op.create_table(
         "model_versions",
@@ -230,9 +220,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("version_id"),
     )
     with op.batch_alter_table("model_versions", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_model_versions_base_sha256"), ["base_sha256"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_model_versions_base_sha256"), ["base_sha256"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_model_versions_correlation_id"), ["correlation_id"], unique=False
         )
@@ -264,9 +252,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("run_id"),
     )
     with op.batch_alter_table("training_runs", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_training_runs_correlation_id"), ["correlation_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_training_runs_correlation_id"), ["correlation_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_training_runs_tenant"), ["tenant"], unique=False)
 
 
