@@ -18,7 +18,7 @@ _TYPE_RE = re.compile(r"^tuneline\.[a-z]+\.[a-z-]+\.v[0-9]+$")
 _TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 # attribute name -> header name (binary mode: every attribute is a `ce-` header)
-_HEADERS = {
+HEADERS = {
     "specversion": "ce-specversion",
     "id": "ce-id",
     "source": "ce-source",
@@ -63,7 +63,7 @@ class Envelope(BaseModel):
         """Binary-mode headers. `Nats-Msg-Id` = `ce-id` so JetStream deduplicates redeliveries."""
         headers = {
             header: _format(getattr(self, attr))
-            for attr, header in _HEADERS.items()
+            for attr, header in HEADERS.items()
             if getattr(self, attr) is not None
         }
         headers["Nats-Msg-Id"] = self.id
@@ -77,7 +77,7 @@ class Envelope(BaseModel):
         headers = {k.lower(): v for k, v in (headers or {}).items()}
         values: dict[str, str] = {}
         problems: dict[str, str] = {}
-        for attr, header in _HEADERS.items():
+        for attr, header in HEADERS.items():
             value = headers.get(header)
             if value is None or value == "":
                 if attr in REQUIRED:

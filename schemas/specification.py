@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.catalogue import EVENTS
-from schemas.envelope import REQUIRED, Envelope
+from schemas.envelope import HEADERS, REQUIRED, Envelope
 from schemas.subjects import DLQ_PREFIX, EVENTS_STREAM
 
 TITLE = "tuneline events"
@@ -27,18 +27,8 @@ def event_json_schemas() -> dict[str, dict[str, Any]]:
 def _headers_schema() -> dict[str, Any]:
     fields = Envelope.model_fields
     properties: dict[str, Any] = {}
-    header_names = {
-        "specversion": "ce-specversion",
-        "id": "ce-id",
-        "source": "ce-source",
-        "type": "ce-type",
-        "time": "ce-time",
-        "subject": "ce-subject",
-        "correlation_id": "ce-correlationid",
-        "causation_id": "ce-causationid",
-        "tenant": "ce-tenant",
-        "traceparent": "traceparent",
-    }
+    header_names = {a: h for a, h in HEADERS.items() if a != "datacontenttype"}
+    header_names["traceparent"] = "traceparent"
     for attr, header in header_names.items():
         properties[header] = {"type": "string", "description": fields[attr].description or attr}
     properties["Nats-Msg-Id"] = {"type": "string", "description": "equals ce-id (deduplication)"}

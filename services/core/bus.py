@@ -97,35 +97,31 @@ def build_broker(
 
 def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
     """The three streams of DESIGN.md; their subjects never overlap."""
-    return [
-        StreamConfig(
-            name=EVENTS_STREAM,
-            subjects=[f"{EVENTS_PREFIX}.>"],
+
+    def stream(name: str, prefix: str, max_age_days: float, **limits: Any) -> StreamConfig:
+        return StreamConfig(
+            name=name,
+            subjects=[f"{prefix}.>"],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
-            max_age=settings.max_age_days * DAY,
+            max_age=max_age_days * DAY,
+            num_replicas=settings.replicas,
+            **limits,
+        )
+
+    return [
+        stream(
+            EVENTS_STREAM,
+            EVENTS_PREFIX,
+            settings.max_age_days,
             max_bytes=settings.max_bytes,
             duplicate_window=settings.duplicate_window_s,
-            num_replicas=settings.replicas,
         ),
-        StreamConfig(
-            name=DLQ_STREAM,
-            subjects=[f"{DLQ_PREFIX}.>"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=settings.dlq_max_age_days * DAY,
-            duplicate_window=settings.duplicate_window_s,
-            num_replicas=settings.replicas,
+        stream(
+            DLQ_STREAM, DLQ_PREFIX, settings.dlq_max_age_days, duplicate_window=settings.duplicate_window_s
         ),
-        StreamConfig(
-            name=DECISIONS_STREAM,
-            subjects=[f"{DECISIONS_PREFIX}.>"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=7 * DAY,
-            max_bytes=min(settings.max_bytes, 2 * 1024**3),
-            num_replicas=settings.replicas,
-        ),
+        # short retention: per-response decision records are for recent forensics only
+        stream(DECISIONS_STREAM, DECISIONS_PREFIX, 7, max_bytes=min(settings.max_bytes, 2 * 1024**3)),
     ]
 
 

@@ -36,6 +36,18 @@ def _capture_dlq(runtime: Any) -> list[NatsMessage]:
     return letters
 
 
+def _subscribe(runtime: Any, handler: Any) -> None:
+    subscribe_event(
+        runtime.broker,
+        DatasetSubmitted,
+        handler,
+        service="unit",
+        bus=runtime.bus,
+        delivery=runtime.settings.delivery,
+        metrics=runtime.metrics,
+    )
+
+
 def _outcomes(runtime: Any) -> dict[str, float]:
     return {
         sample.labels["outcome"]: sample.value
@@ -52,15 +64,7 @@ async def test_valid_event_reaches_handler_with_its_envelope() -> None:
     async def handle(event: DatasetSubmitted, ctx: HandlerContext) -> None:
         seen.append((event, ctx.envelope))
 
-    subscribe_event(
-        runtime.broker,
-        DatasetSubmitted,
-        handle,
-        service="unit",
-        bus=runtime.bus,
-        delivery=runtime.settings.delivery,
-        metrics=runtime.metrics,
-    )
+    _subscribe(runtime, handle)
     async with TestNatsBroker(runtime.broker):
         envelope = await runtime.bus.publish(submitted())
     assert len(seen) == 1
@@ -81,15 +85,7 @@ async def test_invalid_payload_is_dead_lettered_with_field_names() -> None:
     async def handle(event: DatasetSubmitted, ctx: HandlerContext) -> None:
         calls.append(event)
 
-    subscribe_event(
-        runtime.broker,
-        DatasetSubmitted,
-        handle,
-        service="unit",
-        bus=runtime.bus,
-        delivery=runtime.settings.delivery,
-        metrics=runtime.metrics,
-    )
+    _subscribe(runtime, handle)
     envelope = runtime.bus.envelope_for(submitted())
     async with TestNatsBroker(runtime.broker) as broker:
         await broker.publish(
@@ -112,14 +108,7 @@ async def test_missing_envelope_is_dead_lettered() -> None:
     async def handle(event: DatasetSubmitted, ctx: HandlerContext) -> None:
         raise AssertionError("must not be called")
 
-    subscribe_event(
-        runtime.broker,
-        DatasetSubmitted,
-        handle,
-        service="unit",
-        bus=runtime.bus,
-        delivery=runtime.settings.delivery,
-    )
+    _subscribe(runtime, handle)
     async with TestNatsBroker(runtime.broker) as broker:
         await broker.publish(submitted().model_dump(mode="json"), DatasetSubmitted.subject())
     assert len(letters) == 1
@@ -134,14 +123,7 @@ async def test_permanent_error_is_dead_lettered_at_once() -> None:
     async def handle(event: DatasetSubmitted, ctx: HandlerContext) -> None:
         raise PermanentError("base model 'x' does not exist")
 
-    subscribe_event(
-        runtime.broker,
-        DatasetSubmitted,
-        handle,
-        service="unit",
-        bus=runtime.bus,
-        delivery=runtime.settings.delivery,
-    )
+    _subscribe(runtime, handle)
     async with TestNatsBroker(runtime.broker):
         await runtime.bus.publish(submitted())
     assert [m.headers[DLQ_KIND] for m in letters] == ["permanent-error"]
@@ -155,15 +137,7 @@ async def test_transient_error_is_nacked_not_dead_lettered_on_first_attempt() ->
     async def handle(event: DatasetSubmitted, ctx: HandlerContext) -> None:
         raise ConnectionError("database briefly away")
 
-    subscribe_event(
-        runtime.broker,
-        DatasetSubmitted,
-        handle,
-        service="unit",
-        bus=runtime.bus,
-        delivery=runtime.settings.delivery,
-        metrics=runtime.metrics,
-    )
+    _subscribe(runtime, handle)
     async with TestNatsBroker(runtime.broker):
         await runtime.bus.publish(submitted())
     assert letters == []
@@ -184,14 +158,7 @@ async def test_derived_event_keeps_lineage_and_gets_a_deterministic_id() -> None
         )
         derived.append(await ctx.publish(started, "attempt-1"))
 
-    subscribe_event(
-        runtime.broker,
-        DatasetSubmitted,
-        on_submitted,
-        service="unit",
-        bus=runtime.bus,
-        delivery=runtime.settings.delivery,
-    )
+    _subscribe(runtime, on_submitted)
     async with TestNatsBroker(runtime.broker):
         cause = await runtime.bus.publish(submitted(), correlation_id="lineage-1")
     assert len(derived) == 1
