@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from faststream.nats import NatsBroker
+from faststream.middlewares import AckPolicy as FsAckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schemas.dataset import DatasetSubmitted
 from services.core.bus import ensure_streams
-from services.core.delivery import HandlerContext, subscribe_event
+from services.core.delivery import HandlerContext, raw_body, subscribe_event
 from services.core.nats_server import EmbeddedNats, free_port
 from services.core.runtime import build_runtime
 from services.core.settings import CoreSettings, DeliverySettings, NatsSettings
@@ -115,6 +116,40 @@ async def tuneline_latency(core: CoreSettings, n: int, middlewares: bool = True)
     return latencies
 
 
+async def faststream_floor_latency(url: str, n: int, batch: int) -> list[float]:
+    """FastStream's pull subscriber alone (no envelope, no middlewares, no validation).
+
+    The floor any FastStream-based runtime pays; tells framework cost from ours.
+    """
+    broker = NatsBroker(url, logger=None)
+    latencies: list[float] = []
+    arrived = asyncio.Event()
+    sent_at = 0.0
+
+    async def handle(msg: NatsMessage) -> None:
+        latencies.append(time.perf_counter() - sent_at)
+        await msg.ack()
+        arrived.set()
+
+    broker.subscriber(
+        "tuneline.events.bench.floor",
+        stream=JStream("TUNELINE", declare=False),
+        durable="bench_floor",
+        pull_sub=PullSub(batch_size=batch, timeout=5),
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW, ack_policy=AckPolicy.EXPLICIT),
+        ack_policy=FsAckPolicy.MANUAL,
+        decoder=raw_body,
+    )(handle)
+    await broker.start()
+    for _ in range(n):
+        arrived.clear()
+        sent_at = time.perf_counter()
+        await broker.publish(b"{}", "tuneline.events.bench.floor", stream="TUNELINE")
+        await arrived.wait()
+    await broker.stop()
+    return latencies
+
+
 async def registry_ingest(core: CoreSettings, database_url: str, count: int) -> float:
     """Events/s the registry records from a backlog (publish first, then start the registry)."""
     publisher = build_runtime("bench-publisher", core)
@@ -151,11 +186,13 @@ async def main(args: argparse.Namespace) -> None:
         plain: list[float] = []
         ours: list[float] = []
         bare: list[float] = []
+        floor: list[float] = []
         per_round = args.n // args.rounds
         for _ in range(args.rounds):
             plain += await plain_nats_latency(server.url, per_round, args.batch)
             ours += await tuneline_latency(core, per_round)
             bare += await tuneline_latency(core, per_round, middlewares=False)
+            floor += await faststream_floor_latency(server.url, per_round, args.batch)
 
         print(
             f"publish→handler latency, {len(plain)} sequential events each, fetch batch "
@@ -166,6 +203,7 @@ async def main(args: argparse.Namespace) -> None:
             ("plain nats-py (JetStream pull)", plain),
             ("tuneline runtime (EventBus+sub)", ours),
             ("  same, without OTel/Prometheus", bare),
+            ("FastStream alone (no envelope/mw)", floor),
         ):
             print(
                 f"{name:<34}{percentile(values, 50) * 1e3:>10.3f}"
@@ -177,6 +215,11 @@ async def main(args: argparse.Namespace) -> None:
         print(
             f"ratio tuneline without middlewares ÷ plain: p50 "
             f"{percentile(bare, 50) / percentile(plain, 50):.2f}×"
+        )
+
+        print(
+            f"ratio FastStream alone ÷ plain: p50 "
+            f"{percentile(floor, 50) / percentile(plain, 50):.2f}× (the framework's floor)"
         )
 
         urls = [("sqlite", f"sqlite:///{tmp / 'registry.db'}")]
