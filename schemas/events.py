@@ -60,10 +60,14 @@ class Event(Contract):
             return cls.model_validate(data, extra="ignore")
 
 
+def validation_problems(error: ValidationError) -> list[str]:
+    """`field.path: problem` for every problem, without pydantic's URLs."""
+    return [
+        f"{'.'.join(str(p) for p in e['loc']) or '(payload)'}: {e['msg']}"
+        for e in error.errors(include_url=False)
+    ]
+
+
 def describe_validation_error(error: ValidationError) -> str:
-    """`field.path: problem; …`: every problem, one clause each, without pydantic's URLs."""
-    clauses = []
-    for e in error.errors(include_url=False):
-        where = ".".join(str(p) for p in e["loc"]) or "(payload)"
-        clauses.append(f"{where}: {e['msg']}")
-    return "; ".join(clauses)
+    """Every problem on one line: `a: Field required; b.c: …`."""
+    return "; ".join(validation_problems(error))

@@ -25,12 +25,13 @@ from rich.table import Table
 
 from schemas.catalogue import EVENTS, UnknownEventType, event_class
 from schemas.envelope import Envelope, EnvelopeError
+from schemas.events import validation_problems
 from schemas.specification import asyncapi_document, event_json_schemas
 from schemas.subjects import DLQ_PREFIX, EVENTS_PREFIX
 from services.core.rpc import RpcError, query
 from services.core.runtime import ServiceRuntime, build_runtime
 from services.core.settings import CoreSettings, NatsSettings
-from services.stack import Stack, StackConfig, StackError
+from services.stack import Stack, StackConfig, StackError, wait_healthy
 
 console = Console()
 err = Console(stderr=True)
@@ -148,7 +149,7 @@ def up(
     try:
         stack.start()
         STATE.nats_url = stack.nats_url
-        health = _run(_wait_healthy(list(stack.processes), stack))
+        health = _run(_wait_healthy(stack))
         _print_stack(stack, config, health)
         while not stopping:
             dead = stack.dead_services()
@@ -165,23 +166,9 @@ def up(
         console.print("[green]stopped[/]")
 
 
-async def _wait_healthy(names: list[str], stack: Stack, timeout: float = 60.0) -> dict[str, dict[str, Any]]:
-    healthy: dict[str, dict[str, Any]] = {}
+async def _wait_healthy(stack: Stack) -> dict[str, dict[str, Any]]:
     async with _connected() as runtime:
-        deadline = time.monotonic() + timeout
-        while len(healthy) < len(names):
-            if dead := stack.dead_services():
-                name, code = next(iter(dead.items()))
-                raise StackError(f"{name} exited with {code} while starting:\n{stack.log_tail(name)}")
-            if time.monotonic() > deadline:
-                missing = sorted(set(names) - set(healthy))
-                raise StackError(f"services not healthy after {timeout}s: {', '.join(missing)}")
-            for name in names:
-                if name not in healthy:
-                    with contextlib.suppress(RpcError):
-                        healthy[name] = await query(runtime.broker, name, "health", {}, timeout=0.5)
-            await asyncio.sleep(0.2)
-    return healthy
+        return await wait_healthy(runtime.broker, stack)
 
 
 def _print_stack(stack: Stack, config: StackConfig, health: dict[str, dict[str, Any]]) -> None:
@@ -218,9 +205,7 @@ def _load_event(event_type: str, data: Path) -> Any:
         return cls.model_validate(raw)
     except ValidationError as error:
         lines = [f"{data} is not a valid {event_type} payload:"]
-        for e in error.errors():
-            where = ".".join(str(p) for p in e["loc"]) or "(root)"
-            lines.append(f"  • {where}: {e['msg']}")
+        lines += [f"  • {problem}" for problem in validation_problems(error)]
         lines.append(f"See the schema with: tuneline events schema {event_type}")
         raise _fail("\n".join(lines)) from None
 

@@ -18,7 +18,7 @@ from services.core.nats_server import free_port
 from services.core.rpc import query
 from services.core.runtime import build_runtime
 from services.core.settings import CoreSettings, NatsSettings
-from services.stack import Stack, StackConfig, StackError
+from services.stack import Stack, StackConfig, StackError, wait_healthy
 
 DEMO_DIR = Path(".tuneline/demo")
 
@@ -56,12 +56,7 @@ async def _narrate(stack: Stack, event: DatasetSubmitted, console: Console) -> N
     )
     await runtime.broker.connect()
     try:
-        for name in stack.processes:
-            await _wait_for(
-                lambda n=name: query(runtime.broker, n, "health", {}, timeout=0.5),
-                what=f"{name} to be healthy",
-                stack=stack,
-            )
+        await wait_healthy(runtime.broker, stack)
         console.print(f"   nats-server {stack.nats_url}; services: {', '.join(stack.processes)}")
 
         console.print("2. publishing dataset.submitted (validated against its schema first) …")

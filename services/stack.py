@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import os
 import signal
@@ -10,8 +12,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from faststream.nats import NatsBroker
 
 from services.core.nats_server import EmbeddedNats, NatsServerError
+from services.core.rpc import RpcError, query
 
 # In start order. A service exists when its package has a __main__; later issues add theirs.
 KNOWN_SERVICES = (
@@ -130,3 +136,23 @@ class Stack:
                 proc.wait()
         if self.nats is not None:
             self.nats.stop()
+
+
+async def wait_healthy(broker: NatsBroker, stack: Stack, timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+    """Poll every started service's health query until all answer; fail fast if one dies."""
+    names = list(stack.processes)
+    healthy: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while len(healthy) < len(names):
+        if dead := stack.dead_services():
+            name, code = next(iter(dead.items()))
+            raise StackError(f"{name} exited with {code} while starting:\n{stack.log_tail(name)}")
+        if time.monotonic() > deadline:
+            missing = sorted(set(names) - set(healthy))
+            raise StackError(f"services not healthy after {timeout}s: {', '.join(missing)}")
+        for name in names:
+            if name not in healthy:
+                with contextlib.suppress(RpcError):
+                    healthy[name] = await query(broker, name, "health", {}, timeout=0.5)
+        await asyncio.sleep(0.2)
+    return healthy

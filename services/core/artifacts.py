@@ -50,6 +50,14 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def _require_digest(ref: ArtifactRef, actual: str) -> None:
+    if actual != ref.sha256:
+        raise IntegrityError(
+            f"artifact {ref.key}: sha256 is {actual}, expected {ref.sha256}; "
+            "the stored bytes were changed or corrupted, re-publish the artifact"
+        )
+
+
 def blob_key(sha256: str) -> str:
     if not _SHA_RE.match(sha256):
         raise ArtifactError(f"{sha256!r} is not a lower-case hex sha256")
@@ -134,12 +142,7 @@ class ArtifactStore:
             data = self.fs.cat_file(path)
         except FileNotFoundError:
             raise ArtifactNotFound(f"artifact {ref.key} is not in the store {self.url!r}") from None
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != ref.sha256:
-            raise IntegrityError(
-                f"artifact {ref.key}: sha256 is {actual}, expected {ref.sha256}; "
-                "the stored bytes were changed or corrupted, re-publish the artifact"
-            )
+        _require_digest(ref, hashlib.sha256(data).hexdigest())
         return bytes(data)
 
     def read_json(self, ref: ArtifactRef) -> Any:
@@ -150,8 +153,7 @@ class ArtifactStore:
         digest = hashlib.sha256()
         for chunk in self._iter_chunks(ref.key):
             digest.update(chunk)
-        if digest.hexdigest() != ref.sha256:
-            raise IntegrityError(f"artifact {ref.key}: sha256 is {digest.hexdigest()}, expected {ref.sha256}")
+        _require_digest(ref, digest.hexdigest())
 
     def _iter_chunks(self, key: str) -> Iterator[bytes]:
         try:
@@ -170,9 +172,11 @@ class ArtifactStore:
             for chunk in self._iter_chunks(ref.key):
                 digest.update(chunk)
                 out.write(chunk)
-        if digest.hexdigest() != ref.sha256:
+        try:
+            _require_digest(ref, digest.hexdigest())
+        except IntegrityError:
             destination.unlink()
-            raise IntegrityError(f"artifact {ref.key}: sha256 is {digest.hexdigest()}, expected {ref.sha256}")
+            raise
         return destination
 
     # -- trees (a directory: a JSON manifest of relative path → blob) ----------------------

@@ -45,6 +45,9 @@ DLQ_DELIVERIES = "tuneline-dlq-deliveries"
 DLQ_STREAM_SEQ = "tuneline-dlq-stream-seq"
 
 
+OUTCOMES = ("ack", "nak", "dead-letter")
+
+
 class PermanentError(Exception):
     """The event is well-formed but can never be handled; dead-letter it without retrying."""
 
@@ -57,6 +60,7 @@ class HandlerContext:
     bus: EventBus
     message: NatsMessage
     attempt: int
+    stream_seq: int | None = None
 
     async def publish(self, event: Event, *discriminators: object) -> Envelope:
         """Publish an event caused by this one (deterministic id, same correlation and tenant)."""
@@ -69,7 +73,7 @@ class HandlerContext:
 Handler = Callable[[E, HandlerContext], Awaitable[None]]
 
 
-def _delivery_info(msg: NatsMessage) -> tuple[int, int | None]:
+def delivery_info(msg: NatsMessage) -> tuple[int, int | None]:
     """(delivery attempt, stream sequence); in-memory test messages carry no metadata."""
     try:
         meta = msg.raw_message.metadata
@@ -97,10 +101,13 @@ class EventConsumer(Generic[E]):
         self.bus = bus
         self.delivery = delivery
         self.metrics = metrics
-        self._counters: dict[str, Any] = {}
+        if metrics is not None:
+            labels = (service, event_cls.event_type)
+            self._outcomes = {o: metrics.handled.labels(*labels, o) for o in OUTCOMES}
+            self._seconds = metrics.handler_seconds.labels(*labels)
 
     async def __call__(self, msg: NatsMessage) -> None:
-        attempt, stream_seq = _delivery_info(msg)
+        attempt, stream_seq = delivery_info(msg)
         try:
             envelope = Envelope.from_headers(msg.headers)
             if envelope.type != self.event_cls.ce_type():
@@ -123,7 +130,9 @@ class EventConsumer(Generic[E]):
             await self._dead_letter(msg, "invalid-payload", reason, attempt, stream_seq)
             return
 
-        context = HandlerContext(envelope=envelope, bus=self.bus, message=msg, attempt=attempt)
+        context = HandlerContext(
+            envelope=envelope, bus=self.bus, message=msg, attempt=attempt, stream_seq=stream_seq
+        )
         started = time.perf_counter()
         try:
             async with self._heartbeat(msg):
@@ -136,9 +145,7 @@ class EventConsumer(Generic[E]):
             return
         finally:
             if self.metrics is not None:
-                self.metrics.handler_seconds.labels(self.service, self.event_cls.event_type).observe(
-                    time.perf_counter() - started
-                )
+                self._seconds.observe(time.perf_counter() - started)
         await msg.ack()
         self._count("ack")
 
@@ -198,7 +205,7 @@ class EventConsumer(Generic[E]):
         loop = asyncio.get_running_loop()
         interval = self.delivery.ack_wait_s / 3
         beats: set[asyncio.Task[None]] = set()
-        handle: asyncio.TimerHandle | None = None
+        handle: asyncio.TimerHandle
 
         def beat() -> None:
             nonlocal handle
@@ -211,18 +218,13 @@ class EventConsumer(Generic[E]):
         try:
             yield
         finally:
-            if handle is not None:
-                handle.cancel()
+            handle.cancel()
             for task in beats:
                 task.cancel()
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
-            counter = self._counters.get(outcome)
-            if counter is None:
-                counter = self.metrics.handled.labels(self.service, self.event_cls.event_type, outcome)
-                self._counters[outcome] = counter
-            counter.inc()
+            self._outcomes[outcome].inc()
 
 
 async def raw_body(msg: NatsMessage) -> bytes:

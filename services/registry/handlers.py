@@ -28,8 +28,8 @@ from services.core.delivery import (
     DLQ_SERVICE,
     DLQ_SUBJECT,
     HandlerContext,
-    _delivery_info,
     consumer_config,
+    delivery_info,
     raw_body,
     subscribe_event,
 )
@@ -53,8 +53,7 @@ class RegistryHandlers:
         return await loop.run_in_executor(self.writer, lambda: fn(*args, **kwargs))
 
     async def record(self, event: Event, ctx: HandlerContext) -> None:
-        _, stream_seq = _delivery_info(ctx.message)
-        outcome = await self._write(self.store.record, event, ctx.envelope, stream_seq=stream_seq)
+        outcome = await self._write(self.store.record, event, ctx.envelope, stream_seq=ctx.stream_seq)
         logger.debug("recorded %s %s: %s", ctx.envelope.type, ctx.envelope.id, outcome)
 
     async def record_dead_letter(self, msg: NatsMessage) -> None:
@@ -66,11 +65,11 @@ class RegistryHandlers:
             reason=headers.get(DLQ_REASON, "no reason given"),
             headers=headers,
             body=msg.body,
-            dlq_stream_seq=_delivery_info(msg)[1],
+            dlq_stream_seq=delivery_info(msg)[1],
         )
         try:
             await self._write(self.store.record_dead_letter, letter)
-        except Exception:
+        except Exception:  # database down: retry later, never lose the letter
             logger.exception("could not record dead letter; will retry")
             await msg.nack(delay=5.0)
             return

@@ -49,11 +49,12 @@ def _subscribe(runtime: Any, handler: Any) -> None:
 
 
 def _outcomes(runtime: Any) -> dict[str, float]:
+    """Outcomes that happened (every outcome's series exists from the start, at zero)."""
     return {
         sample.labels["outcome"]: sample.value
         for metric in runtime.metrics.handled.collect()
         for sample in metric.samples
-        if sample.name.endswith("_total")
+        if sample.name.endswith("_total") and sample.value
     }
 
 
