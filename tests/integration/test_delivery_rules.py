@@ -10,6 +10,7 @@ import pytest
 
 from schemas.dataset import DatasetSubmitted
 from schemas.subjects import DLQ_STREAM
+from services.core.bus import EventBus
 from services.core.delivery import (
     DLQ_DELIVERIES,
     DLQ_KIND,
@@ -49,9 +50,7 @@ async def test_transient_failure_is_retried_then_dead_lettered(
         raise ConnectionError("upstream unavailable")
 
     runtime = await running(worker(core_settings, flaky).app)
-    await runtime.broker.connect()
-    bus = build_runtime("operator", core_settings).bus
-    bus.broker = runtime.broker
+    bus = EventBus(runtime.broker, "operator")
     await bus.publish(submitted())
     await wait_until(lambda: len(attempts) == core_settings.delivery.max_deliver, timeout=15)
     js = runtime.broker.connection.jetstream()
@@ -76,8 +75,7 @@ async def test_recovering_handler_succeeds_on_a_later_attempt(
             raise TimeoutError("slow dependency")
 
     runtime = await running(worker(core_settings, recovers).app)
-    bus = build_runtime("operator", core_settings).bus
-    bus.broker = runtime.broker
+    bus = EventBus(runtime.broker, "operator")
     await bus.publish(submitted())
     await wait_until(lambda: attempts == [1, 2])
     info = await runtime.broker.connection.jetstream().stream_info(DLQ_STREAM)
@@ -97,8 +95,7 @@ async def test_long_handler_keeps_its_lease_with_in_progress(
         finished.set()
 
     runtime = await running(worker(core_settings, slow).app)
-    bus = build_runtime("operator", core_settings).bus
-    bus.broker = runtime.broker
+    bus = EventBus(runtime.broker, "operator")
     await bus.publish(submitted())
     await asyncio.wait_for(finished.wait(), 15)
     await asyncio.sleep(2.5)
@@ -126,8 +123,7 @@ async def test_replicas_share_the_durable_and_each_event_is_handled_once_per_ser
     first = await running(worker(core_settings, replica("a"), "curation").app)
     await running(worker(core_settings, replica("b"), "curation").app)
     await running(worker(core_settings, audit, "auditor").app)
-    bus = build_runtime("operator", core_settings).bus
-    bus.broker = first.broker
+    bus = EventBus(first.broker, "operator")
     for n in range(60):
         await bus.publish(submitted(n))
     await wait_until(lambda: sum(handled.values()) == 60 and sum(other_service.values()) == 60, timeout=20)
