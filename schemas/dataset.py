@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from schemas.curation_policy import CurationPolicy
 from schemas.events import Contract, Event
 from schemas.gate_policy import GatePolicy
 from schemas.recipe import TrainingRecipe
 from schemas.refs import ArtifactRef, Name, RouteAlias, Sha256, Tenant
 
 
+SourceFormat = Literal["jsonl", "parquet", "csv", "hf-dataset"]
+
+
 class DataSource(Contract):
-    uri: str = Field(min_length=1, description="Local path, artifact key or s3:// URI")
-    format: Literal["jsonl", "parquet", "csv", "hf-dataset"] = "jsonl"
+    uri: str = Field(
+        min_length=1,
+        description="upload:<sha256>/<name> (sent by `tuneline submit`), artifact:<key>, s3://… "
+        "or a local path under the curation service's allowed roots",
+    )
+    format: SourceFormat = "jsonl"
     sha256: Sha256 | None = Field(default=None, description="Expected content hash, if known")
+    split: Literal["train", "eval"] = Field(
+        default="train", description="eval: a given held-out split (else curation creates one)"
+    )
 
 
 class MixComponent(Contract):
@@ -25,8 +37,25 @@ class MixComponent(Contract):
 
 
 class MixSpec(Contract):
+    """Shares of the training split; they sum to 1 and include the task data."""
+
     components: tuple[MixComponent, ...] = (MixComponent(name="task", ratio=1.0),)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _shares(self) -> Self:
+        names = [c.name for c in self.components]
+        if len(set(names)) != len(names):
+            raise ValueError(f"mix components must be distinct, got {names}")
+        task = [c for c in self.components if c.name == "task"]
+        if not task or task[0].ratio <= 0:
+            raise ValueError("the mix needs a `task` component with a ratio above 0")
+        total = sum(c.ratio for c in self.components)
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"mix ratios must sum to 1, they sum to {total:g}")
+        if any(c.name == "golden" and c.source is None for c in self.components):
+            raise ValueError("the `golden` mix component needs a `source` (golden examples are yours)")
+        return self
 
 
 class DatasetSubmitted(Event):
@@ -38,11 +67,28 @@ class DatasetSubmitted(Event):
     route: RouteAlias = Field(description="Alias the resulting model will be served under")
     sources: tuple[DataSource, ...] = Field(min_length=1)
     mix: MixSpec = MixSpec()
+    curation: CurationPolicy = CurationPolicy()
     recipe: TrainingRecipe
     gate_policy: GatePolicy = GatePolicy()
 
     def entity_id(self) -> str:
         return self.submission_id
+
+
+class SubmissionSpec(Contract):
+    """The recipe file of `tuneline submit data.jsonl --recipe recipe.yaml`.
+
+    Everything about a submission except its data: task, route, training recipe, mix, curation
+    thresholds and release gates.
+    """
+
+    task: Name
+    route: RouteAlias
+    tenant: Tenant | None = Field(default=None, description="None: the CLI's tenant")
+    training: TrainingRecipe
+    mix: MixSpec = MixSpec()
+    curation: CurationPolicy = CurationPolicy()
+    gates: GatePolicy = GatePolicy()
 
 
 class SplitInfo(Contract):
@@ -65,6 +111,26 @@ class Finding(Contract):
     row: int | None = Field(default=None, description="1-based row number in its source")
     field: str | None = None
     source: str | None = None
+    related_rows: tuple[int, ...] = Field(
+        default=(), description="Other rows involved, e.g. the rest of a duplicate group"
+    )
+
+
+class SourceSummary(Contract):
+    uri: str
+    format: SourceFormat
+    split: Literal["train", "eval"]
+    sha256: Sha256
+    rows: int = Field(ge=0, description="Rows read")
+    kept: int = Field(ge=0, description="Rows in the curated splits")
+
+
+class MixCount(Contract):
+    name: Name
+    ratio: float
+    rows: int = Field(ge=0)
+    available: int = Field(ge=0, description="Rows the component's set holds")
+    sha256: Sha256 | None = None
 
 
 class DatasetApproved(Event):
@@ -78,6 +144,13 @@ class DatasetApproved(Event):
     manifest: ArtifactRef
     splits: tuple[SplitInfo, ...] = Field(min_length=1)
     audit: tuple[AuditCheck, ...] = ()
+    findings: tuple[Finding, ...] = Field(
+        default=(), description="The first findings (dropped or redacted rows); all are in `report`"
+    )
+    findings_total: int = Field(default=0, ge=0)
+    report: ArtifactRef | None = None
+    sources: tuple[SourceSummary, ...] = ()
+    mix: tuple[MixCount, ...] = ()
     recipe: TrainingRecipe
     gate_policy: GatePolicy = GatePolicy()
 
@@ -91,9 +164,13 @@ class DatasetRejected(Event):
     submission_id: str
     tenant: Tenant
     task: Name
-    findings: tuple[Finding, ...] = Field(min_length=1)
+    findings: tuple[Finding, ...] = Field(
+        min_length=1, description="The failed checks first, then row findings; all are in `report`"
+    )
+    findings_total: int = Field(default=0, ge=0)
     audit: tuple[AuditCheck, ...] = ()
     report: ArtifactRef | None = None
+    sources: tuple[SourceSummary, ...] = ()
 
     def entity_id(self) -> str:
         return self.submission_id

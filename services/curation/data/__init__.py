@@ -1,0 +1,1 @@
+"""Data sets tuneline ships for mixing: general replay and safety/refusal (see generate.py)."""
