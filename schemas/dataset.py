@@ -13,7 +13,6 @@ from schemas.gate_policy import GatePolicy
 from schemas.recipe import TrainingRecipe
 from schemas.refs import ArtifactRef, Name, RouteAlias, Sha256, Tenant
 
-
 SourceFormat = Literal["jsonl", "parquet", "csv", "hf-dataset"]
 
 

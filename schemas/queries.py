@@ -69,6 +69,41 @@ class ModelVersionDetail(Contract):
     history: tuple[TimelineEntry, ...]
 
 
+class DatasetsQuery(Contract):
+    tenant: str | None = None
+    status: str | None = Field(default=None, description="submitted | approved | rejected")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class DatasetSummary(Contract):
+    submission_id: str
+    dataset_id: str | None
+    tenant: str
+    task: str
+    route: str | None
+    status: str
+    correlation_id: str
+    updated_at: datetime
+
+
+class DatasetList(Contract):
+    datasets: tuple[DatasetSummary, ...]
+
+
+class DatasetQuery(Contract):
+    id: str = Field(min_length=4, description="Dataset id (or a unique prefix of it) or submission id")
+
+
+class DatasetDetail(Contract):
+    summary: DatasetSummary
+    manifest: dict[str, Any] | None
+    report: dict[str, Any] | None
+    splits: list[Any] | None
+    audit: list[Any] | None
+    findings: list[Any] | None
+    details: dict[str, Any] | None
+
+
 class QueryError(Contract):
     error: str
     code: str = Field(description="not-found | bad-request | internal")

@@ -1,19 +1,24 @@
-"""`tuneline demo`: the pipeline as far as it exists, on a fresh embedded stack, narrated."""
+"""`tuneline demo`: the pipeline as far as it exists, on a fresh embedded stack, narrated.
+
+Each step runs the same `tuneline` command a user would type, so the demo shows real output.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from schemas.dataset import DatasetSubmitted
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, new_event_id, now
 from services.core.nats_server import free_port
 from services.core.rpc import query
 from services.core.runtime import build_runtime
@@ -21,27 +26,85 @@ from services.core.settings import CoreSettings, NatsSettings
 from services.stack import Stack, StackConfig, StackError, wait_healthy
 
 DEMO_DIR = Path(".tuneline/demo")
+TENANT = "demo"
 
 
-def run_demo(data: Path, *, keep: bool, console: Console) -> None:
+def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Console) -> None:
     started = time.monotonic()
-    if not data.exists():
-        raise StackError(f"{data}: sample payload not found; run the demo from the repository root")
-    event = DatasetSubmitted.model_validate(json.loads(data.read_text()))
+    for path in (data, recipe):
+        if not path.exists():
+            raise StackError(f"{path}: not found; run the demo from the repository root")
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
-    config = StackConfig(data_dir=DEMO_DIR, nats_port=free_port())
-    stack = Stack(config)
+    stack = Stack(StackConfig(data_dir=DEMO_DIR, nats_port=free_port()))
     console.rule("[bold]tuneline demo")
     console.print(f"1. starting the embedded stack in {DEMO_DIR} …")
     stack.start()
+    timings: dict[str, float] = {}
     try:
-        asyncio.run(_narrate(stack, event, console))
+        asyncio.run(_wait_up(stack, console))
+        base = ["--base-model", "tiny-llama"] if quick else []
         console.print(
-            f"\n[green]demo finished in {time.monotonic() - started:.1f}s.[/] Later issues add "
-            "curation, training, evaluation, merging and rollout to this same run."
+            f"\n2. submitting the support-ticket task ({len(data.read_text().splitlines())} rows) "
+            "with its recipe; "
+            "curation audits, cleans and mixes it"
+            + ("" if quick else " (the first run converts SmolLM2-135M from GGUF once, ~30 s)")
+        )
+        t = time.monotonic()
+        out = _cli(
+            stack,
+            console,
+            "submit",
+            str(data),
+            "--recipe",
+            str(recipe),
+            "--tenant",
+            TENANT,
+            *base,
+            "--wait",
+            "600",
+        )
+        timings["curation (approved)"] = time.monotonic() - t
+        correlation = _correlation(out)
+
+        broken = DEMO_DIR / "tickets-broken.jsonl"
+        _write_broken(data, broken)
+        console.print(
+            f"\n3. submitting a damaged copy ({broken}): row 2 is not JSON, row 5 lacks its completion, "
+            "row 9 has a number for a prompt; curation rejects it and names the rows"
+        )
+        t = time.monotonic()
+        _cli(
+            stack,
+            console,
+            "submit",
+            str(broken),
+            "--recipe",
+            str(recipe),
+            "--tenant",
+            TENANT,
+            *base,
+            "--wait",
+            "600",
+        )
+        timings["curation (rejected)"] = time.monotonic() - t
+
+        console.print("\n4. publishing a malformed event straight onto the bus (a payload missing fields) …")
+        asyncio.run(_malformed(stack, correlation, console))
+        console.print(
+            f"\n5. the registry's timeline of the approved lineage (tuneline status {correlation}):"
+        )
+        _cli(stack, console, "status", correlation)
+        console.print("\n6. every submission the registry knows (tuneline datasets list):")
+        _cli(stack, console, "datasets", "list")
+        console.print(
+            "\nstage times: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items())
+        )
+        console.print(
+            f"[green]demo finished in {time.monotonic() - started:.1f}s.[/] Later issues add training, "
+            "evaluation, merging and rollout to this same run."
         )
         if keep:
-            console.print(f"stack left running on {stack.nats_url}; Ctrl-C stops it")
+            console.print(f"stack left running: tuneline --nats-url {stack.nats_url} …; Ctrl-C stops it")
             while not stack.dead_services():
                 time.sleep(0.5)
     except KeyboardInterrupt:
@@ -50,73 +113,82 @@ def run_demo(data: Path, *, keep: bool, console: Console) -> None:
         stack.stop()
 
 
-async def _narrate(stack: Stack, event: DatasetSubmitted, console: Console) -> None:
+def _cli(stack: Stack, console: Console, *args: str) -> str:
+    command = [sys.executable, "-m", "services.cli", "--nats-url", stack.nats_url, *args]
+    console.print(f"[dim]$ tuneline {' '.join(args)}[/]")
+    env = {**stack.service_env(), "COLUMNS": str(max(console.width, 150))}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    sys.stdout.write(result.stdout)
+    sys.stdout.flush()
+    if result.returncode != 0:
+        raise StackError(f"`tuneline {' '.join(args)}` failed ({result.returncode}):\n{result.stderr}")
+    if dead := stack.dead_services():
+        name = next(iter(dead))
+        raise StackError(f"{name} died during the demo:\n{stack.log_tail(name)}")
+    return result.stdout
+
+
+def _correlation(output: str) -> str:
+    found = re.search(r"correlation id:\s+(\S+)", output)
+    if not found:
+        raise StackError(f"no correlation id in the submit output:\n{output}")
+    return found.group(1)
+
+
+def _write_broken(data: Path, out: Path) -> None:
+    lines = data.read_text().splitlines()[:40]
+    lines[1] = lines[1][:-10]  # cut off: not JSON any more
+    row = json.loads(lines[4])
+    del row["completion"]
+    lines[4] = json.dumps(row)
+    row = json.loads(lines[8])
+    row["prompt"] = 42
+    lines[8] = json.dumps(row)
+    out.write_text("\n".join(lines) + "\n")
+
+
+async def _wait_up(stack: Stack, console: Console) -> None:
     runtime = build_runtime(
         "cli", CoreSettings(nats=NatsSettings(url=stack.nats_url)), max_reconnect_attempts=0
     )
     await runtime.broker.connect()
     try:
         await wait_healthy(runtime.broker, stack)
-        console.print(f"   nats-server {stack.nats_url}; services: {', '.join(stack.processes)}")
+    finally:
+        await runtime.broker.stop()
+    console.print(f"   nats-server {stack.nats_url}; services: {', '.join(stack.processes)}")
 
-        console.print("2. publishing dataset.submitted (validated against its schema first) …")
-        envelope = await runtime.bus.publish(event)
-        console.print(f"   correlation id {envelope.correlation_id}")
 
-        console.print("3. publishing a malformed event (a payload missing required fields) …")
+async def _malformed(stack: Stack, correlation: str, console: Console) -> None:
+    runtime = build_runtime(
+        "cli", CoreSettings(nats=NatsSettings(url=stack.nats_url)), max_reconnect_attempts=0
+    )
+    await runtime.broker.connect()
+    try:
         bad = Envelope(
-            id=f"demo-malformed-{envelope.id[:8]}",
+            id=new_event_id(),
             source="tuneline/cli",
             type=DatasetSubmitted.ce_type(),
-            time=envelope.time,
+            time=now(),
             subject="broken",
-            correlation_id=envelope.correlation_id,
-            tenant=event.tenant,
+            correlation_id=correlation,
+            tenant=TENANT,
         )
         await runtime.broker.publish(
-            {"submission_id": "broken", "tenant": event.tenant},
+            {"submission_id": "broken", "tenant": TENANT},
             DatasetSubmitted.subject(),
             headers=bad.to_headers(),
             stream="TUNELINE",
         )
-
-        timeline = await _wait_for(
-            lambda: _timeline_with(runtime, envelope.correlation_id, 1),
-            what="the registry to record the event",
-            stack=stack,
-        )
-        letters = await _wait_for(
-            lambda: _dead_letters(runtime), what="the dead letter to be recorded", stack=stack
-        )
+        letters = await _wait_for(lambda: _dead_letters(runtime), what="the dead letter", stack=stack)
     finally:
         await runtime.broker.stop()
-
-    console.print("4. the registry's timeline for this lineage (tuneline status <id>):")
-    table = Table("#", "event", "from", "subject", "details")
-    for entry in timeline["entries"]:
-        table.add_row(
-            str(entry["position"]),
-            entry["type"],
-            entry["source"],
-            entry["subject"],
-            entry["summary"],
-        )
-    console.print(table)
-    console.print("5. the malformed event was dead-lettered with its reason (tuneline dlq list):")
+    console.print("   dead-lettered with its reason (tuneline dlq list):")
     for letter in letters:
         console.print(
             f"   [red]{letter['original_subject']}[/] refused by {letter['service']}: "
             f"{letter['reason'][:300]}"
         )
-    console.print(
-        f"\nFollow it yourself: tuneline --nats-url {stack.nats_url} status "
-        f"{envelope.correlation_id}   (while the stack runs: --keep)"
-    )
-
-
-async def _timeline_with(runtime: Any, correlation_id: str, n: int) -> dict[str, Any] | None:
-    timeline = await query(runtime.broker, "registry", "timeline", {"correlation_id": correlation_id})
-    return timeline if len(timeline["entries"]) >= n else None
 
 
 async def _dead_letters(runtime: Any) -> list[dict[str, Any]] | None:

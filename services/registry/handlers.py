@@ -14,6 +14,9 @@ from pydantic import ValidationError
 from schemas.catalogue import EVENTS
 from schemas.events import Event
 from schemas.queries import (
+    DatasetList,
+    DatasetQuery,
+    DatasetsQuery,
     ModelVersionList,
     ModelVersionQuery,
     ModelVersionsQuery,
@@ -90,6 +93,17 @@ class RegistryHandlers:
     async def models_get(self, body: dict[str, Any]) -> dict[str, Any]:
         return await _answer(ModelVersionQuery, body, lambda q: self.store.get_version(q.version_id))
 
+    async def datasets_list(self, body: dict[str, Any]) -> dict[str, Any]:
+        def run(q: DatasetsQuery) -> DatasetList:
+            return DatasetList(
+                datasets=self.store.list_datasets(tenant=q.tenant, status=q.status, limit=q.limit)
+            )
+
+        return await _answer(DatasetsQuery, body, run)
+
+    async def datasets_get(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await _answer(DatasetQuery, body, lambda q: self.store.get_dataset(q.id))
+
     async def dead_letters(self, body: dict[str, Any]) -> dict[str, Any]:
         limit = int(body.get("limit", 50)) if isinstance(body, dict) else 50
         return {"dead_letters": await asyncio.to_thread(self.store.dead_letters, limit)}
@@ -144,6 +158,8 @@ def register(
         "timeline": handlers.timeline,
         "models.list": handlers.models_list,
         "models.get": handlers.models_get,
+        "datasets.list": handlers.datasets_list,
+        "datasets.get": handlers.datasets_get,
         "dead-letters.list": handlers.dead_letters,
     }
     for name, fn in queries.items():

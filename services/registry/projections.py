@@ -62,6 +62,15 @@ def dataset_approved(s: Session, e: dataset.DatasetApproved, env: Envelope, at: 
     row.manifest = _dump(e.manifest)
     row.splits = _dump(e.splits)
     row.audit = _dump(e.audit)
+    row.findings = _dump(e.findings)
+    row.report = _dump(e.report)
+    row.details = {
+        "findings_total": e.findings_total,
+        "sources": _dump(e.sources),
+        "mix": _dump(e.mix),
+        "method": e.recipe.method,
+        "base_model": e.recipe.base_model,
+    }
     return PROJECTED
 
 
@@ -70,6 +79,8 @@ def dataset_rejected(s: Session, e: dataset.DatasetRejected, env: Envelope, at: 
     row.task, row.status = e.task, "rejected"
     row.findings = _dump(e.findings)
     row.audit = _dump(e.audit)
+    row.report = _dump(e.report)
+    row.details = {"findings_total": e.findings_total, "sources": _dump(e.sources)}
     return PROJECTED
 
 

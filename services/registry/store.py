@@ -14,13 +14,15 @@ from sqlalchemy.orm import sessionmaker
 from schemas.envelope import Envelope
 from schemas.events import Event
 from schemas.queries import (
+    DatasetDetail,
+    DatasetSummary,
     ModelVersionDetail,
     ModelVersionSummary,
     Timeline,
     TimelineEntry,
 )
 from services.registry.projections import project
-from services.registry.tables import DeadLetterRow, EventRecord, ModelVersionRow
+from services.registry.tables import DatasetRow, DeadLetterRow, EventRecord, ModelVersionRow
 
 DUPLICATE = "duplicate"
 
@@ -162,6 +164,40 @@ class RegistryStore:
                 history=tuple(_entry(i + 1, r) for i, r in enumerate(history)),
             )
 
+    def list_datasets(
+        self, *, tenant: str | None = None, status: str | None = None, limit: int = 100
+    ) -> tuple[DatasetSummary, ...]:
+        with self.sessions() as session:
+            query = select(DatasetRow).order_by(DatasetRow.updated_at.desc()).limit(limit)
+            if tenant:
+                query = query.where(DatasetRow.tenant == tenant)
+            if status:
+                query = query.where(DatasetRow.status == status)
+            return tuple(_dataset_summary(row) for row in session.scalars(query))
+
+    def get_dataset(self, ident: str) -> DatasetDetail:
+        """By submission id, dataset id, or a unique prefix of a dataset id."""
+        with self.sessions() as session:
+            row = session.get(DatasetRow, ident)
+            if row is None:
+                matches = session.scalars(
+                    select(DatasetRow).where(DatasetRow.dataset_id.startswith(ident.lower())).limit(2)
+                ).all()
+                if len(matches) > 1:
+                    raise NotFound(f"dataset id prefix {ident!r} is ambiguous; give more characters")
+                row = matches[0] if matches else None
+            if row is None:
+                raise NotFound(f"no dataset or submission {ident!r} in the registry")
+            return DatasetDetail(
+                summary=_dataset_summary(row),
+                manifest=row.manifest,
+                report=row.report,
+                splits=row.splits,
+                audit=row.audit,
+                findings=row.findings,
+                details=row.details,
+            )
+
     def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.sessions() as session:
             rows = session.scalars(select(DeadLetterRow).order_by(DeadLetterRow.id.desc()).limit(limit)).all()
@@ -219,4 +255,17 @@ def _summary(row: ModelVersionRow) -> ModelVersionSummary:
         dataset_id=row.dataset_id,
         run_id=row.run_id,
         created_at=_utc(row.created_at),
+    )
+
+
+def _dataset_summary(row: DatasetRow) -> DatasetSummary:
+    return DatasetSummary(
+        submission_id=row.submission_id,
+        dataset_id=row.dataset_id,
+        tenant=row.tenant,
+        task=row.task,
+        route=row.route,
+        status=row.status,
+        correlation_id=row.correlation_id,
+        updated_at=_utc(row.updated_at),
     )

@@ -51,6 +51,8 @@ class DatasetRow(Base):
     splits: Mapped[list[Any] | None] = mapped_column(JsonType)
     audit: Mapped[list[Any] | None] = mapped_column(JsonType)
     findings: Mapped[list[Any] | None] = mapped_column(JsonType)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     correlation_id: Mapped[str] = mapped_column(String(200), index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
