@@ -47,7 +47,7 @@ class CurationPolicy(Contract):
         default=0.05, ge=0, le=1, description="Rows over max_seq_len (dropped); above this: rejected"
     )
     near_duplicate_threshold: float = Field(
-        default=0.85, gt=0, le=1, description="MinHash LSH Jaccard threshold for near-duplicates"
+        default=0.85, ge=0.3, le=0.95, description="MinHash LSH Jaccard threshold for near-duplicates"
     )
     minhash_permutations: int = Field(default=128, ge=16, le=1024)
     shingle_words: int = Field(default=3, ge=1, le=10, description="Words per MinHash shingle")

@@ -104,3 +104,16 @@ async def running() -> AsyncIterator[Callable[[Any], Awaitable[Any]]]:
             await asyncio.wait_for(task, 20)
         except TimeoutError:
             task.cancel()
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model cache per test session: the tiny model is built once (about 5 s)."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(model_cache: Path) -> Path:
+    from services.core.models import resolve_base_model
+
+    return resolve_base_model("tiny-llama", model_cache)

@@ -182,9 +182,10 @@ class Curator:
                 if source.sha256 and not path.is_dir() and _file_sha256(path) != source.sha256:
                     raise SourceError(f"{source.uri}: content does not match the submitted sha256")
                 raw = list(read_rows(path, source.format))
-            except SourceError as error:
+            except (SourceError, OSError) as error:
                 source_ok = False
-                self.audit.findings.append(Finding(check="source", source=source.uri, message=str(error)))
+                message = str(error) if isinstance(error, SourceError) else f"{source.uri}: {error.strerror}"
+                self.audit.findings.append(Finding(check="source", source=source.uri, message=message))
                 continue
             loaded.append((source, sha, raw))
         self.audit.check(
