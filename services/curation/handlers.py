@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import logging
 import shutil
 import tempfile
@@ -64,6 +65,12 @@ class SourceResolver:
         key = source.uri.removeprefix("artifact:")
         digest = source.sha256 or key.rsplit("/", 1)[-1]
         try:
+            self.store.path_for(key)  # refuses keys that escape the store before anything else
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise SourceError(
+                    f"{source.uri}: give the source's sha256 (or a content-addressed blobs/sha256/… key) "
+                    "so its content can be verified"
+                )
             ref = ArtifactRef(key=key, sha256=digest, size_bytes=0)
             return self.store.fetch_file(ref, self.work / "artifacts" / digest)
         except (ArtifactError, ValueError) as error:

@@ -181,9 +181,12 @@ class RegistryStore:
             row = session.get(DatasetRow, ident)
             if row is None:
                 matches = session.scalars(
-                    select(DatasetRow).where(DatasetRow.dataset_id.startswith(ident.lower())).limit(2)
-                ).all()
-                if len(matches) > 1:
+                    select(DatasetRow)
+                    .where(DatasetRow.dataset_id.startswith(ident.lower()))
+                    .order_by(DatasetRow.updated_at.desc())
+                    .limit(50)
+                ).all()  # one dataset may come from several submissions: the newest answers
+                if len({m.dataset_id for m in matches}) > 1:
                     raise NotFound(f"dataset id prefix {ident!r} is ambiguous; give more characters")
                 row = matches[0] if matches else None
             if row is None:

@@ -149,7 +149,7 @@ def test_contaminated_rows_are_removed_and_name_the_suite_item(tmp_path: Path, t
     result = run(tokenizer, DataSource(uri=str(src)), suites=registered_suites(store),
                  policy=CurationPolicy(eval_fraction=0.05, canaries=0))  # fmt: skip
     bad = findings(result, "contamination")
-    assert [f.row for f in bad] == [8] or not bad and result.split_rows["eval"]  # held out instead
+    assert [f.row for f in bad] == [8] or (not bad and result.split_rows["eval"])  # held out instead
     if bad:
         assert "'capability' item 'boil-1'" in bad[0].message
         assert item.split()[3].encode() not in result.splits["train"]
@@ -159,7 +159,7 @@ def test_a_given_eval_split_wins_and_overlapping_train_rows_are_removed(
     tmp_path: Path, tokenizer: Tokenizer
 ) -> None:
     rows = task_rows(30)
-    evals = task_rows(6, seed=9)[:3] + [{"prompt": rows[10]["prompt"], "completion": "different answer"}]
+    evals = [*task_rows(6, seed=9)[:3], {"prompt": rows[10]["prompt"], "completion": "different answer"}]
     evals[0] = {**evals[0], "prompt": evals[0]["prompt"] + " (eval)"}
     train_src = write_jsonl(tmp_path / "train.jsonl", rows)
     eval_src = write_jsonl(tmp_path / "eval.jsonl", evals)
