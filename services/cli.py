@@ -535,15 +535,21 @@ def submit(
     base_model: Annotated[
         str | None, typer.Option(help="Override the recipe's training.base_model (e.g. tiny-llama)")
     ] = None,
+    max_seq_len: Annotated[
+        int | None, typer.Option(help="Override the recipe's training.max_seq_len (tokens per row)")
+    ] = None,
     wait: Annotated[float, typer.Option(help="Wait up to S seconds for the verdict and print it")] = 0.0,
     dry_run: Annotated[bool, typer.Option(help="Validate the recipe and files, upload nothing")] = False,
 ) -> None:
     """Upload data files and publish dataset.submitted; curation audits them and approves or rejects."""
     spec = _load_spec(recipe)
-    if base_model:
-        spec = spec.model_copy(
-            update={"training": spec.training.model_copy(update={"base_model": base_model})}
-        )
+    overrides = {k: v for k, v in (("base_model", base_model), ("max_seq_len", max_seq_len)) if v is not None}
+    if overrides:
+        try:
+            training = type(spec.training).model_validate({**spec.training.model_dump(), **overrides})
+        except ValidationError as error:
+            raise _fail("; ".join(validation_problems(error))) from None
+        spec = spec.model_copy(update={"training": training})
     files = [(path, _source_format(path), "train") for path in data]
     files += [(path, _source_format(path), "eval") for path in eval_data or []]
     who = tenant or spec.tenant or _settings().tenant

@@ -18,6 +18,8 @@ from services.core.nats_server import EmbeddedNats, free_port
 pytestmark = pytest.mark.integration
 TUNELINE = [sys.executable, "-m", "services.cli"]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dataset.submitted.json"
+TICKETS = EXAMPLE.parent / "support-tickets" / "tickets.jsonl"
+RECIPE = EXAMPLE.parent / "support-tickets" / "recipe.yaml"
 
 
 def cli(nats_url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -44,6 +46,7 @@ def start_up(*args: str, cwd: Path) -> subprocess.Popen[str]:
             **os.environ,
             "COLUMNS": "200",
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            "TUNELINE_MODEL_CACHE": str(cwd / "models"),
         },
     )
     deadline = time.monotonic() + 90
@@ -101,7 +104,7 @@ def test_up_publish_status_models_tail_and_clean_stop(tmp_path: Path) -> None:
     proc = start_up("--data-dir", str(data_dir), "--nats-port", str(port), cwd=tmp_path)
     url = f"nats://127.0.0.1:{port}"
     children = _child_pids(proc)
-    assert len(children) == 2  # nats-server and the registry
+    assert len(children) == 3  # nats-server, the registry and curation
     try:
         published = cli(url, "events", "publish", "dataset.submitted", "--data", str(EXAMPLE))
         assert published.returncode == 0, published.stderr
@@ -165,3 +168,43 @@ def test_up_against_external_nats_and_postgres(tmp_path: Path, postgres_url: str
 
     with create_engine(postgres_url).connect() as connection:
         assert connection.execute(text("select count(*) from events")).scalar() == 1
+
+
+def test_submit_audits_the_data_and_datasets_show_prints_the_report(
+    stack: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, _ = stack
+    submitted = cli(
+        url, "submit", str(TICKETS), "--recipe", str(RECIPE),
+        "--base-model", "tiny-llama", "--max-seq-len", "1024", "--wait", "120",
+        timeout=180,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    assert "approved" in submitted.stdout
+    submission_id = submitted.stdout.split("submitted ")[1].split()[0]
+
+    show = cli(url, "datasets", "show", submission_id, "--findings", "100")
+    assert show.returncode == 0, show.stderr
+    for expected in (
+        "near-duplicate of row 13",
+        "phone 1 (redacted)",
+        "teacher boilerplate",
+        "general-replay",
+    ):
+        assert expected in show.stdout, expected
+    detail = json.loads(cli(url, "datasets", "show", submission_id, "--json").stdout)
+    assert detail["summary"]["status"] == "approved" and len(detail["summary"]["dataset_id"]) == 64
+
+    listed = cli(url, "datasets", "list")
+    assert submission_id in listed.stdout
+
+
+def test_submit_refuses_a_bad_recipe_before_uploading(stack: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = stack
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("task: t\nroute: Bad_Route\ntraining: {base_model: tiny-llama, learning_rate: 5}\n")
+    result = cli(url, "submit", str(TICKETS), "--recipe", str(recipe))
+    assert result.returncode == 1
+    assert "route" in result.stderr and "learning_rate" in result.stderr
+    missing = cli(url, "submit", str(tmp_path / "nope.jsonl"), "--recipe", str(RECIPE))
+    assert missing.returncode == 1 and "no such file" in missing.stderr
