@@ -563,7 +563,7 @@ def submit(
             sources = []
             for path, fmt, split in files:
                 uri, sha = await uploads.upload(js, path)
-                sources.append(DataSource(uri=uri, format=fmt, sha256=sha, split=split))  # type: ignore[arg-type]
+                sources.append(DataSource(uri=uri, format=fmt, sha256=sha, split=split))
             event = DatasetSubmitted(
                 submission_id=f"sub-{uuid.uuid4().hex[:12]}",
                 tenant=who,

@@ -44,6 +44,11 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         asyncio.run(_wait_up(stack, console))
         # the tiny model's 488-token vocabulary spends ~2x SmolLM2's tokens on the same text
         base = ["--base-model", "tiny-llama", "--max-seq-len", "1024"] if quick else []
+
+        def submit(path: Path) -> str:
+            args = ["submit", str(path), "--recipe", str(recipe), "--tenant", TENANT, *base, "--wait", "600"]
+            return _cli(stack, console, *args)
+
         console.print(
             f"\n2. submitting the support-ticket task ({len(data.read_text().splitlines())} rows) "
             "with its recipe; "
@@ -51,19 +56,7 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
             + ("" if quick else " (the first run converts SmolLM2-135M from GGUF once, ~30 s)")
         )
         t = time.monotonic()
-        out = _cli(
-            stack,
-            console,
-            "submit",
-            str(data),
-            "--recipe",
-            str(recipe),
-            "--tenant",
-            TENANT,
-            *base,
-            "--wait",
-            "600",
-        )
+        out = submit(data)
         timings["curation (approved)"] = time.monotonic() - t
         correlation = _correlation(out)
 
@@ -74,19 +67,7 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
             "row 9 has a number for a prompt; curation rejects it and names the rows"
         )
         t = time.monotonic()
-        _cli(
-            stack,
-            console,
-            "submit",
-            str(broken),
-            "--recipe",
-            str(recipe),
-            "--tenant",
-            TENANT,
-            *base,
-            "--wait",
-            "600",
-        )
+        submit(broken)
         timings["curation (rejected)"] = time.monotonic() - t
 
         console.print("\n4. publishing a malformed event straight onto the bus (a payload missing fields) …")
