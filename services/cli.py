@@ -514,6 +514,9 @@ def _load_spec(recipe: Path) -> SubmissionSpec:
 def _source_format(path: Path) -> str:
     from services.curation.sources import SourceError, infer_format
 
+    if str(path).startswith("artifact:"):  # already in the artifact store: nothing to upload
+        suffix = Path(str(path)).suffix.lower()
+        return {".parquet": "parquet", ".csv": "csv"}.get(suffix, "jsonl")
     if not path.exists():
         raise _fail(f"{path}: no such file or directory")
     try:
@@ -562,6 +565,9 @@ def submit(
             js = runtime.broker.connection.jetstream()
             sources = []
             for path, fmt, split in files:
+                if str(path).startswith("artifact:"):
+                    sources.append(DataSource(uri=str(path), format=fmt, split=split))
+                    continue
                 uri, sha = await uploads.upload(js, path)
                 sources.append(DataSource(uri=uri, format=fmt, sha256=sha, split=split))
             event = DatasetSubmitted(
