@@ -196,6 +196,17 @@ def _print_stack(stack: Stack, config: StackConfig, health: dict[str, dict[str, 
 
 
 # -- events ----------------------------------------------------------------------------------
+def _validated(cls: Any, raw: Any, headline: str, schema_of: str) -> Any:
+    """cls(raw), or exit 1 naming every field and its problem."""
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as error:
+        lines = [f"{headline}:"]
+        lines += [f"  • {problem}" for problem in validation_problems(error)]
+        lines.append(f"See the schema with: tuneline events schema {schema_of}")
+        raise _fail("\n".join(lines)) from None
+
+
 def _load_event(event_type: str, data: Path) -> Any:
     try:
         cls = event_class(event_type)
@@ -207,13 +218,7 @@ def _load_event(event_type: str, data: Path) -> Any:
         raise _fail(f"{data}: no such file; pass the payload as --data path/to/event.json") from None
     except json.JSONDecodeError as error:
         raise _fail(f"{data}: not valid JSON: {error}") from None
-    try:
-        return cls.model_validate(raw)
-    except ValidationError as error:
-        lines = [f"{data} is not a valid {event_type} payload:"]
-        lines += [f"  • {problem}" for problem in validation_problems(error)]
-        lines.append(f"See the schema with: tuneline events schema {event_type}")
-        raise _fail("\n".join(lines)) from None
+    return _validated(cls, raw, f"{data} is not a valid {event_type} payload", event_type)
 
 
 @events_app.command("publish")
@@ -502,13 +507,10 @@ def _load_spec(recipe: Path) -> SubmissionSpec:
         raise _fail(f"{recipe}: no such file; pass the recipe with --recipe path/to/recipe.yaml") from None
     except yaml.YAMLError as error:
         raise _fail(f"{recipe}: not valid YAML: {error}") from None
-    try:
-        return SubmissionSpec.model_validate(raw if raw is not None else {})
-    except ValidationError as error:
-        lines = [f"{recipe} is not a valid recipe:"]
-        lines += [f"  • {problem}" for problem in validation_problems(error)]
-        lines.append("See the fields with: tuneline events schema dataset.submitted")
-        raise _fail("\n".join(lines)) from None
+    spec: SubmissionSpec = _validated(
+        SubmissionSpec, raw if raw is not None else {}, f"{recipe} is not a valid recipe", "dataset.submitted"
+    )
+    return spec
 
 
 def _source_format(path: Path) -> str:

@@ -20,6 +20,8 @@ from nats.js import JetStreamContext
 from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError, ObjectNotFoundError
 
+from services.core.artifacts import sha256_file
+
 BUCKET = "tuneline_uploads"
 PREFIX = "upload:"
 
@@ -98,7 +100,7 @@ async def download(js: JetStreamContext, uri: str, work_dir: Path) -> Path:
 
 
 def _verify_and_unpack(target: Path, sha: str, uri: str) -> Path:
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    digest = sha256_file(target)
     if digest != sha:
         target.unlink()
         raise UploadError(f"{uri}: downloaded content has sha256 {digest}, expected {sha}")

@@ -10,6 +10,7 @@ never written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -31,10 +32,11 @@ from schemas.dataset import (
     MixCount,
     SourceSummary,
 )
+from services.core.artifacts import sha256_file
 from services.core.suites import Suite, item_text
 from services.curation import pii
 from services.curation.agreement import cohen_kappa, fleiss_kappa
-from services.curation.contamination import build_index
+from services.curation.contamination import ContaminationIndex, build_index
 from services.curation.dedupe import exact_groups, near_groups, normalize
 from services.curation.rows import FormatError, Kind, Row, detect_kind, parse_row
 from services.curation.sources import SourceError, read_rows
@@ -94,6 +96,12 @@ class Audit:
         value = count / total if total else 0.0
         return self.check(name, value <= limit + 1e-12, round(value, 6), limit, detail)
 
+    def flag(self, check: str, row: Row, message: str, field: str | None = None, **extra: Any) -> None:
+        """A finding about one row: its source, its 1-based number and, where known, the field."""
+        self.findings.append(
+            Finding(check=check, source=row.source, row=row.number, field=field, message=message, **extra)
+        )
+
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
@@ -133,15 +141,13 @@ class Curated:
 
 
 def _file_sha256(path: Path) -> str:
+    """sha256 of a file, or of a directory's files (relative name and content, in name order)."""
+    if not path.is_dir():
+        return sha256_file(path)
     digest = hashlib.sha256()
-    if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(child.relative_to(path).as_posix().encode() + b"\0")
-            digest.update(child.read_bytes())
-        return digest.hexdigest()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(child.relative_to(path).as_posix().encode() + b"\0")
+        digest.update(child.read_bytes())
     return digest.hexdigest()
 
 
@@ -178,8 +184,9 @@ class Curator:
         for source in self.sub.sources:
             try:
                 path = self.resolve(source)
-                sha = source.sha256 or _file_sha256(path)
-                if source.sha256 and not path.is_dir() and _file_sha256(path) != source.sha256:
+                # a directory arrives packed: its submitted sha256 is the tar's, not checkable here
+                sha = source.sha256 if source.sha256 and path.is_dir() else _file_sha256(path)
+                if source.sha256 and sha != source.sha256:
                     raise SourceError(f"{source.uri}: content does not match the submitted sha256")
                 raw = list(read_rows(path, source.format))
             except (SourceError, OSError) as error:
@@ -248,14 +255,11 @@ class Curator:
             for path, text in row.response_texts():
                 if not text.strip():
                     bad.add(i)
-                    self.audit.findings.append(
-                        Finding(
-                            check="empty-completions",
-                            source=row.source,
-                            row=row.number,
-                            field=path,
-                            message=f"row {row.number}, field {path!r}: empty or whitespace only (dropped)",
-                        )
+                    self.audit.flag(
+                        "empty-completions",
+                        row,
+                        f"row {row.number}, field {path!r}: empty or whitespace only (dropped)",
+                        field=path,
                     )
                     break
         self.audit.fraction(
@@ -276,15 +280,12 @@ class Curator:
         complete = [row for row in annotated if len(row.annotations) == len(raters)]
         for row in annotated:
             if len(row.annotations) != len(raters):
-                self.audit.findings.append(
-                    Finding(
-                        check="label-agreement",
-                        source=row.source,
-                        row=row.number,
-                        field="annotations",
-                        message=f"row {row.number}: {len(row.annotations)} of {len(raters)} raters "
-                        "labelled it (left out of kappa)",
-                    )
+                self.audit.flag(
+                    "label-agreement",
+                    row,
+                    f"row {row.number}: {len(row.annotations)} of {len(raters)} raters "
+                    "labelled it (left out of kappa)",
+                    field="annotations",
                 )
         if len(raters) < 2 or not complete:
             self.audit.check(
@@ -331,14 +332,7 @@ class Curator:
                 self.pii_counts += row_counts
                 listed = ", ".join(f"{k} {v}" for k, v in sorted(row_counts.items()))
                 action = {"redact": "redacted", "reject": "found", "keep": "kept"}[self.policy.pii_action]
-                self.audit.findings.append(
-                    Finding(
-                        check="pii",
-                        source=row.source,
-                        row=row.number,
-                        message=f"row {row.number}: {listed} ({action})",
-                    )
-                )
+                self.audit.flag("pii", row, f"row {row.number}: {listed} ({action})")
         detail = ", ".join(f"{k} {v}" for k, v in sorted(self.pii_counts.items())) or "none found"
         passed = not (self.policy.pii_action == "reject" and affected)
         self.audit.check(
@@ -360,15 +354,12 @@ class Curator:
                     flagged.add(i)
                     hits[found.pattern] += 1
                     row.flags.add("boilerplate")
-                    self.audit.findings.append(
-                        Finding(
-                            check="boilerplate",
-                            source=row.source,
-                            row=row.number,
-                            field=path,
-                            message=f"row {row.number}, field {path!r}: teacher boilerplate "
-                            f"/{found.pattern}/" + (" (dropped)" if self.policy.drop_boilerplate else ""),
-                        )
+                    self.audit.flag(
+                        "boilerplate",
+                        row,
+                        f"row {row.number}, field {path!r}: teacher boilerplate "
+                        f"/{found.pattern}/" + (" (dropped)" if self.policy.drop_boilerplate else ""),
+                        field=path,
                     )
                     break
         detail = ", ".join(f"/{p}/ {n}" for p, n in hits.most_common()) or "none found"
@@ -420,16 +411,13 @@ class Curator:
         kept = rows[group[0]]
         for i in group[1:]:
             row = rows[i]
-            self.audit.findings.append(
-                Finding(
-                    check="duplicates",
-                    source=row.source,
-                    row=row.number,
-                    related_rows=tuple(rows[j].number for j in group if j != i),
-                    message=f"row {row.number}: {what} of row {kept.number}"
-                    + (f" in {kept.source}" if kept.source != row.source else "")
-                    + f" (dropped; group of {len(group)})",
-                )
+            self.audit.flag(
+                "duplicates",
+                row,
+                f"row {row.number}: {what} of row {kept.number}"
+                + (f" in {kept.source}" if kept.source != row.source else "")
+                + f" (dropped; group of {len(group)})",
+                related_rows=tuple(rows[j].number for j in group if j != i),
             )
 
     def _split(self, rows: list[Row]) -> tuple[list[Row], list[Row]]:
@@ -457,13 +445,10 @@ class Curator:
             if other is not None or normalize(row.full_text()) in eval_texts:
                 leaked.add(i)
                 where = f"eval row {other.number}" if other else "an eval row"
-                self.audit.findings.append(
-                    Finding(
-                        check="split-disjointness",
-                        source=row.source,
-                        row=row.number,
-                        message=f"row {row.number}: same prompt as {where} (removed from train)",
-                    )
+                self.audit.flag(
+                    "split-disjointness",
+                    row,
+                    f"row {row.number}: same prompt as {where} (removed from train)",
                 )
         kept = self._drop(train, leaked)
         self.audit.check(
@@ -476,25 +461,25 @@ class Curator:
         )
         return kept
 
+    @functools.cached_property
+    def _index(self) -> ContaminationIndex:
+        items = ((s.name, str(item["id"]), item_text(item)) for s in self.suites for item in s.items())
+        return build_index(items, self.policy.contamination_ngram)
+
     def _contamination(self, train: list[Row], *, record: bool = True) -> list[Row]:
         n = self.policy.contamination_ngram
-        index = build_index(
-            ((s.name, str(item["id"]), item_text(item)) for s in self.suites for item in s.items()), n
-        )
+        index = self._index
         bad = set()
         if len(index):
             for i, row in enumerate(train):
                 hit = index.match(row.full_text())
                 if hit is not None:
                     bad.add(i)
-                    self.audit.findings.append(
-                        Finding(
-                            check="contamination",
-                            source=row.source,
-                            row=row.number,
-                            message=f"row {row.number}: shares a {n}-gram with eval suite {hit.suite!r} item "
-                            f"{hit.item!r} (removed)",
-                        )
+                    self.audit.flag(
+                        "contamination",
+                        row,
+                        f"row {row.number}: shares a {n}-gram with eval suite {hit.suite!r} item "
+                        f"{hit.item!r} (removed)",
                     )
         if record:
             names = ", ".join(s.name for s in self.suites) or "no suites registered"
@@ -519,13 +504,8 @@ class Curator:
         over = {i for i, n in enumerate(lengths) if n > limit}
         for i in sorted(over):
             row = everything[i]
-            self.audit.findings.append(
-                Finding(
-                    check="token-length",
-                    source=row.source,
-                    row=row.number,
-                    message=f"row {row.number}: {lengths[i]} tokens > max_seq_len {limit} (dropped)",
-                )
+            self.audit.flag(
+                "token-length", row, f"row {row.number}: {lengths[i]} tokens > max_seq_len {limit} (dropped)"
             )
         if lengths:
             ordered = sorted(lengths)
