@@ -22,7 +22,10 @@ class LoraSettings(Contract):
 
 
 class DistillSettings(Contract):
-    teacher: Name = Field(description="Teacher model: HF directory or artifact key")
+    teacher: Name = Field(
+        description="Teacher model: a built-in name, artifact:<key> or HF directory; it must share the "
+        "student's tokenizer (soft labels are compared token by token)"
+    )
     temperature: float = Field(default=2.0, gt=0, description="Softmax temperature of soft labels")
     alpha: float = Field(default=0.5, ge=0, le=1, description="Weight of the soft-label loss")
 
@@ -43,8 +46,17 @@ class TrainingRecipe(Contract):
     max_seq_len: int = Field(default=512, ge=16)
     packing: bool = False
     eval_steps: int = Field(default=50, ge=1, description="Evaluate every N optimiser steps")
-    early_stopping_patience: int | None = Field(default=None, ge=1)
-    beta: float = Field(default=0.1, gt=0, description="DPO/IPO/KTO preference strength")
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, description="Stop after N evaluations without a lower eval loss (None: never)"
+    )
+    checkpoint_steps: int = Field(
+        default=50,
+        ge=1,
+        description="Save a resumable checkpoint to the artifact store every N optimiser steps",
+    )
+    beta: float = Field(
+        default=0.1, gt=0, description="DPO/KTO preference strength; for IPO the regulariser tau"
+    )
     seed: int = 42
     distill: DistillSettings | None = None
 

@@ -94,6 +94,9 @@ class ModelRef(Contract):
     weights: ArtifactRef | None = Field(
         default=None, description="Full weights (full SFT, merges, soups, quantized exports)"
     )
+    method: TrainingMethod | None = Field(
+        default=None, description="How the weights were trained (also set when there is no adapter)"
+    )
     merge: MergeState = MergeState()
     quantization: QuantizationConfig = QuantizationConfig()
     tokenizer: TokenizerRef

@@ -80,6 +80,8 @@ class Stack:
                 "TUNELINE_ARTIFACT_ROOT": self.config.resolved_artifact_root(),
                 "TUNELINE_LOG_LEVEL": self.config.log_level,
                 "HF_HUB_OFFLINE": "1",
+                "TUNELINE_CURATION_WORK_DIR": str((self.config.data_dir / "work" / "curation").resolve()),
+                "TUNELINE_TRAINING_WORK_DIR": str((self.config.data_dir / "work" / "training").resolve()),
             }
         )
         env.update(self.config.env)

@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -240,3 +241,22 @@ def load_tokenizer(model_dir: str | os.PathLike[str]) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
+
+
+def chat_template_sha256(model_dir: str | os.PathLike[str]) -> str | None:
+    """Hash of the chat template (transformers 5 keeps it in chat_template.jinja), if the model has one."""
+    folder = Path(model_dir)
+    text: object = None
+    if (folder / "chat_template.jinja").exists():
+        text = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    elif (folder / "tokenizer_config.json").exists():
+        text = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+    if not isinstance(text, str) or not text:
+        return None
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def architecture(model_dir: str | os.PathLike[str]) -> str:
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    names = config.get("architectures") or [config.get("model_type", "unknown")]
+    return str(names[0])

@@ -165,7 +165,7 @@ def candidate_ready(s: Session, e: candidate.CandidateReady, env: Envelope, at: 
             base_sha256=ref.base.sha256,
             adapter_sha256=ref.adapter.artifact.sha256 if ref.adapter else None,
             weights_sha256=ref.weights.sha256 if ref.weights else None,
-            method=ref.adapter.method if ref.adapter else ref.merge.method,
+            method=ref.method or (ref.adapter.method if ref.adapter else ref.merge.method),
             quantization=ref.quantization.method,
             dataset_id=ref.dataset.dataset_id if ref.dataset else e.lineage.dataset_id,
             run_id=e.lineage.run_id,

@@ -1,0 +1,1 @@
+"""Training service: dataset.approved → a TRL/PEFT run in a subprocess → candidate.ready."""

@@ -1,0 +1,292 @@
+"""TRL glue: one recipe → the TRL config, datasets and trainer of its method.
+
+sft-lora/sft-qlora/sft-full → SFTTrainer; dpo → DPOTrainer (sigmoid loss); ipo → DPOTrainer with the
+ipo loss; kto → KTOTrainer; distill → SFTTrainer with a soft-label distillation loss (temperature
+and alpha of the recipe) against a frozen teacher sharing the student's tokenizer. Every trainer
+here checkpoints without pickle (`SafeCheckpointMixin`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, EarlyStoppingCallback, TrainerCallback
+
+from schemas.recipe import TrainingRecipe
+from services.training.checkpoints import SafeCheckpointMixin
+from services.training.job import TrainingJob
+
+ADAPTER_METHODS = ("sft-lora", "sft-qlora", "dpo", "ipo", "kto", "distill")
+
+
+def read_rows(path: str | None) -> list[dict[str, Any]]:
+    if path is None or not Path(path).exists():
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _sft_example(row: dict[str, Any]) -> dict[str, Any]:
+    """Conversational prompt/completion: the loss covers the last assistant turn only."""
+    messages = row["messages"]
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return {"prompt": messages[:last], "completion": [messages[last]]}
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def _assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def build_dataset(rows: list[dict[str, Any]], job: TrainingJob) -> Dataset | None:
+    if not rows:
+        return None
+    method, fmt = job.recipe.method, job.data_format
+    if fmt == "sft":
+        examples = [_sft_example(r) for r in rows]
+    elif method == "kto" and fmt == "preference":
+        examples = []
+        for r in rows:  # unpaired: each preference pair gives one desirable and one undesirable example
+            examples.append(
+                {"prompt": _user(r["prompt"]), "completion": _assistant(r["chosen"]), "label": True}
+            )
+            examples.append(
+                {"prompt": _user(r["prompt"]), "completion": _assistant(r["rejected"]), "label": False}
+            )
+    elif fmt == "preference":
+        examples = [
+            {
+                "prompt": _user(r["prompt"]),
+                "chosen": _assistant(r["chosen"]),
+                "rejected": _assistant(r["rejected"]),
+            }
+            for r in rows
+        ]
+    else:
+        examples = [
+            {
+                "prompt": _user(r["prompt"]),
+                "completion": _assistant(r["completion"]),
+                "label": bool(r["label"]),
+            }
+            for r in rows
+        ]
+    return Dataset.from_list(examples)
+
+
+def use_cuda(job: TrainingJob) -> bool:
+    return job.device == "cuda" or (job.device == "auto" and torch.cuda.is_available())
+
+
+def _dtype(cuda: bool) -> torch.dtype:
+    return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+
+
+def load_model(path: str, job: TrainingJob, *, quantize: bool = False) -> Any:
+    cuda = use_cuda(job)
+    kwargs: dict[str, Any] = {"dtype": _dtype(cuda), "local_files_only": True, "trust_remote_code": False}
+    if quantize:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=_dtype(cuda),
+        )
+        kwargs["device_map"] = {"": 0}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if quantize:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model)
+    return model
+
+
+def lora_config(recipe: TrainingRecipe) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=recipe.lora.rank,
+        lora_alpha=cast(int, recipe.lora.alpha),  # typed int in PEFT; a float works too
+        lora_dropout=recipe.lora.dropout,
+        target_modules=list(recipe.lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def common_arguments(job: TrainingJob, has_eval: bool) -> dict[str, Any]:
+    recipe = job.recipe
+    cuda = use_cuda(job)
+    save_steps = recipe.checkpoint_steps
+    early = has_eval and recipe.early_stopping_patience is not None
+    if early:  # the best checkpoint is restored at the end, so saves must line up with evaluations
+        save_steps = recipe.eval_steps * math.ceil(recipe.checkpoint_steps / recipe.eval_steps)
+    return {
+        "output_dir": job.output_dir,
+        "learning_rate": recipe.learning_rate,
+        "lr_scheduler_type": recipe.lr_scheduler,
+        "warmup_steps": recipe.warmup_ratio,
+        "num_train_epochs": recipe.epochs,
+        "max_steps": recipe.max_steps,
+        "per_device_train_batch_size": recipe.batch_size,
+        "per_device_eval_batch_size": recipe.batch_size,
+        "gradient_accumulation_steps": recipe.gradient_accumulation,
+        "seed": recipe.seed,
+        "data_seed": recipe.seed,
+        "logging_steps": 1,
+        "logging_first_step": True,
+        "save_strategy": "steps",
+        "save_steps": save_steps,
+        "save_total_limit": 2,
+        "eval_strategy": "steps" if has_eval else "no",
+        "eval_steps": recipe.eval_steps if has_eval else None,
+        "load_best_model_at_end": early,
+        "metric_for_best_model": "eval_loss" if early else None,
+        "greater_is_better": False if early else None,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "use_cpu": not cuda,
+        "bf16": _dtype(cuda) == torch.bfloat16,
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "non_padding",
+    }
+
+
+def _sft_trainer_classes() -> tuple[type, type]:
+    from trl import SFTConfig, SFTTrainer
+
+    class SafeSFTTrainer(SafeCheckpointMixin, SFTTrainer):
+        pass
+
+    return SFTConfig, SafeSFTTrainer
+
+
+class _Distiller:
+    """Soft-label knowledge distillation on the completion tokens.
+
+    loss = alpha · T² · KL(teacher_T ‖ student_T) + (1 - alpha) · cross-entropy(labels)
+    """
+
+    def __init__(self, teacher: Any, temperature: float, alpha: float) -> None:
+        self.teacher = teacher
+        self.temperature = temperature
+        self.alpha = alpha
+        self.inputs: dict[str, Any] = {}
+
+    def __call__(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        logits = outputs.logits[:, :-1, :].float()
+        targets = labels[:, 1:]
+        mask = targets != -100
+        count = torch.as_tensor(num_items_in_batch if num_items_in_batch is not None else mask.sum())
+        count = count.to(logits.device).clamp(min=1)
+        ce = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        with torch.no_grad():
+            teacher_logits = (
+                self.teacher(
+                    input_ids=self.inputs["input_ids"], attention_mask=self.inputs.get("attention_mask")
+                )
+                .logits[:, :-1, :]
+                .float()
+            )
+        t = self.temperature
+        kl = F.kl_div(
+            F.log_softmax(logits / t, dim=-1),
+            F.log_softmax(teacher_logits / t, dim=-1),
+            log_target=True,
+            reduction="none",
+        ).sum(-1)
+        kd = (kl * mask).sum() * t * t
+        return (self.alpha * kd + (1 - self.alpha) * ce) / count
+
+
+def _distill_trainer_class() -> type:
+    _, base = _sft_trainer_classes()
+
+    class SoftLabelDistillationTrainer(base):  # type: ignore[misc, valid-type]
+        distiller: _Distiller
+
+        def compute_loss(
+            self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            self.distiller.inputs = inputs
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return SoftLabelDistillationTrainer
+
+
+def build_trainer(job: TrainingJob, tokenizer: Any, callbacks: list[TrainerCallback]) -> Any:
+    recipe = job.recipe
+    train = build_dataset(read_rows(job.train_file), job)
+    if train is None:
+        raise ValueError(f"training split {job.train_file} holds no rows")
+    evaluation = build_dataset(read_rows(job.eval_file), job)
+    common = common_arguments(job, evaluation is not None)
+    if evaluation is not None and recipe.early_stopping_patience is not None:
+        callbacks = [
+            *callbacks,
+            EarlyStoppingCallback(early_stopping_patience=recipe.early_stopping_patience),
+        ]
+    peft = lora_config(recipe) if recipe.method in ADAPTER_METHODS else None
+    model = load_model(job.base_dir, job, quantize=recipe.method == "sft-qlora")
+    method = recipe.method
+    shared = {
+        "model": model,
+        "train_dataset": train,
+        "eval_dataset": evaluation,
+        "processing_class": tokenizer,
+        "callbacks": callbacks,
+        "peft_config": peft,
+    }
+    if method in ("sft-lora", "sft-qlora", "sft-full", "distill"):
+        config_cls, trainer_cls = _sft_trainer_classes()
+        config = config_cls(
+            **common,
+            max_length=recipe.max_seq_len,
+            packing=recipe.packing,
+            completion_only_loss=True,
+            dataset_num_proc=None,
+        )
+        if method != "distill":
+            return trainer_cls(args=config, **shared)
+        assert recipe.distill is not None and job.teacher_dir is not None
+        teacher = load_model(job.teacher_dir, job)
+        teacher.eval()
+        teacher.requires_grad_(False)
+        if use_cuda(job):
+            teacher.to("cuda")
+        distiller = _Distiller(teacher, recipe.distill.temperature, recipe.distill.alpha)
+        trainer = _distill_trainer_class()(args=config, compute_loss_func=distiller, **shared)
+        trainer.distiller = distiller
+        return trainer
+    if method in ("dpo", "ipo"):
+        from trl import DPOConfig, DPOTrainer
+
+        class SafeDPOTrainer(SafeCheckpointMixin, DPOTrainer):
+            pass
+
+        config = DPOConfig(
+            **common,
+            max_length=recipe.max_seq_len,
+            beta=recipe.beta,
+            loss_type=["ipo" if method == "ipo" else "sigmoid"],
+        )
+        return SafeDPOTrainer(args=config, **shared)
+    from trl import KTOConfig, KTOTrainer
+
+    class SafeKTOTrainer(SafeCheckpointMixin, KTOTrainer):
+        pass
+
+    config = KTOConfig(**common, max_length=recipe.max_seq_len, beta=recipe.beta)
+    return SafeKTOTrainer(args=config, **shared)

@@ -1,0 +1,223 @@
+"""`python -m services.training.worker job.json`: one training attempt, reported as JSON lines.
+
+The service runs this in a subprocess so training never blocks its event loop and a cancel or a
+crash kills only this process. Protocol on stdout (everything else goes to stderr): `started`,
+`progress`, `checkpoint` (already uploaded to the artifact store), then one of `done`,
+`cancelled` or `error`. SIGTERM asks for a stop at the next step boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from services.training.job import TrainingJob, WorkerMessage, message
+
+FINAL_DIR = "final"
+
+
+class Reporter:
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+
+    def __call__(self, kind: str, **fields: Any) -> None:
+        line = message(kind, **fields).line()
+        with self.lock:
+            self.out.write(line)
+            self.out.flush()
+
+
+def _die_with_parent() -> None:
+    """A worker whose service was killed must not train on alone (Linux: PR_SET_PDEATHSIG)."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent or parent == 1:
+        os._exit(3)
+
+
+def _callback_class() -> type:
+    from transformers import TrainerCallback
+
+    from services.core.artifacts import ArtifactStore
+    from services.training.checkpoints import refuse_pickles
+
+    class ReportingCallback(TrainerCallback):
+        """Progress and checkpoints to the service; stops at a step boundary when asked."""
+
+        def __init__(self, job: TrainingJob, report: Reporter, stop: threading.Event) -> None:
+            self.job = job
+            self.report = report
+            self.stop = stop
+            self.store = ArtifactStore(job.artifact_root)
+            self.started_at = time.monotonic()
+            self.start_step = 0
+            self.last_tokens: tuple[float, float] | None = None
+            self.losses: list[float] = []
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.started_at = time.monotonic()
+            self.start_step = state.global_step
+            self.report(
+                "started",
+                total_steps=state.max_steps,
+                resumed_from_step=state.global_step or None,
+            )
+
+        def _tokens_per_second(self, state: Any) -> float | None:
+            seen = float(getattr(state, "num_input_tokens_seen", 0) or 0)
+            now = time.monotonic()
+            previous, self.last_tokens = self.last_tokens, (now, seen)
+            if previous is None or seen <= previous[1] or now <= previous[0]:
+                return None
+            return (seen - previous[1]) / (now - previous[0])
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+        ) -> None:
+            logs = logs or {}
+            if "loss" not in logs and "eval_loss" not in logs:
+                return
+            if "loss" in logs:
+                self.losses.append(float(logs["loss"]))
+            done = state.global_step - self.start_step
+            elapsed = time.monotonic() - self.started_at
+            eta = (state.max_steps - state.global_step) * elapsed / done if done > 0 else None
+            self.report(
+                "progress",
+                step=state.global_step,
+                total_steps=state.max_steps,
+                epoch=float(state.epoch or 0.0),
+                loss=logs.get("loss"),
+                eval_loss=logs.get("eval_loss"),
+                learning_rate=logs.get("learning_rate"),
+                tokens_per_second=self._tokens_per_second(state) if "loss" in logs else None,
+                eta_seconds=max(eta, 0.0) if eta is not None else None,
+            )
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.stop.is_set():
+                control.should_training_stop = True
+                control.should_save = False
+
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if not folder.is_dir():
+                return
+            refuse_pickles(folder)
+            tree = self.store.put_tree(folder)
+            pointer = {"step": state.global_step, "tree": tree.model_dump(mode="json")}
+            self.store.put_named_json(self.job.checkpoint_ref_key, pointer)
+            self.report("checkpoint", step=state.global_step, tree=tree.model_dump(mode="json"))
+
+    return ReportingCallback
+
+
+def run(job: TrainingJob, report: Reporter, stop: threading.Event) -> None:
+    import torch
+
+    from services.core.models import load_tokenizer
+    from services.training.methods import ADAPTER_METHODS, build_trainer, use_cuda
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    tokenizer = load_tokenizer(job.base_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    callback = _callback_class()(job, report, stop)
+    trainer = build_trainer(job, tokenizer, [callback])
+    if use_cuda(job):
+        torch.cuda.reset_peak_memory_stats()
+    started = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=job.resume_from)
+    runtime = time.monotonic() - started
+    if stop.is_set():
+        report("cancelled", step=trainer.state.global_step)
+        return
+    final = Path(job.output_dir) / FINAL_DIR
+    if job.recipe.method in ADAPTER_METHODS:
+        trainer.model.save_pretrained(final)
+        _portable_adapter_config(final, job)
+    else:
+        trainer.model.save_pretrained(final)
+        tokenizer.save_pretrained(final)
+    tokens = float(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
+    report(
+        "done",
+        model_dir=str(final),
+        steps=trainer.state.global_step,
+        first_loss=callback.losses[0] if callback.losses else None,
+        last_loss=callback.losses[-1] if callback.losses else None,
+        train_loss=float(result.training_loss),
+        runtime_s=runtime,
+        tokens=tokens,
+        tokens_per_second=tokens / runtime if runtime > 0 else None,
+        peak_memory_mb=_peak_memory_mb(use_cuda(job)),
+    )
+
+
+def _portable_adapter_config(folder: Path, job: TrainingJob) -> None:
+    """The adapter names its base by the recipe's name, not this machine's cache path."""
+    path = folder / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = job.recipe.base_model
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+def _peak_memory_mb(cuda: bool) -> float:
+    if cuda:
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m services.training.worker JOB.json", file=sys.stderr)
+        return 2
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # library prints must not corrupt the protocol
+    sys.stdout = sys.stderr
+    report = Reporter(out)
+    _die_with_parent()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        job = TrainingJob.model_validate_json(Path(args[0]).read_text())
+        run(job, report, stop)
+    except Exception as error:  # noqa: BLE001  (reported to the service, which decides: fail or retry)
+        report("error", reason=_reason(error), message=f"{type(error).__name__}: {error}")
+        return 1
+    return 0
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).lower()
+    if "out of memory" in text:
+        return "out-of-memory"
+    return "training-error"
+
+
+def parse(line: str) -> WorkerMessage | None:
+    try:
+        return WorkerMessage.model_validate(json.loads(line))
+    except (ValueError, TypeError):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
