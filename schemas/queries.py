@@ -104,6 +104,47 @@ class DatasetDetail(Contract):
     details: dict[str, Any] | None
 
 
+class RunsQuery(Contract):
+    tenant: str | None = None
+    status: str | None = Field(default=None, description="started | running | completed | failed | cancelled")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class RunSummary(Contract):
+    run_id: str
+    tenant: str
+    dataset_id: str | None
+    method: str | None
+    base_name: str | None
+    status: str
+    step: int | None
+    total_steps: int | None
+    loss: float | None
+    eval_loss: float | None
+    tokens_per_second: float | None
+    eta_seconds: float | None
+    attempts: int
+    version_id: str | None
+    error: str | None
+    correlation_id: str
+    updated_at: datetime
+
+
+class RunList(Contract):
+    runs: tuple[RunSummary, ...]
+
+
+class RunQuery(Contract):
+    run_id: str = Field(min_length=4, description="Run id or a unique prefix of it")
+
+
+class RunDetail(Contract):
+    summary: RunSummary
+    base_sha256: str | None
+    recipe_sha256: str | None
+    history: tuple[TimelineEntry, ...] = Field(description="The run's own events, progress excluded")
+
+
 class QueryError(Contract):
     error: str
     code: str = Field(description="not-found | bad-request | internal")

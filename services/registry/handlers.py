@@ -21,6 +21,9 @@ from schemas.queries import (
     ModelVersionQuery,
     ModelVersionsQuery,
     QueryError,
+    RunList,
+    RunQuery,
+    RunsQuery,
     TimelineQuery,
 )
 from schemas.subjects import DLQ_PREFIX, rpc_subject
@@ -104,6 +107,15 @@ class RegistryHandlers:
     async def datasets_get(self, body: dict[str, Any]) -> dict[str, Any]:
         return await _answer(DatasetQuery, body, lambda q: self.store.get_dataset(q.id))
 
+    async def runs_list(self, body: dict[str, Any]) -> dict[str, Any]:
+        def run(q: RunsQuery) -> RunList:
+            return RunList(runs=self.store.list_runs(tenant=q.tenant, status=q.status, limit=q.limit))
+
+        return await _answer(RunsQuery, body, run)
+
+    async def runs_get(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await _answer(RunQuery, body, lambda q: self.store.get_run(q.run_id))
+
     async def dead_letters(self, body: dict[str, Any]) -> dict[str, Any]:
         limit = int(body.get("limit", 50)) if isinstance(body, dict) else 50
         return {"dead_letters": await asyncio.to_thread(self.store.dead_letters, limit)}
@@ -160,6 +172,8 @@ def register(
         "models.get": handlers.models_get,
         "datasets.list": handlers.datasets_list,
         "datasets.get": handlers.datasets_get,
+        "runs.list": handlers.runs_list,
+        "runs.get": handlers.runs_get,
         "dead-letters.list": handlers.dead_letters,
     }
     for name, fn in queries.items():

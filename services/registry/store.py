@@ -18,11 +18,14 @@ from schemas.queries import (
     DatasetSummary,
     ModelVersionDetail,
     ModelVersionSummary,
+    RunDetail,
+    RunSummary,
     Timeline,
     TimelineEntry,
 )
+from schemas.training import TrainingProgress
 from services.registry.projections import project
-from services.registry.tables import DatasetRow, DeadLetterRow, EventRecord, ModelVersionRow
+from services.registry.tables import DatasetRow, DeadLetterRow, EventRecord, ModelVersionRow, TrainingRunRow
 
 DUPLICATE = "duplicate"
 
@@ -201,6 +204,42 @@ class RegistryStore:
                 details=row.details,
             )
 
+    def list_runs(
+        self, *, tenant: str | None = None, status: str | None = None, limit: int = 100
+    ) -> tuple[RunSummary, ...]:
+        with self.sessions() as session:
+            query = select(TrainingRunRow).order_by(TrainingRunRow.updated_at.desc()).limit(limit)
+            if tenant:
+                query = query.where(TrainingRunRow.tenant == tenant)
+            if status:
+                query = query.where(TrainingRunRow.status == status)
+            return tuple(_run_summary(row) for row in session.scalars(query))
+
+    def get_run(self, ident: str) -> RunDetail:
+        """By run id or a unique prefix of one."""
+        with self.sessions() as session:
+            row = session.get(TrainingRunRow, ident)
+            if row is None:
+                matches = session.scalars(
+                    select(TrainingRunRow).where(TrainingRunRow.run_id.startswith(ident)).limit(2)
+                ).all()
+                if len(matches) > 1:
+                    raise NotFound(f"run id prefix {ident!r} is ambiguous; give more characters")
+                row = matches[0] if matches else None
+            if row is None:
+                raise NotFound(f"no training run {ident!r} in the registry")
+            history = session.scalars(
+                select(EventRecord)
+                .where(EventRecord.subject == row.run_id, EventRecord.type != TrainingProgress.ce_type())
+                .order_by(EventRecord.time, EventRecord.id)
+            ).all()
+            return RunDetail(
+                summary=_run_summary(row),
+                base_sha256=row.base_sha256,
+                recipe_sha256=row.recipe_sha256,
+                history=tuple(_entry(i + 1, r) for i, r in enumerate(history)),
+            )
+
     def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.sessions() as session:
             rows = session.scalars(select(DeadLetterRow).order_by(DeadLetterRow.id.desc()).limit(limit)).all()
@@ -258,6 +297,28 @@ def _summary(row: ModelVersionRow) -> ModelVersionSummary:
         dataset_id=row.dataset_id,
         run_id=row.run_id,
         created_at=_utc(row.created_at),
+    )
+
+
+def _run_summary(row: TrainingRunRow) -> RunSummary:
+    return RunSummary(
+        run_id=row.run_id,
+        tenant=row.tenant,
+        dataset_id=row.dataset_id,
+        method=row.method,
+        base_name=row.base_name,
+        status=row.status,
+        step=row.step,
+        total_steps=row.total_steps,
+        loss=row.loss,
+        eval_loss=row.eval_loss,
+        tokens_per_second=row.tokens_per_second,
+        eta_seconds=row.eta_seconds,
+        attempts=row.attempts or 0,
+        version_id=row.version_id,
+        error=row.error,
+        correlation_id=row.correlation_id,
+        updated_at=_utc(row.updated_at),
     )
 
 

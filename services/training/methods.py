@@ -181,9 +181,10 @@ class _Distiller:
         self.teacher = teacher
         self.temperature = temperature
         self.alpha = alpha
-        self.inputs: dict[str, Any] = {}
 
-    def __call__(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+    def __call__(
+        self, outputs: Any, labels: torch.Tensor, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
         logits = outputs.logits[:, :-1, :].float()
         targets = labels[:, 1:]
         mask = targets != -100
@@ -194,9 +195,7 @@ class _Distiller:
         )
         with torch.no_grad():
             teacher_logits = (
-                self.teacher(
-                    input_ids=self.inputs["input_ids"], attention_mask=self.inputs.get("attention_mask")
-                )
+                self.teacher(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
                 .logits[:, :-1, :]
                 .float()
             )
@@ -220,8 +219,11 @@ def _distill_trainer_class() -> type:
         def compute_loss(
             self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
         ) -> Any:
-            self.distiller.inputs = inputs
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            forward = {k: v for k, v in inputs.items() if k != "labels"}
+            forward["use_cache"] = False
+            outputs = model(**forward)  # one student forward; the teacher's runs without gradients
+            loss = self.distiller(outputs, inputs["labels"], forward, num_items_in_batch)
+            return (loss, outputs) if return_outputs else loss
 
     return SoftLabelDistillationTrainer
 
@@ -267,7 +269,7 @@ def build_trainer(job: TrainingJob, tokenizer: Any, callbacks: list[TrainerCallb
         if use_cuda(job):
             teacher.to("cuda")
         distiller = _Distiller(teacher, recipe.distill.temperature, recipe.distill.alpha)
-        trainer = _distill_trainer_class()(args=config, compute_loss_func=distiller, **shared)
+        trainer = _distill_trainer_class()(args=config, **shared)
         trainer.distiller = distiller
         return trainer
     if method in ("dpo", "ipo"):

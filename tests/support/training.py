@@ -1,0 +1,129 @@
+"""Training test data: small learnable datasets in each format and approved-dataset events for them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from schemas.dataset import DatasetApproved, SplitInfo
+from schemas.recipe import TrainingRecipe
+from services.core.artifacts import ArtifactStore
+from services.training.job import DataFormat, TrainingJob
+
+FORMAT_OF = {"dpo": "preference", "ipo": "preference", "kto": "feedback"}
+
+
+def rows_for(data_format: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Arithmetic rows: a pattern a 2-layer model can start to learn in a dozen steps."""
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        prompt = f"add {a} and {b}"
+        if data_format == "preference":
+            rows.append({"prompt": prompt, "chosen": f"the sum is {a + b}", "rejected": f"maybe {a * b + 1}"})
+        elif data_format == "feedback":
+            good = i % 2 == 0
+            rows.append(
+                {"prompt": prompt, "completion": f"the sum is {a + b}" if good else "no idea", "label": good}
+            )
+        else:
+            rows.append(
+                {
+                    "messages": [
+                        {"role": "user", "content": prompt},
+                        {"role": "assistant", "content": f"the sum is {a + b}"},
+                    ]
+                }
+            )
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def recipe(method: str = "sft-lora", **overrides: Any) -> TrainingRecipe:
+    values: dict[str, Any] = {
+        "method": method,
+        "base_model": "tiny-llama",
+        "learning_rate": 5e-3,
+        "max_steps": 12,
+        "batch_size": 4,
+        "eval_steps": 6,
+        "checkpoint_steps": 5,
+        "max_seq_len": 128,
+        "warmup_ratio": 0.0,
+    }
+    if method == "distill":
+        values["distill"] = {"teacher": "tiny-llama", "temperature": 2.0, "alpha": 0.5}
+    values.update(overrides)
+    return TrainingRecipe.model_validate(values)
+
+
+def job_for(
+    tmp: Path,
+    training: TrainingRecipe,
+    *,
+    base_dir: Path,
+    teacher_dir: Path | None = None,
+    rows: int = 32,
+    resume_from: str | None = None,
+    output: str = "out",
+) -> TrainingJob:
+    data_format: DataFormat = FORMAT_OF.get(training.method, "sft")  # type: ignore[assignment]
+    all_rows = rows_for(data_format, rows + 8)
+    return TrainingJob(
+        run_id=f"run-{training.method}",
+        recipe=training,
+        data_format=data_format,
+        base_dir=str(base_dir),
+        teacher_dir=str(teacher_dir) if teacher_dir else None,
+        train_file=str(write_rows(tmp / "data" / "train.jsonl", all_rows[:rows])),
+        eval_file=str(write_rows(tmp / "data" / "eval.jsonl", all_rows[rows:])),
+        output_dir=str(tmp / output),
+        resume_from=resume_from,
+        artifact_root=str(tmp / "artifacts"),
+        checkpoint_ref_key=f"refs/training/run-{training.method}/checkpoint.json",
+        device="cpu",
+    )
+
+
+def approved(
+    store: ArtifactStore,
+    training: TrainingRecipe,
+    *,
+    rows: int = 32,
+    data_format: str | None = None,
+    tenant: str = "acme",
+    route: str = "adder",
+    seed: int = 0,
+) -> DatasetApproved:
+    """A dataset.approved event whose splits and manifest are really in the store."""
+    fmt = data_format or FORMAT_OF.get(training.method, "sft")
+    all_rows = rows_for(fmt, rows + 8, seed=seed)
+    splits = []
+    digest = hashlib.sha256()
+    for name, part in (("train", all_rows[:rows]), ("eval", all_rows[rows:])):
+        data = "".join(json.dumps(r) + "\n" for r in part).encode()
+        digest.update(data)
+        splits.append(SplitInfo(name=name, rows=len(part), artifact=store.put_bytes(data)))
+    dataset_id = digest.hexdigest()
+    manifest = store.put_json(
+        {"kind": "tuneline.dataset-manifest/v1", "dataset_id": dataset_id, "format": fmt}
+    )
+    return DatasetApproved(
+        submission_id=f"sub-{dataset_id[:8]}",
+        dataset_id=dataset_id,
+        tenant=tenant,
+        task="add",
+        route=route,
+        manifest=manifest,
+        splits=tuple(splits),
+        recipe=training,
+    )

@@ -1,0 +1,143 @@
+"""Each training method trains the tiny model on CPU: its loss falls and its weights change."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from services.training.checkpoints import PICKLE_SUFFIXES
+from services.training.job import TrainingJob
+from services.training.worker import run
+from tests.support.training import job_for, recipe
+
+
+class Collect:
+    """A worker reporter that keeps the messages; `stop_after` sets the stop event at that step."""
+
+    def __init__(self, stop: threading.Event | None = None, stop_after: int | None = None) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.stop = stop
+        self.stop_after = stop_after
+
+    def __call__(self, kind: str, **fields: Any) -> None:
+        self.messages.append({"kind": kind, **fields})
+        if self.stop is not None and kind == "progress" and fields.get("step") == self.stop_after:
+            self.stop.set()
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["kind"] == kind]
+
+    def train_losses(self) -> list[float]:
+        return [m["loss"] for m in self.of("progress") if m.get("loss") is not None]
+
+
+def train(job: TrainingJob, stop_after: int | None = None) -> Collect:
+    stop = threading.Event()
+    report = Collect(stop, stop_after)
+    run(job, report, stop)  # type: ignore[arg-type]
+    return report
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Same architecture and tokenizer as the student, different weights."""
+    from transformers import AutoModelForCausalLM
+
+    from services.core.models import load_tokenizer
+
+    out = tmp_path_factory.mktemp("teacher")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    model.save_pretrained(out)
+    load_tokenizer(tiny_model).save_pretrained(out)
+    return out
+
+
+def _no_pickles(folder: Path) -> None:
+    assert not [p for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES]
+
+
+@pytest.mark.parametrize("method", ["sft-lora", "dpo", "ipo", "kto", "distill"])
+def test_adapter_methods_lower_the_loss_and_train_the_adapter(
+    method: str, tiny_model: Path, teacher: Path, tmp_path: Path
+) -> None:
+    job = job_for(tmp_path, recipe(method), base_dir=tiny_model, teacher_dir=teacher)
+    report = train(job)
+
+    assert report.messages[0]["kind"] == "started"
+    done = report.of("done")
+    assert len(done) == 1 and done[0]["steps"] == 12
+    losses = report.train_losses()
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+    assert any(m.get("eval_loss") is not None for m in report.of("progress"))
+
+    final = Path(done[0]["model_dir"])
+    adapter = load_file(final / "adapter_model.safetensors")
+    lora_b = [t for name, t in adapter.items() if "lora_B" in name]
+    assert lora_b and all(t.abs().sum() > 0 for t in lora_b)  # LoRA B starts at zero: it moved
+    config = json.loads((final / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "tiny-llama"
+    assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert len(report.of("checkpoint")) == 3  # steps 5, 10 and the last
+    _no_pickles(Path(job.output_dir))
+
+
+def test_full_fine_tune_changes_the_base_weights(tiny_model: Path, tmp_path: Path) -> None:
+    report = train(job_for(tmp_path, recipe("sft-full", learning_rate=1e-3), base_dir=tiny_model))
+    losses = report.train_losses()
+    assert losses[-1] < losses[0]
+    final = Path(report.of("done")[0]["model_dir"])
+    before, after = load_file(tiny_model / "model.safetensors"), load_file(final / "model.safetensors")
+    assert before.keys() == after.keys()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) > len(before) // 2
+    assert (final / "tokenizer.json").exists()
+
+
+def test_resumed_run_continues_exactly_where_the_checkpoint_left_off(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    training = recipe("sft-lora")
+    whole = train(job_for(tmp_path, training, base_dir=tiny_model))
+    checkpoint = tmp_path / "out" / "checkpoint-10"
+    _no_pickles(checkpoint)
+    assert {"optimizer.safetensors", "scheduler.json", "rng_state.safetensors"} <= {
+        p.name for p in checkpoint.iterdir()
+    }
+
+    resumed = train(
+        job_for(tmp_path, training, base_dir=tiny_model, resume_from=str(checkpoint), output="out2")
+    )
+    assert resumed.of("started")[0]["resumed_from_step"] == 10
+    steps = [m["step"] for m in resumed.of("progress") if m.get("loss") is not None]
+    assert steps == [11, 12]
+    # optimizer, scheduler, RNG and data order restored: the same losses as the uninterrupted run
+    assert resumed.train_losses() == whole.train_losses()[10:]
+
+
+def test_a_stop_request_ends_the_run_at_the_next_step(tiny_model: Path, tmp_path: Path) -> None:
+    report = train(job_for(tmp_path, recipe("sft-lora", max_steps=200), base_dir=tiny_model), stop_after=3)
+    assert report.of("done") == []
+    cancelled = report.of("cancelled")
+    assert len(cancelled) == 1 and cancelled[0]["step"] in (3, 4)
+
+
+def test_a_checkpoint_holding_a_pickle_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    from services.training.checkpoints import CheckpointError
+
+    bad = tmp_path / "ckpt"
+    bad.mkdir()
+    (bad / "optimizer.pt").write_bytes(b"\x80\x04not really")
+    job = job_for(tmp_path, recipe("sft-lora"), base_dir=tiny_model, resume_from=str(bad))
+    with pytest.raises((CheckpointError, ValueError)):
+        train(job)
