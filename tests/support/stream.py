@@ -1,0 +1,38 @@
+"""Read what is really in the TUNELINE stream: every event, in order, with its envelope headers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js.errors import NotFoundError
+
+from schemas.subjects import EVENTS_STREAM
+
+
+@dataclass
+class StoredEvent:
+    type: str
+    id: str
+    subject: str
+    payload: dict[str, Any]
+
+
+async def stored_events(js: Any, event_type: str | None = None) -> list[StoredEvent]:
+    info = await js.stream_info(EVENTS_STREAM)
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            msg = await js.get_msg(EVENTS_STREAM, seq)
+        except NotFoundError:
+            continue
+        headers = msg.headers or {}
+        kind = headers.get("ce-type", "").removeprefix("tuneline.").removesuffix(".v1")
+        if event_type is None or kind == event_type:
+            found.append(
+                StoredEvent(
+                    kind, headers.get("ce-id", ""), headers.get("ce-subject", ""), json.loads(msg.data)
+                )
+            )
+    return found
