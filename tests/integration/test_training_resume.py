@@ -3,11 +3,11 @@ last checkpoint and the run still announces exactly one candidate."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,7 +128,7 @@ async def test_killed_training_resumes_from_its_checkpoint_and_emits_one_candida
         assert started[1]["resumed_from_step"] >= killed_at
         assert len(ready) == 1
         assert ready[0].payload["candidate"]["run_id"] == started[0]["run_id"]
-        time.sleep(4)  # past another AckWait: nothing more arrives
+        await asyncio.sleep(4)  # past another AckWait: nothing more arrives
         assert len(await stored_events(js, "candidate.ready")) == 1
     finally:
         await operator.broker.stop()
