@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test lint typecheck schemas bench clean up
+.PHONY: demo test test-gpu lint typecheck schemas bench clean up
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ up: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/tuneline schemas export --check
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not gpu"
+
+# on a CUDA machine: QLoRA (bitsandbytes) and the other CUDA-only paths
+test-gpu: $(STAMP)
+	$(BIN)/pip install --quiet bitsandbytes
+	$(BIN)/python -m pytest -m gpu tests/gpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check schemas services tests bench
@@ -43,6 +48,8 @@ schemas: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/curation.py
+	$(BIN)/python bench/training.py --model tiny-llama --steps 40
+	$(BIN)/python bench/training.py --model smollm2-135m-instruct --steps 10
 
 clean:
 	rm -rf $(VENV) .tuneline .pytest_cache .mypy_cache .ruff_cache

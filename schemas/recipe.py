@@ -44,7 +44,11 @@ class TrainingRecipe(Contract):
     batch_size: int = Field(default=4, ge=1)
     gradient_accumulation: int = Field(default=1, ge=1)
     max_seq_len: int = Field(default=512, ge=16)
-    packing: bool = False
+    packing: bool = Field(default=False, description="Pack several short rows into each sequence")
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="Recompute activations in the backward pass: less memory, about a third slower",
+    )
     eval_steps: int = Field(default=50, ge=1, description="Evaluate every N optimiser steps")
     early_stopping_patience: int | None = Field(
         default=None, ge=1, description="Stop after N evaluations without a lower eval loss (None: never)"

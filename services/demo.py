@@ -58,6 +58,7 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         t = time.monotonic()
         out = submit(data)
         timings["curation (approved)"] = time.monotonic() - t
+        approved_at = time.monotonic()
         correlation = _correlation(out)
 
         broken = DEMO_DIR / "tickets-broken.jsonl"
@@ -72,17 +73,32 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
 
         console.print("\n4. publishing a malformed event straight onto the bus (a payload missing fields) …")
         asyncio.run(_malformed(stack, correlation, console))
+
         console.print(
-            f"\n5. the registry's timeline of the approved lineage (tuneline status {correlation}):"
+            "\n5. dataset.approved started a training run meanwhile: a LoRA adapter on "
+            + ("the tiny test model" if quick else "SmolLM2-135M-Instruct")
+            + ", in a worker subprocess, checkpointing to the artifact store (tuneline watch):"
+        )
+        run_id = asyncio.run(_wait_for_run(stack))
+        _cli(stack, console, "watch", run_id, live=True)
+        timings["training (from approval)"] = time.monotonic() - approved_at
+        version = asyncio.run(_version_of(stack, run_id))
+        console.print("\n6. the candidate it announced (candidate.ready), as the registry holds it:")
+        _cli(stack, console, "models", "show", version)
+        console.print(
+            f"\n7. the registry's timeline of the approved lineage (tuneline status {correlation}):"
         )
         _cli(stack, console, "status", correlation)
-        console.print("\n6. every submission the registry knows (tuneline datasets list):")
+        console.print(
+            "\n8. every submission and run the registry knows (tuneline datasets list; tuneline runs):"
+        )
         _cli(stack, console, "datasets", "list")
+        _cli(stack, console, "runs")
         console.print(
             "\nstage times: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items())
         )
         console.print(
-            f"[green]demo finished in {time.monotonic() - started:.1f}s.[/] Later issues add training, "
+            f"[green]demo finished in {time.monotonic() - started:.1f}s.[/] Later issues add "
             "evaluation, merging and rollout to this same run."
         )
         if keep:
@@ -95,13 +111,18 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         stack.stop()
 
 
-def _cli(stack: Stack, console: Console, *args: str) -> str:
+def _cli(stack: Stack, console: Console, *args: str, live: bool = False) -> str:
+    """Run `tuneline ARGS`; `live` lets its output (a progress bar) through as it happens."""
     command = [sys.executable, "-m", "services.cli", "--nats-url", stack.nats_url, *args]
     console.print(f"[dim]$ tuneline {' '.join(args)}[/]")
     env = {**stack.service_env(), "COLUMNS": str(max(console.width, 150))}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    sys.stdout.write(result.stdout)
-    sys.stdout.flush()
+    if live:
+        code = subprocess.run(command, env=env, check=False).returncode
+        result = subprocess.CompletedProcess(command, code, "", "see the output above")
+    else:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        sys.stdout.write(result.stdout)
+        sys.stdout.flush()
     if result.returncode != 0:
         raise StackError(f"`tuneline {' '.join(args)}` failed ({result.returncode}):\n{result.stderr}")
     if dead := stack.dead_services():
@@ -171,6 +192,33 @@ async def _malformed(stack: Stack, correlation: str, console: Console) -> None:
             f"   [red]{letter['original_subject']}[/] refused by {letter['service']}: "
             f"{letter['reason'][:300]}"
         )
+
+
+async def _wait_for_run(stack: Stack) -> str:
+    async def first_run(runtime: Any) -> str | None:
+        runs = (await query(runtime.broker, "registry", "runs.list", {"limit": 1}))["runs"]
+        return str(runs[0]["run_id"]) if runs else None
+
+    return str(await _with_runtime(stack, first_run, what="the training run"))
+
+
+async def _version_of(stack: Stack, run_id: str) -> str:
+    async def version(runtime: Any) -> str | None:
+        detail = await query(runtime.broker, "registry", "runs.get", {"run_id": run_id})
+        return detail["summary"]["version_id"]
+
+    return str(await _with_runtime(stack, version, what="the candidate of the run"))
+
+
+async def _with_runtime(stack: Stack, fn: Any, *, what: str) -> Any:
+    runtime = build_runtime(
+        "cli", CoreSettings(nats=NatsSettings(url=stack.nats_url)), max_reconnect_attempts=0
+    )
+    await runtime.broker.connect()
+    try:
+        return await _wait_for(lambda: fn(runtime), what=what, stack=stack)
+    finally:
+        await runtime.broker.stop()
 
 
 async def _dead_letters(runtime: Any) -> list[dict[str, Any]] | None:

@@ -302,7 +302,16 @@ class TrainingHandlers:
             gate_policy=event.gate_policy,
         )
         summary = {
-            k: extra.get(k) for k in ("steps", "first_loss", "last_loss", "runtime_s", "tokens_per_second")
+            k: extra.get(k)
+            for k in (
+                "steps",
+                "first_loss",
+                "last_loss",
+                "runtime_s",
+                "tokens",
+                "tokens_per_second",
+                "peak_memory_mb",
+            )
         }
         won = await self._control().claim_result(
             run_id, {"candidate": candidate.model_dump(mode="json"), "summary": summary}

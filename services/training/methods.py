@@ -159,6 +159,7 @@ def common_arguments(job: TrainingJob, has_eval: bool) -> dict[str, Any]:
         "bf16": _dtype(cuda) == torch.bfloat16,
         "dataloader_num_workers": 0,
         "include_num_input_tokens_seen": "non_padding",
+        "gradient_checkpointing": recipe.gradient_checkpointing,
     }
 
 
