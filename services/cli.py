@@ -887,7 +887,7 @@ def watch(
                         if headers.get("ce-subject") != run_id:
                             continue
                         if kind.endswith("training.progress.v1"):
-                            state = {**state, **payload}
+                            state = {**state, **{k: v for k, v in payload.items() if v is not None}}
                             show(state)
                         elif kind.endswith("training.failed.v1"):
                             state = {**state, "status": "failed", "error": payload.get("error")}

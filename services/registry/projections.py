@@ -117,9 +117,12 @@ def training_progress(s: Session, e: training.TrainingProgress, env: Envelope, a
     row = _run(s, e.run_id, env, at)
     if row.step is not None and e.step < row.step:
         return RECORDED_ONLY  # progress arrived out of order: keep the furthest step
-    row.step, row.total_steps, row.loss = e.step, e.total_steps, e.loss
+    row.step, row.total_steps = e.step, e.total_steps
+    # an evaluation's progress carries no training loss or throughput: keep the last known ones
+    row.loss = e.loss if e.loss is not None else row.loss
     row.eval_loss = e.eval_loss if e.eval_loss is not None else row.eval_loss
-    row.tokens_per_second, row.eta_seconds = e.tokens_per_second, e.eta_seconds
+    row.tokens_per_second = e.tokens_per_second if e.tokens_per_second is not None else row.tokens_per_second
+    row.eta_seconds = e.eta_seconds if e.eta_seconds is not None else row.eta_seconds
     if row.status not in _TERMINAL_RUN:
         row.status = "running"
     return PROJECTED
