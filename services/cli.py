@@ -752,6 +752,7 @@ def runs_root(
         str | None, typer.Option(help="started | running | completed | failed | cancelled")
     ] = None,
     limit: Annotated[int, typer.Option(help="At most N, newest first")] = 100,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List training runs, newest first: status, progress, loss, throughput."""
     if ctx.invoked_subcommand is not None:
@@ -762,10 +763,14 @@ def runs_root(
             body = {"tenant": tenant, "status": status, "limit": limit}
             return await query(runtime.broker, "registry", "runs.list", body)
 
+    runs = _run(fetch())["runs"]
+    if as_json:
+        console.print_json(json.dumps(runs))
+        return
     table = Table(
         "run", "status", "method", "base", "step", "loss", "eval loss", "tok/s", "version", "updated"
     )
-    for r in _run(fetch())["runs"]:
+    for r in runs:
         colour = RUN_TERMINAL.get(r["status"], "cyan")
         steps = f"{r['step'] or 0}/{r['total_steps'] or '?'}"
         table.add_row(

@@ -230,7 +230,10 @@ class RegistryStore:
                 raise NotFound(f"no training run {ident!r} in the registry")
             history = session.scalars(
                 select(EventRecord)
-                .where(EventRecord.subject == row.run_id, EventRecord.type != TrainingProgress.ce_type())
+                .where(
+                    EventRecord.subject.in_([row.run_id, row.version_id or row.run_id]),
+                    EventRecord.type != TrainingProgress.ce_type(),
+                )
                 .order_by(EventRecord.time, EventRecord.id)
             ).all()
             return RunDetail(

@@ -208,3 +208,60 @@ def test_submit_refuses_a_bad_recipe_before_uploading(stack: tuple[str, Path], t
     assert "route" in result.stderr and "learning_rate" in result.stderr
     missing = cli(url, "submit", str(tmp_path / "nope.jsonl"), "--recipe", str(RECIPE))
     assert missing.returncode == 1 and "no such file" in missing.stderr
+
+
+def _training_recipe(path: Path, **training: object) -> Path:
+    fields = {"base_model": "tiny-llama", "max_seq_len": 1024, "eval_steps": 100_000, **training}
+    inner = ", ".join(f"{k}: {v}" for k, v in fields.items())
+    path.write_text(f"task: ticket-to-json\nroute: support-extract\ntraining: {{{inner}}}\n")
+    return path
+
+
+def _run_of(url: str, known: set[str], timeout: float = 60) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = cli(url, "runs", "--json")
+        assert listed.returncode == 0, listed.stderr
+        fresh = [r for r in json.loads(listed.stdout) if r["run_id"] not in known]
+        if fresh:
+            return dict(fresh[0])
+        time.sleep(0.5)
+    raise AssertionError("no new training run appeared")
+
+
+def test_training_runs_can_be_watched_and_cancelled_from_the_cli(
+    stack: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, _ = stack
+    known = {r["run_id"] for r in json.loads(cli(url, "runs", "--json").stdout)}
+
+    short = _training_recipe(tmp_path / "short.yaml", max_steps=8)
+    assert (
+        cli(url, "submit", str(TICKETS), "--recipe", str(short), "--wait", "120", timeout=180).returncode == 0
+    )
+    run = _run_of(url, known)
+    known.add(str(run["run_id"]))
+    watched = cli(url, "watch", str(run["run_id"]), "--timeout", "120", timeout=180)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert "completed: candidate mv-" in watched.stdout
+    deadline = time.monotonic() + 30
+    while json.loads(cli(url, "runs", "show", str(run["run_id"]), "--json").stdout)["summary"]["status"] != (
+        "completed"
+    ):
+        assert time.monotonic() < deadline, "the registry never recorded the run as completed"
+        time.sleep(0.3)
+    shown = cli(url, "runs", "show", str(run["run_id"]))
+    assert "candidate.ready" in shown.stdout and "training.started" in shown.stdout
+    again = cli(url, "cancel", str(run["run_id"]))
+    assert again.returncode == 1 and "already completed" in again.stderr
+
+    long = _training_recipe(tmp_path / "long.yaml", max_steps=100_000, checkpoint_steps=1000)
+    assert (
+        cli(url, "submit", str(TICKETS), "--recipe", str(long), "--wait", "120", timeout=180).returncode == 0
+    )
+    run = _run_of(url, known)
+    cancelled = cli(url, "cancel", str(run["run_id"]), "--reason", "e2e", "--wait", "60", timeout=90)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert "cancelled at step" in cancelled.stdout
+    watched = cli(url, "watch", str(run["run_id"]))
+    assert watched.returncode == 1 and "cancelled" in watched.stdout
