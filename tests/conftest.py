@@ -46,6 +46,14 @@ def core_settings(nats_server: EmbeddedNats) -> CoreSettings:
     return fast_core_settings(nats_server.url)
 
 
+@pytest.fixture
+def core(core_settings: CoreSettings, tmp_path: Path, model_cache: Path) -> CoreSettings:
+    """Core settings with a per-test artifact store and the session's model cache."""
+    return core_settings.model_copy(
+        update={"artifact_root": str(tmp_path / "artifacts"), "model_cache": str(model_cache)}
+    )
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
     cluster = PostgresCluster().start()

@@ -29,13 +29,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def core(core_settings: CoreSettings, tmp_path: Path, model_cache: Path) -> CoreSettings:
-    return core_settings.model_copy(
-        update={"artifact_root": str(tmp_path / "artifacts"), "model_cache": str(model_cache)}
-    )
-
-
-@pytest.fixture
 async def stack(
     core: CoreSettings, tmp_path: Path, running: Any, tiny_model: Path
 ) -> AsyncIterator[ServiceRuntime]:

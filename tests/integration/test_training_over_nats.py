@@ -32,13 +32,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def core(core_settings: CoreSettings, tmp_path: Path, model_cache: Path) -> CoreSettings:
-    return core_settings.model_copy(
-        update={"artifact_root": str(tmp_path / "artifacts"), "model_cache": str(model_cache)}
-    )
-
-
-@pytest.fixture
 def store(core: CoreSettings) -> ArtifactStore:
     return ArtifactStore(core.artifact_root)
 
