@@ -32,8 +32,7 @@ from services.core.models import ModelResolutionError, resolve_base_model, token
 from services.training import preflight
 from services.training.config import TrainingSettings
 from services.training.control import RunControl
-from services.training.job import TrainingJob, WorkerMessage
-from services.training.methods import ADAPTER_METHODS
+from services.training.job import ADAPTER_METHODS, TrainingJob, WorkerMessage
 from services.training.model_ref import base_ref, candidate_ref, recipe_sha256, tokenizer_ref
 from services.training.runner import WorkerCrashed, WorkerRun
 

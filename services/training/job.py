@@ -22,6 +22,10 @@ METHOD_FORMATS: dict[str, tuple[DataFormat, ...]] = {
 }
 
 
+ADAPTER_METHODS = ("sft-lora", "sft-qlora", "dpo", "ipo", "kto", "distill")
+"""Methods that train a LoRA adapter on a frozen base (the rest, sft-full, trains every weight)."""
+
+
 class TrainingJob(BaseModel):
     """Everything the worker needs; written to a JSON file by the service, read by the worker."""
 

@@ -20,9 +20,7 @@ from transformers import AutoModelForCausalLM, EarlyStoppingCallback, TrainerCal
 
 from schemas.recipe import TrainingRecipe
 from services.training.checkpoints import SafeCheckpointMixin
-from services.training.job import TrainingJob
-
-ADAPTER_METHODS = ("sft-lora", "sft-qlora", "dpo", "ipo", "kto", "distill")
+from services.training.job import ADAPTER_METHODS, TrainingJob
 
 
 def read_rows(path: str | None) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from services.training.job import TrainingJob, WorkerMessage, message
+from services.training.job import ADAPTER_METHODS, TrainingJob, WorkerMessage, message
 
 FINAL_DIR = "final"
 
@@ -127,7 +127,7 @@ def run(job: TrainingJob, report: Reporter, stop: threading.Event) -> None:
     import torch
 
     from services.core.models import load_tokenizer
-    from services.training.methods import ADAPTER_METHODS, build_trainer, use_cuda
+    from services.training.methods import build_trainer, use_cuda
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     tokenizer = load_tokenizer(job.base_dir)
