@@ -24,32 +24,30 @@ class PreflightError(Exception):
         return self.message
 
 
-def module_names(model_dir: str | Path) -> tuple[str, list[str]]:
-    """(architecture, names of every module) of the model in `model_dir`, built without weights."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+@dataclass
+class ModuleMap:
+    """The modules of a model, read from the model built on the meta device (no weights loaded)."""
 
-    config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
-    architecture = (config.architectures or [type(model).__name__])[0]
-    return architecture, [name for name, _ in model.named_modules() if name]
+    architecture: str
+    names: list[str]
+    linear_suffixes: list[str]
 
+    @classmethod
+    def of(cls, model_dir: str | Path) -> ModuleMap:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
 
-def linear_suffixes(model_dir: str | Path) -> list[str]:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
-    return sorted(
-        {
-            name.rsplit(".", 1)[-1]
-            for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear)
-        }
-    )
+        config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+        modules = [(name, module) for name, module in model.named_modules() if name]
+        return cls(
+            architecture=(config.architectures or [type(model).__name__])[0],
+            names=[name for name, _ in modules],
+            linear_suffixes=sorted(
+                {name.rsplit(".", 1)[-1] for name, m in modules if isinstance(m, torch.nn.Linear)}
+            ),
+        )
 
 
 def check_format(recipe: TrainingRecipe, data_format: str | None) -> None:
@@ -64,18 +62,18 @@ def check_format(recipe: TrainingRecipe, data_format: str | None) -> None:
 
 
 def check_target_modules(recipe: TrainingRecipe, model_dir: str | Path) -> str:
-    architecture, names = module_names(model_dir)
+    modules = ModuleMap.of(model_dir)
     if recipe.method == "sft-full":
-        return architecture
+        return modules.architecture
     wanted = [t for t in recipe.lora.target_modules if t != "all-linear"]
-    missing = [t for t in wanted if not any(n == t or n.endswith("." + t) for n in names)]
+    missing = [t for t in wanted if not any(n == t or n.endswith("." + t) for n in modules.names)]
     if missing:
         raise PreflightError(
             "recipe-invalid",
-            f"training.lora.target_modules {missing} match no module of {architecture}; its linear "
-            f"modules are {', '.join(linear_suffixes(model_dir))} (or use 'all-linear')",
+            f"training.lora.target_modules {missing} match no module of {modules.architecture}; its linear "
+            f"modules are {', '.join(modules.linear_suffixes)} (or use 'all-linear')",
         )
-    return architecture
+    return modules.architecture
 
 
 def check_device(recipe: TrainingRecipe, device: str) -> None:
