@@ -143,11 +143,7 @@ class RegistryStore:
         self, *, tenant: str | None = None, route: str | None = None, limit: int = 100
     ) -> tuple[ModelVersionSummary, ...]:
         with self.sessions() as session:
-            query = select(ModelVersionRow).order_by(ModelVersionRow.created_at.desc()).limit(limit)
-            if tenant:
-                query = query.where(ModelVersionRow.tenant == tenant)
-            if route:
-                query = query.where(ModelVersionRow.route == route)
+            query = _newest(ModelVersionRow, ModelVersionRow.created_at, limit, tenant=tenant, route=route)
             return tuple(_summary(row) for row in session.scalars(query))
 
     def get_version(self, version_id: str) -> ModelVersionDetail:
@@ -171,11 +167,7 @@ class RegistryStore:
         self, *, tenant: str | None = None, status: str | None = None, limit: int = 100
     ) -> tuple[DatasetSummary, ...]:
         with self.sessions() as session:
-            query = select(DatasetRow).order_by(DatasetRow.updated_at.desc()).limit(limit)
-            if tenant:
-                query = query.where(DatasetRow.tenant == tenant)
-            if status:
-                query = query.where(DatasetRow.status == status)
+            query = _newest(DatasetRow, DatasetRow.updated_at, limit, tenant=tenant, status=status)
             return tuple(_dataset_summary(row) for row in session.scalars(query))
 
     def get_dataset(self, ident: str) -> DatasetDetail:
@@ -208,11 +200,7 @@ class RegistryStore:
         self, *, tenant: str | None = None, status: str | None = None, limit: int = 100
     ) -> tuple[RunSummary, ...]:
         with self.sessions() as session:
-            query = select(TrainingRunRow).order_by(TrainingRunRow.updated_at.desc()).limit(limit)
-            if tenant:
-                query = query.where(TrainingRunRow.tenant == tenant)
-            if status:
-                query = query.where(TrainingRunRow.status == status)
+            query = _newest(TrainingRunRow, TrainingRunRow.updated_at, limit, tenant=tenant, status=status)
             return tuple(_run_summary(row) for row in session.scalars(query))
 
     def get_run(self, ident: str) -> RunDetail:
@@ -257,6 +245,16 @@ class RegistryStore:
                 }
                 for r in rows
             ]
+
+
+def _newest(table: Any, newest_first: Any, limit: int, **equal_to: str | None) -> Any:
+    """SELECT rows of `table`, newest first, keeping those whose columns equal the given values
+    (a None value does not filter)."""
+    query = select(table).order_by(newest_first.desc()).limit(limit)
+    for column, value in equal_to.items():
+        if value:
+            query = query.where(getattr(table, column) == value)
+    return query
 
 
 def _summary_text(row: EventRecord) -> str:
