@@ -819,6 +819,27 @@ def runs_show(
     _print_timeline({"entries": detail["history"], "correlation_id": s["correlation_id"]})
 
 
+def _apply_run_event(
+    state: dict[str, Any], run_id: str, headers: dict[str, str], payload: dict[str, Any]
+) -> dict[str, Any]:
+    """The run's state after one live event (events of other runs leave it as it is)."""
+    kind = headers.get("ce-type", "")
+    if kind.endswith("candidate.ready.v1"):
+        if payload.get("lineage", {}).get("run_id") != run_id:
+            return state
+        step = state.get("total_steps") or state.get("step")
+        return {**state, "status": "completed", "version_id": headers.get("ce-subject"), "step": step}
+    if headers.get("ce-subject") != run_id:
+        return state
+    if kind.endswith("training.progress.v1"):  # an evaluation's progress carries no training loss
+        return {**state, **{k: v for k, v in payload.items() if v is not None}}
+    if kind.endswith("training.failed.v1"):
+        return {**state, "status": "failed", "error": payload.get("error")}
+    if kind.endswith("training.cancelled.v1"):
+        return {**state, "status": "cancelled", "error": payload.get("reason")}
+    return state
+
+
 @app.command()
 def watch(
     run: Annotated[str, typer.Argument(help="Run id or a unique prefix")],
@@ -877,27 +898,8 @@ def watch(
                             state = (await _run_detail(runtime, run_id))["summary"]  # events can be missed
                             show(state)
                             continue
-                        headers = dict(msg.headers or {})
-                        payload = json.loads(msg.data)
-                        kind = headers.get("ce-type", "")
-                        if kind.endswith("candidate.ready.v1"):
-                            if payload.get("lineage", {}).get("run_id") == run_id:
-                                state = {
-                                    **state,
-                                    "status": "completed",
-                                    "version_id": headers.get("ce-subject"),
-                                }
-                                bar.update(task, completed=state.get("total_steps") or 0)
-                            continue
-                        if headers.get("ce-subject") != run_id:
-                            continue
-                        if kind.endswith("training.progress.v1"):
-                            state = {**state, **{k: v for k, v in payload.items() if v is not None}}
-                            show(state)
-                        elif kind.endswith("training.failed.v1"):
-                            state = {**state, "status": "failed", "error": payload.get("error")}
-                        elif kind.endswith("training.cancelled.v1"):
-                            state = {**state, "status": "cancelled", "error": payload.get("reason")}
+                        state = _apply_run_event(state, run_id, dict(msg.headers or {}), json.loads(msg.data))
+                        show(state)
             finally:
                 for sub in subs:
                     await sub.unsubscribe()
