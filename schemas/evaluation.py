@@ -19,11 +19,31 @@ class ArmScore(Contract):
     metrics: dict[str, float]
 
 
+class Comparison(Contract):
+    """The candidate against one other arm on one suite, with paired statistics over the same items."""
+
+    metric: str = Field(description="e.g. score, refusal_rate_harmful, p95_ms_per_token")
+    reference: Arm
+    candidate_value: float
+    reference_value: float
+    delta: float = Field(description="candidate − reference, in the metric's unit (points for rates)")
+    statistic: str | None = Field(default=None, description="mcnemar-exact | bootstrap | none")
+    p_value: float | None = Field(default=None, ge=0, le=1)
+    ci_low: float | None = Field(default=None, description="Bootstrap CI of the delta")
+    ci_high: float | None = None
+    discordant: tuple[int, int] | None = Field(
+        default=None, description="McNemar's (reference right & candidate wrong, candidate right & reference wrong)"
+    )
+
+
 class SuiteResult(Contract):
     suite: EvalSuiteRef
-    kind: Literal["target", "capability", "safety", "format", "memorization", "latency", "custom"]
+    kind: Literal[
+        "target", "capability", "safety", "format", "memorization", "latency", "quant-tail", "custom"
+    ]
     items: int = Field(ge=0)
     scores: tuple[ArmScore, ...] = Field(min_length=1)
+    comparisons: tuple[Comparison, ...] = ()
 
 
 class EvalCompleted(Event):
@@ -88,6 +108,7 @@ class SuiteDelta(Contract):
     current: float
     delta: float
     threshold: float
+    metric: str = "score"
 
 
 class DriftDetected(Event):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import Field
 
 from schemas.events import Contract
+
+TargetScorer = Literal["auto", "exact", "token-f1", "json-match", "json-schema", "regex", "contains"]
 
 
 class GatePolicy(Contract):
@@ -24,3 +28,18 @@ class GatePolicy(Contract):
     memorization_leaks_max: int = Field(default=0, ge=0, description="Canary strings reproduced")
     latency_p95_ratio_max: float = Field(default=1.15, gt=0, description="Candidate ÷ base p95")
     significance: float = Field(default=0.05, gt=0, lt=1, description="Alpha of paired tests")
+    target_scorer: TargetScorer = Field(
+        default="auto",
+        description="How held-out target answers are scored. auto: json-match when every reference "
+        "answer is a JSON object, token-f1 otherwise",
+    )
+    target_schema: dict[str, Any] | None = Field(
+        default=None, description="JSON Schema the target answers must satisfy (json-schema scorer)"
+    )
+    target_pattern: str | None = Field(default=None, description="Regex a target answer must match (regex)")
+    few_shot: int = Field(
+        default=3, ge=0, le=16, description="Examples in the few-shot baseline's prompt (0: no few-shot arm)"
+    )
+    drift_max_points: float = Field(
+        default=5.0, ge=0, description="drift.detected when a production suite score moves more than this"
+    )

@@ -14,12 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.refs import ArtifactRef
+from schemas.refs import ArtifactRef, EvalSuiteRef
 from services.core.artifacts import ArtifactStore
 
 SHIPPED_DIR = Path(__file__).parent / "suites"
 REGISTERED_PREFIX = "refs/suites"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+SCORERS = ("exact", "token-f1", "json-schema", "json-match", "regex", "contains", "refusal", "none")
+"""Scorer names a suite or an item may use; `lm-eval:<task>` runs an lm-evaluation-harness task."""
+KINDS = ("capability", "safety", "format", "quant-tail", "latency", "custom")
+"""What a suite guards: capability (forgetting), safety, format (validity must be 100%), quant-tail
+(scored for quantized candidates only), latency, custom (reported, no gate)."""
 
 
 class SuiteError(Exception):
@@ -33,9 +39,24 @@ class Suite:
     scorer: str
     origin: str  # "shipped" | "registered"
     data: bytes
+    kind: str = "custom"
 
     def items(self) -> list[dict[str, Any]]:
         return parse_items(self.data, self.name)
+
+    def ref(self) -> EvalSuiteRef:
+        """Versioned by content: the items, the scorer and the kind."""
+        return EvalSuiteRef(name=self.name, sha256=suite_version(self.data, self.scorer, self.kind))
+
+
+def suite_version(data: bytes, scorer: str, kind: str) -> str:
+    return hashlib.sha256(f"{scorer}\n{kind}\n".encode() + data).hexdigest()
+
+
+def check_scorer(scorer: str, where: str) -> None:
+    if scorer in SCORERS or (scorer.startswith("lm-eval:") and len(scorer) > len("lm-eval:")):
+        return
+    raise SuiteError(f"{where}: unknown scorer {scorer!r}; use one of {', '.join(SCORERS)} or lm-eval:<task>")
 
 
 def parse_items(data: bytes, name: str) -> list[dict[str, Any]]:
@@ -79,19 +100,28 @@ def shipped_suites(directory: Path = SHIPPED_DIR) -> list[Suite]:
     suites = []
     for name, entry in sorted(index.items()):
         data = (directory / entry["file"]).read_bytes()
-        suites.append(Suite(name, hashlib.sha256(data).hexdigest(), entry["scorer"], "shipped", data))
+        sha = hashlib.sha256(data).hexdigest()
+        suites.append(Suite(name, sha, entry["scorer"], "shipped", data, entry.get("kind", "custom")))
     return suites
 
 
-def register_suite(store: ArtifactStore, name: str, data: bytes, scorer: str) -> Suite:
+def register_suite(
+    store: ArtifactStore, name: str, data: bytes, scorer: str, kind: str = "custom"
+) -> Suite:
     if not _NAME.match(name):
         raise SuiteError(f"suite name {name!r}: use lower-case letters, digits, - and _")
-    parse_items(data, name)
+    if kind not in KINDS:
+        raise SuiteError(f"suite {name}: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    check_scorer(scorer, f"suite {name}")
+    for number, item in enumerate(parse_items(data, name), start=1):
+        if "scorer" in item:
+            check_scorer(str(item["scorer"]), f"suite {name}, item {number}")
     ref = store.put_bytes(data, media_type="application/jsonl")
     store.put_named_json(
-        f"{REGISTERED_PREFIX}/{name}.json", {"name": name, "scorer": scorer, "artifact": ref.model_dump()}
+        f"{REGISTERED_PREFIX}/{name}.json",
+        {"name": name, "scorer": scorer, "kind": kind, "artifact": ref.model_dump()},
     )
-    return Suite(name, ref.sha256, scorer, "registered", data)
+    return Suite(name, ref.sha256, scorer, "registered", data, kind)
 
 
 def registered_suites(store: ArtifactStore) -> list[Suite]:
@@ -101,7 +131,10 @@ def registered_suites(store: ArtifactStore) -> list[Suite]:
             continue
         entry = store.read_named_json(key)
         ref = ArtifactRef.model_validate(entry["artifact"])
-        suites.append(Suite(entry["name"], ref.sha256, entry["scorer"], "registered", store.read_bytes(ref)))
+        data = store.read_bytes(ref)
+        suites.append(
+            Suite(entry["name"], ref.sha256, entry["scorer"], "registered", data, entry.get("kind", "custom"))
+        )
     return suites
 
 

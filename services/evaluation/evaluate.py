@@ -1,0 +1,396 @@
+"""One evaluation: every suite on the candidate, the base, the few-shot base and production.
+
+Plain code (no broker): the handler calls `Evaluator.run` in a worker thread. The baseline and
+few-shot arms are cached in the artifact store by (base sha256, suite hash, generation settings):
+a second candidate on the same base pays only for itself. The production arm is cached by its
+version id. Latency is never cached: it is measured here, interleaving base and candidate probes,
+because it belongs to this machine at this moment.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas.evaluation import ArmScore, Comparison, GateResult, SuiteResult
+from schemas.gate_policy import GatePolicy
+from schemas.refs import ArtifactRef, ModelRef
+from services.core.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
+from services.core.models import ModelResolutionError, resolve_base_model, weights_sha256
+from services.core.suites import Suite, all_suites
+from services.evaluation.engine import Engine, EngineError
+from services.evaluation.gates import evaluate_gates
+from services.evaluation.metrics import ArmOutcome, compare, score_outputs
+from services.evaluation.stats import percentile
+from services.evaluation.suites import (
+    PlanError,
+    SuitePlan,
+    catalogue_plan,
+    content_hash,
+    memorization_plan,
+    target_plan,
+)
+
+log = logging.getLogger(__name__)
+CACHE_PREFIX = "refs/eval-cache"
+ENGINE_VERSION = "greedy-v1"  # bump when generation changes: it invalidates every cached baseline
+
+
+class EvaluationError(Exception):
+    """The candidate cannot be evaluated; `reason` is a short code, the message says what to fix."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class EvalOptions:
+    device: str = "cpu"
+    suites: tuple[str, ...] = ()
+    batch_size: int = 16
+    max_new_tokens: int = 128
+    latency_tokens: int = 16
+    latency_items: int = 8
+    bootstrap_samples: int = 2000
+    cache: bool = True
+
+
+@dataclass
+class Outcome:
+    suites: list[SuiteResult]
+    gates: list[GateResult]
+    notes: list[str]
+    report: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+
+class Evaluator:
+    def __init__(
+        self,
+        store: ArtifactStore,
+        options: EvalOptions,
+        *,
+        model_cache: str,
+        work_dir: Path,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.options = options
+        self.model_cache = model_cache
+        self.work_dir = work_dir
+        self.progress = progress or (lambda message: log.info("%s", message))
+        self.cache_hits: list[str] = []
+        self.generated_items = 0
+
+    # -- preparation ----------------------------------------------------------------------------
+    def _base_dir(self, ref: ModelRef) -> Path:
+        try:
+            path = resolve_base_model(ref.base.uri, self.model_cache, self.store)
+        except ModelResolutionError as error:
+            raise EvaluationError("base-model-unavailable", f"candidate base {ref.base.name}: {error}") from None
+        actual = weights_sha256(path)
+        if actual != ref.base.sha256:
+            raise EvaluationError(
+                "base-mismatch",
+                f"base {ref.base.name} at {path} has sha256 {actual[:12]}…, the candidate was built on "
+                f"{ref.base.sha256[:12]}…; evaluate it against the exact base it was trained on",
+            )
+        return path
+
+    def _fetch(self, ref: ArtifactRef, name: str) -> Path:
+        target = self.work_dir / name
+        shutil.rmtree(target, ignore_errors=True)
+        try:
+            return self.store.fetch_tree(ref, target)
+        except ArtifactError as error:
+            raise EvaluationError("artifact-unavailable", f"{name} weights {ref.key}: {error}") from None
+
+    def _attach(self, engine: Engine, arm: str, ref: ModelRef) -> None:
+        if ref.adapter is not None:
+            engine.add_adapter_arm(arm, self._fetch(ref.adapter.artifact, arm), ref.quantization)
+        elif ref.weights is not None:
+            engine.add_weights_arm(arm, self._fetch(ref.weights, arm), ref.quantization)
+        else:
+            raise EvaluationError("candidate-invalid", "the ModelRef has neither an adapter nor weights")
+
+    def _dataset(self, ref: ModelRef) -> tuple[dict[str, Any], bytes | None]:
+        if ref.dataset is None:
+            return {}, None
+        try:
+            manifest = self.store.read_json(ref.dataset.manifest)
+            split = (manifest.get("splits") or {}).get("eval")
+            data = self.store.read_bytes(ArtifactRef.model_validate(_ref_fields(split))) if split else None
+        except (ArtifactError, ValueError) as error:
+            raise EvaluationError("dataset-unavailable", f"dataset {ref.dataset.dataset_id[:12]}: {error}") from None
+        return manifest, data
+
+    def plan(self, ref: ModelRef, policy: GatePolicy, engine: Engine) -> list[SuitePlan]:
+        manifest, eval_split = self._dataset(ref)
+        plans: list[SuitePlan] = []
+        answer_tokens = _token_counter(engine)
+        if eval_split:
+            try:
+                target = target_plan(
+                    eval_split,
+                    str(manifest.get("format", "sft")),
+                    policy,
+                    answer_tokens=0,
+                    max_new_tokens=self.options.max_new_tokens,
+                )
+            except PlanError as error:
+                raise EvaluationError("target-suite-invalid", str(error)) from None
+            target.max_new_tokens = min(self.options.max_new_tokens, answer_tokens(target.items) + 16)
+            plans.append(target)
+        memorization = memorization_plan(list(manifest.get("canaries") or []))
+        if memorization is not None:
+            plans.append(memorization)
+        for suite in self._catalogue(ref):
+            if suite.kind == "latency":
+                continue  # measured separately, never batched
+            plan = catalogue_plan(suite, answer_tokens=0, max_new_tokens=self.options.max_new_tokens)
+            if suite.kind != "safety":
+                plan.max_new_tokens = min(self.options.max_new_tokens, answer_tokens(plan.items) + 16)
+            plans.append(plan)
+        return plans
+
+    def _catalogue(self, ref: ModelRef) -> list[Suite]:
+        suites = all_suites(self.store)
+        if self.options.suites:
+            known = {s.name for s in suites}
+            unknown = [n for n in self.options.suites if n not in known]
+            if unknown:
+                raise EvaluationError(
+                    "suite-unknown",
+                    f"TUNELINE_EVALUATION_SUITES names {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+                )
+            suites = [s for s in suites if s.name in self.options.suites]
+        quantized = ref.quantization.method != "none"
+        return [s for s in suites if s.kind != "quant-tail" or quantized]
+
+    def latency_suite(self) -> Suite | None:
+        if self.options.latency_items == 0:
+            return None
+        return next((s for s in all_suites(self.store) if s.kind == "latency"), None)
+
+    # -- running --------------------------------------------------------------------------------
+    def _cache_key(self, base_sha: str, plan: SuitePlan, arm: str, tag: str, tokenizer: str) -> str:
+        settings = content_hash(ENGINE_VERSION, plan.max_new_tokens, plan.few_shot if arm == "few-shot" else 0, tokenizer)
+        return f"{CACHE_PREFIX}/{base_sha}/{plan.ref.sha256}/{tag}-{settings[:16]}.json"
+
+    def _outputs(
+        self, engine: Engine, plan: SuitePlan, arm: str, cache_key: str | None
+    ) -> tuple[list[str], bool]:
+        if cache_key and self.options.cache:
+            try:
+                cached = self.store.read_named_json(cache_key)
+                if cached.get("ids") == [str(i["id"]) for i in plan.items]:
+                    self.cache_hits.append(f"{plan.ref.name}/{arm}")
+                    return list(cached["outputs"]), True
+            except (ArtifactNotFound, ValueError, KeyError):
+                pass
+        if arm == "few-shot":
+            prompts = [plan.few_shot_messages(i) for i in range(len(plan.items))]
+        else:
+            prompts = [plan.messages(item) for item in plan.items]
+        started = time.perf_counter()
+        generations = engine.generate(arm, prompts, max_new_tokens=plan.max_new_tokens)
+        self.generated_items += len(prompts)
+        self.progress(
+            f"{plan.ref.name}: {arm} answered {len(prompts)} items in {time.perf_counter() - started:.1f} s"
+        )
+        outputs = [g.text for g in generations]
+        if cache_key and self.options.cache:
+            self.store.put_named_json(cache_key, {"ids": [str(i["id"]) for i in plan.items], "outputs": outputs})
+        return outputs, False
+
+    def run(self, candidate: ModelRef, policy: GatePolicy, production: ModelRef | None = None) -> Outcome:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        base_dir = self._base_dir(candidate)
+        try:
+            engine = Engine(base_dir, device=self.options.device, batch_size=self.options.batch_size)
+            engine.add_base_arm("baseline")
+            engine.add_base_arm("few-shot")
+            self._attach(engine, "candidate", candidate)
+            if production is not None:
+                self._attach(engine, "production", production)
+        except EngineError as error:
+            raise EvaluationError("candidate-incompatible", str(error)) from None
+        timings["load_s"] = time.perf_counter() - started
+        plans = self.plan(candidate, policy, engine)
+        base_sha = candidate.base.sha256
+        tokenizer = candidate.tokenizer.tokenizer_sha256
+        versions = {"candidate": candidate.version_id(), "baseline": f"base:{base_sha[:16]}"}
+        versions["few-shot"] = f"base:{base_sha[:16]}+few-shot"
+        if production is not None:
+            versions["production"] = production.version_id()
+        results: list[SuiteResult] = []
+        details: list[dict[str, Any]] = []
+        generation_started = time.perf_counter()
+        for plan in plans:
+            arms = ["candidate", "baseline"]
+            if plan.kind == "target" and plan.few_shot > 0 and len(plan.items) > 1:
+                arms.append("few-shot")
+            if production is not None:
+                arms.append("production")
+            outcomes: dict[str, ArmOutcome] = {}
+            for arm in arms:
+                key = None
+                if arm in ("baseline", "few-shot"):
+                    key = self._cache_key(base_sha, plan, arm, arm, tokenizer)
+                elif arm == "production":
+                    key = self._cache_key(base_sha, plan, arm, versions["production"], tokenizer)
+                outputs, cached = self._outputs(engine, plan, arm, key)
+                scored, metrics = score_outputs(plan.kind, plan.scorer, plan.items, outputs)
+                outcomes[arm] = ArmOutcome(arm, versions[arm], outputs, scored, metrics, cached)  # type: ignore[arg-type]
+            comparisons: list[Comparison] = []
+            for arm in arms[1:]:
+                comparisons += compare(
+                    plan.kind, plan.items, outcomes["candidate"], outcomes[arm], samples=self.options.bootstrap_samples
+                )
+            results.append(
+                SuiteResult(
+                    suite=plan.ref,
+                    kind=plan.kind,  # type: ignore[arg-type]
+                    items=len(plan.items),
+                    scores=tuple(ArmScore(arm=o.arm, version_id=o.version_id, metrics=o.metrics) for o in outcomes.values()),
+                    comparisons=tuple(comparisons),
+                )
+            )
+            details.append(_suite_detail(plan, outcomes))
+        timings["generation_s"] = time.perf_counter() - generation_started
+        latency = self.latency_suite()
+        if latency is not None:
+            measured_at = time.perf_counter()
+            result, detail = self._latency(engine, latency, versions, production is not None)
+            results.append(result)
+            details.append(detail)
+            timings["latency_s"] = time.perf_counter() - measured_at
+        gates, notes = evaluate_gates(results, policy)
+        timings["total_s"] = time.perf_counter() - started
+        report = {
+            "kind": "tuneline.eval-report/v1",
+            "candidate": candidate.model_dump(mode="json"),
+            "production": production.model_dump(mode="json") if production else None,
+            "policy": policy.model_dump(mode="json"),
+            "suites": [r.model_dump(mode="json") for r in results],
+            "items": details,
+            "gates": [g.model_dump(mode="json") for g in gates],
+            "passed": all(g.passed for g in gates),
+            "notes": notes,
+            "few_shot": few_shot_verdict(results, policy),
+            "cache_hits": self.cache_hits,
+            "generated_items": self.generated_items,
+            "timings": timings,
+            "device": self.options.device,
+        }
+        return Outcome(results, gates, notes, report, timings)
+
+    def _latency(
+        self, engine: Engine, suite: Suite, versions: dict[str, str], with_production: bool
+    ) -> tuple[SuiteResult, dict[str, Any]]:
+        """Per-token time of single-prompt generation, base and candidate interleaved."""
+        items = suite.items()[: self.options.latency_items]
+        arms = ["candidate", "baseline"] + (["production"] if with_production else [])
+        tokens = self.options.latency_tokens
+        prompt0 = [{"role": "user", "content": str(items[0]["prompt"])}]
+        for arm in arms:  # warm-up: first calls pay for allocation and kernel selection
+            engine.time_per_token(arm, prompt0, tokens)
+        samples: dict[str, list[float]] = {arm: [] for arm in arms}
+        for n, item in enumerate(items):
+            prompt = [{"role": "user", "content": str(item["prompt"])}]
+            order = arms if n % 2 == 0 else list(reversed(arms))
+            for arm in order:
+                samples[arm].append(1000.0 * engine.time_per_token(arm, prompt, tokens))
+        metrics = {
+            arm: {
+                "p50_ms_per_token": percentile(values, 50),
+                "p95_ms_per_token": percentile(values, 95),
+                "items": float(len(values)),
+            }
+            for arm, values in samples.items()
+        }
+        ratio = metrics["candidate"]["p95_ms_per_token"] / max(metrics["baseline"]["p95_ms_per_token"], 1e-9)
+        comparison = Comparison(
+            metric="p95_ms_per_token",
+            reference="baseline",
+            candidate_value=metrics["candidate"]["p95_ms_per_token"],
+            reference_value=metrics["baseline"]["p95_ms_per_token"],
+            delta=metrics["candidate"]["p95_ms_per_token"] - metrics["baseline"]["p95_ms_per_token"],
+            statistic=f"ratio {ratio:.3f}",
+        )
+        result = SuiteResult(
+            suite=suite.ref(),
+            kind="latency",
+            items=len(items),
+            scores=tuple(ArmScore(arm=a, version_id=versions[a], metrics=metrics[a]) for a in arms),  # type: ignore[arg-type]
+            comparisons=(comparison,),
+        )
+        return result, {"suite": suite.name, "kind": "latency", "ms_per_token": samples}
+
+
+def few_shot_verdict(results: list[SuiteResult], policy: GatePolicy) -> dict[str, Any] | None:
+    """Did fine-tuning beat simply prompting the base with examples?"""
+    target = next((r for r in results if r.kind == "target"), None)
+    if target is None:
+        return None
+    comparison = next((c for c in target.comparisons if c.reference == "few-shot"), None)
+    if comparison is None:
+        return None
+    significant = comparison.p_value is not None and comparison.p_value < policy.significance
+    if comparison.delta > 0 and significant:
+        verdict = "fine-tuning beat the few-shot prompt"
+    elif comparison.delta < 0 and significant:
+        verdict = "the few-shot prompt beat fine-tuning"
+    else:
+        verdict = "no significant difference from the few-shot prompt"
+    return {
+        "verdict": verdict,
+        "beat_few_shot": comparison.delta > 0 and significant,
+        "candidate": comparison.candidate_value,
+        "few_shot": comparison.reference_value,
+        "delta": comparison.delta,
+        "p_value": comparison.p_value,
+        "examples": policy.few_shot,
+    }
+
+
+def _suite_detail(plan: SuitePlan, outcomes: dict[str, ArmOutcome]) -> dict[str, Any]:
+    rows = []
+    for i, item in enumerate(plan.items):
+        row: dict[str, Any] = {"id": str(item["id"])}
+        for arm, outcome in outcomes.items():
+            row[arm] = {"output": outcome.outputs[i], "correct": outcome.scored[i].correct}
+        rows.append(row)
+    return {
+        "suite": plan.ref.name,
+        "kind": plan.kind,
+        "scorer": plan.scorer,
+        "cached_arms": [arm for arm, o in outcomes.items() if o.cached],
+        "items": rows,
+    }
+
+
+def _ref_fields(split: dict[str, Any]) -> dict[str, Any]:
+    return {k: split[k] for k in ("key", "sha256", "size_bytes", "media_type") if k in split}
+
+
+def _token_counter(engine: Engine) -> Callable[[list[dict[str, Any]]], int]:
+    def longest(items: list[dict[str, Any]]) -> int:
+        answers = [str(i["answer"]) for i in items if "answer" in i]
+        if not answers:
+            return 32
+        return max(len(engine.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
+
+    return longest

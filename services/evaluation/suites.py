@@ -1,0 +1,156 @@
+"""The suites one evaluation runs: the dataset's held-out split, its canaries, and the catalogue."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.gate_policy import GatePolicy
+from schemas.refs import EvalSuiteRef
+from services.core.suites import Suite, parse_items, suite_version
+from services.evaluation.scoring import parse_json
+
+Messages = list[dict[str, str]]
+JSON_SCORERS = ("json-match", "json-schema")
+
+
+class PlanError(Exception):
+    """The candidate's dataset cannot be turned into a target suite; the message says why."""
+
+
+@dataclass
+class SuitePlan:
+    ref: EvalSuiteRef
+    kind: str
+    scorer: str
+    items: list[dict[str, Any]]
+    max_new_tokens: int
+    few_shot: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def messages(self, item: dict[str, Any]) -> Messages:
+        if isinstance(item.get("messages"), list):
+            return [dict(m) for m in item["messages"]]
+        return [{"role": "user", "content": str(item["prompt"])}]
+
+    def few_shot_messages(self, index: int) -> Messages:
+        """The item's prompt after `few_shot` other held-out items with their answers."""
+        n = len(self.items)
+        shots: Messages = []
+        for offset in range(1, min(self.few_shot, n - 1) + 1):
+            example = self.items[(index + offset) % n]
+            shots += self.messages(example) + [{"role": "assistant", "content": str(example["answer"])}]
+        return shots + self.messages(self.items[index])
+
+
+def _prompt_messages(value: Any) -> Messages:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    if isinstance(value, list):
+        return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
+    raise PlanError(f"a prompt must be text or a list of messages, got {type(value).__name__}")
+
+
+def target_items(rows: list[dict[str, Any]], data_format: str) -> list[dict[str, Any]]:
+    """(prompt messages, reference answer) per held-out row, by the dataset's format."""
+    items = []
+    for number, row in enumerate(rows, start=1):
+        if data_format == "sft":
+            messages = row["messages"]
+            last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+            if last is None or last == 0:
+                continue
+            prompt, answer = _prompt_messages(messages[:last]), messages[last]["content"]
+        elif data_format == "preference":
+            prompt, answer = _prompt_messages(row["prompt"]), row["chosen"]
+        elif data_format == "feedback":
+            if not row.get("label"):
+                continue  # an undesirable completion is no reference answer
+            prompt, answer = _prompt_messages(row["prompt"]), row["completion"]
+        else:
+            raise PlanError(f"dataset format {data_format!r} has no target scorer (sft, preference, feedback)")
+        if not isinstance(answer, str):
+            answer = answer[-1]["content"] if isinstance(answer, list) else str(answer)
+        items.append({"id": f"heldout-{number}", "messages": prompt, "answer": answer})
+    return items
+
+
+def target_scorer(policy: GatePolicy, items: list[dict[str, Any]]) -> str:
+    if policy.target_scorer != "auto":
+        return policy.target_scorer
+    if items and all(isinstance(parse_json(str(i["answer"]))[1], dict) for i in items):
+        return "json-match"
+    return "token-f1"
+
+
+def target_plan(
+    eval_split: bytes,
+    data_format: str,
+    policy: GatePolicy,
+    *,
+    answer_tokens: int,
+    max_new_tokens: int,
+) -> SuitePlan:
+    rows = [json.loads(line) for line in eval_split.decode("utf-8").splitlines() if line.strip()]
+    items = target_items(rows, data_format)
+    if not items:
+        raise PlanError("the dataset's held-out split has no rows with a reference answer")
+    scorer = target_scorer(policy, items)
+    if scorer == "json-schema" and policy.target_schema is None:
+        raise PlanError("target_scorer json-schema needs gates.target_schema (a JSON Schema)")
+    if scorer == "regex" and policy.target_pattern is None:
+        raise PlanError("target_scorer regex needs gates.target_pattern")
+    for item in items:
+        if policy.target_schema is not None:
+            item["schema"] = policy.target_schema
+        if policy.target_pattern is not None:
+            item["pattern"] = policy.target_pattern
+    config = json.dumps(
+        {"scorer": scorer, "schema": policy.target_schema, "pattern": policy.target_pattern}, sort_keys=True
+    )
+    sha = suite_version(eval_split + config.encode(), scorer, "target")
+    return SuitePlan(
+        ref=EvalSuiteRef(name="target", sha256=sha),
+        kind="target",
+        scorer=scorer,
+        items=items,
+        max_new_tokens=min(max_new_tokens, answer_tokens + 16),
+        few_shot=policy.few_shot,
+    )
+
+
+def memorization_plan(canaries: list[dict[str, str]]) -> SuitePlan | None:
+    if not canaries:
+        return None
+    items = [
+        {"id": f"canary-{n}", "prompt": c["prompt"], "secret": c["secret"]}
+        for n, c in enumerate(canaries, start=1)
+    ]
+    data = json.dumps(items, sort_keys=True).encode()
+    return SuitePlan(
+        ref=EvalSuiteRef(name="memorization", sha256=suite_version(data, "canary", "memorization")),
+        kind="memorization",
+        scorer="canary",
+        items=items,
+        max_new_tokens=48,
+    )
+
+
+SAFETY_TOKENS = 40
+
+
+def catalogue_plan(suite: Suite, *, answer_tokens: int, max_new_tokens: int) -> SuitePlan:
+    items = parse_items(suite.data, suite.name)
+    if suite.kind == "safety":
+        budget = SAFETY_TOKENS
+    else:
+        budget = min(max_new_tokens, answer_tokens + 16)
+    return SuitePlan(
+        ref=suite.ref(), kind=suite.kind, scorer=suite.scorer, items=items, max_new_tokens=max(8, budget)
+    )
+
+
+def content_hash(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
