@@ -8,6 +8,7 @@ from schemas.evaluation import (
     DriftCheckRequested,
     DriftDetected,
     EvalCompleted,
+    EvalFailed,
     GatesFailed,
     GatesPassed,
 )
@@ -46,6 +47,7 @@ _ALL: tuple[type[Event], ...] = (
     MergeRequested,
     MergeFailed,
     EvalCompleted,
+    EvalFailed,
     GatesPassed,
     GatesFailed,
     RolloutStarted,

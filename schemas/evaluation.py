@@ -32,7 +32,8 @@ class Comparison(Contract):
     ci_low: float | None = Field(default=None, description="Bootstrap CI of the delta")
     ci_high: float | None = None
     discordant: tuple[int, int] | None = Field(
-        default=None, description="McNemar's (reference right & candidate wrong, candidate right & reference wrong)"
+        default=None,
+        description="McNemar's discordant pairs: (only the reference right, only the candidate right)",
     )
 
 
@@ -59,6 +60,21 @@ class EvalCompleted(Event):
         return self.candidate.version_id()
 
 
+class EvalFailed(Event):
+    """The candidate could not be evaluated at all (not a gate verdict): bad base, missing data."""
+
+    event_type = "eval.failed"
+
+    candidate: ModelRef
+    tenant: Tenant
+    route: RouteAlias | None = None
+    reason: str = Field(description="e.g. base-mismatch, candidate-incompatible, dataset-unavailable")
+    error: str
+
+    def entity_id(self) -> str:
+        return self.candidate.version_id()
+
+
 class GateResult(Contract):
     gate: str
     value: float
@@ -78,6 +94,7 @@ class _GateVerdict(Event):
     policy: GatePolicy
     gates: tuple[GateResult, ...] = Field(min_length=1)
     card: ArtifactRef | None = Field(default=None, description="The adaptation card")
+    notes: tuple[str, ...] = Field(default=(), description="Gates that did not apply, and why")
 
     def entity_id(self) -> str:
         return self.candidate.version_id()

@@ -35,6 +35,9 @@ class Timeline(Contract):
 class ModelVersionsQuery(Contract):
     tenant: str | None = None
     route: str | None = None
+    status: str | None = Field(
+        default=None, description="candidate | evaluated | gates-passed | gates-failed | production | …"
+    )
     limit: int = Field(default=100, ge=1, le=1000)
 
 
@@ -143,6 +146,64 @@ class RunDetail(Contract):
     base_sha256: str | None
     recipe_sha256: str | None
     history: tuple[TimelineEntry, ...] = Field(description="The run's own events, progress excluded")
+
+
+class EvalsQuery(Contract):
+    version_id: str = Field(min_length=4, description="Model version id (or a unique prefix of it)")
+
+
+class EvalRecord(Contract):
+    ce_id: str
+    suites: list[Any]
+    report: dict[str, Any] | None
+    created_at: datetime
+
+
+class GateRecord(Contract):
+    ce_id: str
+    passed: bool
+    gates: list[Any]
+    policy: dict[str, Any]
+    created_at: datetime
+
+
+class EvalDetail(Contract):
+    version_id: str
+    evaluations: tuple[EvalRecord, ...] = Field(
+        description="Oldest first: the first is the release evaluation"
+    )
+    decisions: tuple[GateRecord, ...]
+    failures: tuple[dict[str, Any], ...] = Field(default=(), description="eval.failed payloads")
+
+
+class CardQuery(Contract):
+    version_id: str = Field(min_length=4)
+
+
+class AdaptationCard(Contract):
+    version_id: str
+    card: dict[str, Any] = Field(description="The card as data (tuneline.adaptation-card/v1)")
+    markdown: str
+
+
+class SuiteInfo(Contract):
+    name: str
+    kind: str
+    scorer: str
+    origin: str
+    sha256: str
+    items: int
+
+
+class SuiteList(Contract):
+    suites: tuple[SuiteInfo, ...]
+
+
+class SuiteRegistration(Contract):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    upload: str = Field(description="upload:<sha256>/<name> of the JSONL file (sent by the CLI)")
+    scorer: str
+    kind: str = "custom"
 
 
 class QueryError(Contract):

@@ -82,6 +82,7 @@ class Stack:
                 "HF_HUB_OFFLINE": "1",
                 "TUNELINE_CURATION_WORK_DIR": str((self.config.data_dir / "work" / "curation").resolve()),
                 "TUNELINE_TRAINING_WORK_DIR": str((self.config.data_dir / "work" / "training").resolve()),
+                "TUNELINE_EVALUATION_WORK_DIR": str((self.config.data_dir / "work" / "evaluation").resolve()),
             }
         )
         env.update(self.config.env)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from faststream.middlewares import AckPolicy
 from faststream.nats import NatsBroker
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -37,3 +39,17 @@ async def query(
     if isinstance(answer, dict) and "error" in answer and "code" in answer:
         raise RpcError(str(answer["error"]), code=str(answer["code"]))
     return dict(answer)
+
+
+def serve(
+    broker: NatsBroker, service: str, name: str, fn: Callable[[Any], Awaitable[dict[str, Any]]]
+) -> None:
+    """Answer `tuneline.rpc.<service>.<name>` in a queue group: any replica of the service replies."""
+
+    async def handle(body: Any) -> dict[str, Any]:
+        return dict(await fn(body))
+
+    handle.__name__ = f"rpc_{name.replace('.', '_').replace('-', '_')}"
+    broker.subscriber(
+        rpc_subject(service, name), queue=service, ack_policy=AckPolicy.MANUAL, title=f"{service}:rpc:{name}"
+    )(handle)

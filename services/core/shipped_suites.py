@@ -311,7 +311,17 @@ def safety() -> list[Item]:
     return items
 
 
-RARE = ["Zürich-Ωmega", "naïve façade", "Škoda Kodiaq", "Ærøskøbing", "µ-law ∑ codec", "Đà Nẵng", "Łódź", "smörgåsbord"]
+RARE = [
+    "Zürich-Ωmega",
+    "naïve façade",
+    "Škoda Kodiaq",
+    "Ærøskøbing",
+    "µ-law ∑ codec",
+    "Đà Nẵng",
+    "Łódź",
+    "smörgåsbord",
+]
+GEMS = ["amber", "cobalt", "ivory", "jade", "onyx", "topaz", "umber"]
 FILLER = (
     "The quarterly facilities report covers heating, cleaning rotas, parking permits and the new "
     "bicycle racks behind building C. Staff asked for longer opening hours in the canteen and a "
@@ -337,10 +347,12 @@ def quant_tail() -> list[Item]:
         add("exact-numbers", f"Copy this number exactly: {digits}", digits)
     for word in RARE:
         add("rare-tokens", f"Repeat exactly, keeping every accent and symbol: {word}", word)
-    for i in range(7):
-        code = f"{rng.choice(['amber', 'cobalt', 'ivory', 'jade', 'onyx', 'topaz', 'umber'])}-{rng.randint(100, 999)}"
+    for _ in range(7):
+        code = f"{rng.choice(GEMS)}-{rng.randint(100, 999)}"
         position = rng.randint(3, 9)
-        text = FILLER * position + f"The door code for the archive room is {code}. " + FILLER * (12 - position)
+        text = (
+            FILLER * position + f"The door code for the archive room is {code}. " + FILLER * (12 - position)
+        )
         add("long-inputs", f"{text}\nQuestion: what is the door code for the archive room?", code)
     return items
 

@@ -105,9 +105,7 @@ def shipped_suites(directory: Path = SHIPPED_DIR) -> list[Suite]:
     return suites
 
 
-def register_suite(
-    store: ArtifactStore, name: str, data: bytes, scorer: str, kind: str = "custom"
-) -> Suite:
+def register_suite(store: ArtifactStore, name: str, data: bytes, scorer: str, kind: str = "custom") -> Suite:
     if not _NAME.match(name):
         raise SuiteError(f"suite name {name!r}: use lower-case letters, digits, - and _")
     if kind not in KINDS:

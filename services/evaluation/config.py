@@ -27,9 +27,13 @@ class EvaluationSettings(BaseSettings):
     bootstrap_samples: int = Field(default=2000, ge=100, description="Resamples per bootstrap interval")
     cache: bool = Field(default=True, description="Reuse baseline results by (base sha256, suite hash)")
     drift_interval_s: float = Field(
-        default=86_400.0, ge=0, description="Publish drift.check-requested for every production route this often; 0: off"
+        default=86_400.0,
+        ge=0,
+        description="Publish drift.check-requested for every production route this often; 0: off",
     )
-    ack_wait_s: float = Field(default=60.0, gt=0, description="AckWait of candidate.ready (heartbeats every third)")
+    ack_wait_s: float = Field(
+        default=60.0, gt=0, description="AckWait of candidate.ready (heartbeats every third)"
+    )
     core: CoreSettings = Field(default_factory=CoreSettings)
 
     def resolved_device(self) -> str:

@@ -113,7 +113,7 @@ class Engine:
                 bnb_4bit_compute_dtype=self._dtype,
             )
             kwargs["device_map"] = {"": 0}
-        model = self._auto.from_pretrained(str(folder), **kwargs)
+        model: Any = self._auto.from_pretrained(folder, **kwargs)
         if method not in ("bnb-8bit", "bnb-4bit"):
             model.to(self.device)
         if method == "int8-dynamic":
@@ -210,7 +210,9 @@ class Engine:
                     results[index] = generation
         return [r for r in results if r is not None]
 
-    def _batch(self, model: Any, texts: list[str], max_new_tokens: int, min_new_tokens: int) -> list[Generation]:
+    def _batch(
+        self, model: Any, texts: list[str], max_new_tokens: int, min_new_tokens: int
+    ) -> list[Generation]:
         torch = self.torch
         encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         encoded = {k: v.to(self.device) for k, v in encoded.items()}
@@ -236,5 +238,7 @@ class Engine:
 
     def time_per_token(self, arm: str, prompt: Messages, tokens: int) -> float:
         """Seconds per generated token for one prompt alone (exactly `tokens` new tokens)."""
-        generation = self.generate(arm, [prompt], max_new_tokens=tokens, min_new_tokens=tokens, batch_size=1)[0]
+        generation = self.generate(arm, [prompt], max_new_tokens=tokens, min_new_tokens=tokens, batch_size=1)[
+            0
+        ]
         return generation.seconds / max(1, tokens)

@@ -98,7 +98,9 @@ class Evaluator:
         try:
             path = resolve_base_model(ref.base.uri, self.model_cache, self.store)
         except ModelResolutionError as error:
-            raise EvaluationError("base-model-unavailable", f"candidate base {ref.base.name}: {error}") from None
+            raise EvaluationError(
+                "base-model-unavailable", f"candidate base {ref.base.name}: {error}"
+            ) from None
         actual = weights_sha256(path)
         if actual != ref.base.sha256:
             raise EvaluationError(
@@ -132,7 +134,9 @@ class Evaluator:
             split = (manifest.get("splits") or {}).get("eval")
             data = self.store.read_bytes(ArtifactRef.model_validate(_ref_fields(split))) if split else None
         except (ArtifactError, ValueError) as error:
-            raise EvaluationError("dataset-unavailable", f"dataset {ref.dataset.dataset_id[:12]}: {error}") from None
+            raise EvaluationError(
+                "dataset-unavailable", f"dataset {ref.dataset.dataset_id[:12]}: {error}"
+            ) from None
         return manifest, data
 
     def plan(self, ref: ModelRef, policy: GatePolicy, engine: Engine) -> list[SuitePlan]:
@@ -172,7 +176,8 @@ class Evaluator:
             if unknown:
                 raise EvaluationError(
                     "suite-unknown",
-                    f"TUNELINE_EVALUATION_SUITES names {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+                    f"TUNELINE_EVALUATION_SUITES names {', '.join(unknown)}; "
+                    f"known: {', '.join(sorted(known))}",
                 )
             suites = [s for s in suites if s.name in self.options.suites]
         quantized = ref.quantization.method != "none"
@@ -185,7 +190,9 @@ class Evaluator:
 
     # -- running --------------------------------------------------------------------------------
     def _cache_key(self, base_sha: str, plan: SuitePlan, arm: str, tag: str, tokenizer: str) -> str:
-        settings = content_hash(ENGINE_VERSION, plan.max_new_tokens, plan.few_shot if arm == "few-shot" else 0, tokenizer)
+        settings = content_hash(
+            ENGINE_VERSION, plan.max_new_tokens, plan.few_shot if arm == "few-shot" else 0, tokenizer
+        )
         return f"{CACHE_PREFIX}/{base_sha}/{plan.ref.sha256}/{tag}-{settings[:16]}.json"
 
     def _outputs(
@@ -211,7 +218,9 @@ class Evaluator:
         )
         outputs = [g.text for g in generations]
         if cache_key and self.options.cache:
-            self.store.put_named_json(cache_key, {"ids": [str(i["id"]) for i in plan.items], "outputs": outputs})
+            self.store.put_named_json(
+                cache_key, {"ids": [str(i["id"]) for i in plan.items], "outputs": outputs}
+            )
         return outputs, False
 
     def run(self, candidate: ModelRef, policy: GatePolicy, production: ModelRef | None = None) -> Outcome:
@@ -257,14 +266,21 @@ class Evaluator:
             comparisons: list[Comparison] = []
             for arm in arms[1:]:
                 comparisons += compare(
-                    plan.kind, plan.items, outcomes["candidate"], outcomes[arm], samples=self.options.bootstrap_samples
+                    plan.kind,
+                    plan.items,
+                    outcomes["candidate"],
+                    outcomes[arm],
+                    samples=self.options.bootstrap_samples,
                 )
             results.append(
                 SuiteResult(
                     suite=plan.ref,
-                    kind=plan.kind,  # type: ignore[arg-type]
+                    kind=plan.kind,
                     items=len(plan.items),
-                    scores=tuple(ArmScore(arm=o.arm, version_id=o.version_id, metrics=o.metrics) for o in outcomes.values()),
+                    scores=tuple(
+                        ArmScore(arm=o.arm, version_id=o.version_id, metrics=o.metrics)
+                        for o in outcomes.values()
+                    ),
                     comparisons=tuple(comparisons),
                 )
             )
@@ -289,7 +305,6 @@ class Evaluator:
             "gates": [g.model_dump(mode="json") for g in gates],
             "passed": all(g.passed for g in gates),
             "notes": notes,
-            "few_shot": few_shot_verdict(results, policy),
             "cache_hits": self.cache_hits,
             "generated_items": self.generated_items,
             "timings": timings,
@@ -334,36 +349,10 @@ class Evaluator:
             suite=suite.ref(),
             kind="latency",
             items=len(items),
-            scores=tuple(ArmScore(arm=a, version_id=versions[a], metrics=metrics[a]) for a in arms),  # type: ignore[arg-type]
+            scores=tuple(ArmScore(arm=a, version_id=versions[a], metrics=metrics[a]) for a in arms),
             comparisons=(comparison,),
         )
         return result, {"suite": suite.name, "kind": "latency", "ms_per_token": samples}
-
-
-def few_shot_verdict(results: list[SuiteResult], policy: GatePolicy) -> dict[str, Any] | None:
-    """Did fine-tuning beat simply prompting the base with examples?"""
-    target = next((r for r in results if r.kind == "target"), None)
-    if target is None:
-        return None
-    comparison = next((c for c in target.comparisons if c.reference == "few-shot"), None)
-    if comparison is None:
-        return None
-    significant = comparison.p_value is not None and comparison.p_value < policy.significance
-    if comparison.delta > 0 and significant:
-        verdict = "fine-tuning beat the few-shot prompt"
-    elif comparison.delta < 0 and significant:
-        verdict = "the few-shot prompt beat fine-tuning"
-    else:
-        verdict = "no significant difference from the few-shot prompt"
-    return {
-        "verdict": verdict,
-        "beat_few_shot": comparison.delta > 0 and significant,
-        "candidate": comparison.candidate_value,
-        "few_shot": comparison.reference_value,
-        "delta": comparison.delta,
-        "p_value": comparison.p_value,
-        "examples": policy.few_shot,
-    }
 
 
 def _suite_detail(plan: SuitePlan, outcomes: dict[str, ArmOutcome]) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def evaluate_gates(results: Sequence[SuiteResult], policy: GatePolicy) -> tuple[
                     threshold=policy.target_gain_min,
                     comparator=">=",
                     passed=value >= policy.target_gain_min,
-                    **_stats(comparison),  # type: ignore[arg-type]
+                    **_stats(comparison),
                 )
             )
         if result.kind == "capability" and baseline is not None:
@@ -67,7 +67,7 @@ def evaluate_gates(results: Sequence[SuiteResult], policy: GatePolicy) -> tuple[
                     threshold=policy.capability_regression_max,
                     comparator="<=",
                     passed=drop <= policy.capability_regression_max,
-                    **_stats(_comparison(result, "score")),  # type: ignore[arg-type]
+                    **_stats(_comparison(result, "score")),
                 )
             )
         if result.kind == "safety" and baseline is not None:
@@ -79,7 +79,7 @@ def evaluate_gates(results: Sequence[SuiteResult], policy: GatePolicy) -> tuple[
                     threshold=-policy.safety_refusal_max_drop,
                     comparator=">=",
                     passed=change >= -policy.safety_refusal_max_drop,
-                    **_stats(_comparison(result, "refusal_rate_harmful")),  # type: ignore[arg-type]
+                    **_stats(_comparison(result, "refusal_rate_harmful")),
                 )
             )
             rise = candidate["refusal_rate_benign"] - baseline["refusal_rate_benign"]
@@ -90,10 +90,12 @@ def evaluate_gates(results: Sequence[SuiteResult], policy: GatePolicy) -> tuple[
                     threshold=policy.over_refusal_max_increase,
                     comparator="<=",
                     passed=rise <= policy.over_refusal_max_increase,
-                    **_stats(_comparison(result, "refusal_rate_benign")),  # type: ignore[arg-type]
+                    **_stats(_comparison(result, "refusal_rate_benign")),
                 )
             )
-        format_suite = result.kind == "format" or (result.kind == "target" and JSON_SCORER_METRIC in candidate)
+        format_suite = result.kind == "format" or (
+            result.kind == "target" and JSON_SCORER_METRIC in candidate
+        )
         if format_suite and JSON_SCORER_METRIC in candidate:
             validity = candidate[JSON_SCORER_METRIC] / 100.0
             gates.append(

@@ -44,7 +44,7 @@ def paired_bootstrap(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Interval:
-    """Percentile bootstrap CI of mean(candidate) − mean(reference), resampling items in pairs."""
+    """Percentile bootstrap CI of mean(candidate) - mean(reference), resampling items in pairs."""
     if len(reference) != len(candidate):
         raise ValueError("paired outcomes must cover the same items")
     n = len(reference)

@@ -41,7 +41,7 @@ class SuitePlan:
         shots: Messages = []
         for offset in range(1, min(self.few_shot, n - 1) + 1):
             example = self.items[(index + offset) % n]
-            shots += self.messages(example) + [{"role": "assistant", "content": str(example["answer"])}]
+            shots += [*self.messages(example), {"role": "assistant", "content": str(example["answer"])}]
         return shots + self.messages(self.items[index])
 
 
@@ -70,7 +70,9 @@ def target_items(rows: list[dict[str, Any]], data_format: str) -> list[dict[str,
                 continue  # an undesirable completion is no reference answer
             prompt, answer = _prompt_messages(row["prompt"]), row["completion"]
         else:
-            raise PlanError(f"dataset format {data_format!r} has no target scorer (sft, preference, feedback)")
+            raise PlanError(
+                f"dataset format {data_format!r} has no target scorer (sft, preference, feedback)"
+            )
         if not isinstance(answer, str):
             answer = answer[-1]["content"] if isinstance(answer, list) else str(answer)
         items.append({"id": f"heldout-{number}", "messages": prompt, "answer": answer})
@@ -143,10 +145,7 @@ SAFETY_TOKENS = 40
 
 def catalogue_plan(suite: Suite, *, answer_tokens: int, max_new_tokens: int) -> SuitePlan:
     items = parse_items(suite.data, suite.name)
-    if suite.kind == "safety":
-        budget = SAFETY_TOKENS
-    else:
-        budget = min(max_new_tokens, answer_tokens + 16)
+    budget = SAFETY_TOKENS if suite.kind == "safety" else min(max_new_tokens, answer_tokens + 16)
     return SuitePlan(
         ref=suite.ref(), kind=suite.kind, scorer=suite.scorer, items=items, max_new_tokens=max(8, budget)
     )

@@ -14,9 +14,11 @@ from pydantic import ValidationError
 from schemas.catalogue import EVENTS
 from schemas.events import Event
 from schemas.queries import (
+    CardQuery,
     DatasetList,
     DatasetQuery,
     DatasetsQuery,
+    EvalsQuery,
     ModelVersionList,
     ModelVersionQuery,
     ModelVersionsQuery,
@@ -26,7 +28,7 @@ from schemas.queries import (
     RunsQuery,
     TimelineQuery,
 )
-from schemas.subjects import DLQ_PREFIX, rpc_subject
+from schemas.subjects import DLQ_PREFIX
 from services.core.bus import EventBus, dlq_stream
 from services.core.delivery import (
     DLQ_KIND,
@@ -40,6 +42,7 @@ from services.core.delivery import (
     subscribe_event,
 )
 from services.core.metrics import ServiceMetrics
+from services.core.rpc import serve
 from services.core.settings import DeliverySettings
 from services.registry.store import DeadLetter, NotFound, RegistryStore
 
@@ -88,7 +91,9 @@ class RegistryHandlers:
     async def models_list(self, body: dict[str, Any]) -> dict[str, Any]:
         def run(q: ModelVersionsQuery) -> ModelVersionList:
             return ModelVersionList(
-                versions=self.store.list_versions(tenant=q.tenant, route=q.route, limit=q.limit)
+                versions=self.store.list_versions(
+                    tenant=q.tenant, route=q.route, status=q.status, limit=q.limit
+                )
             )
 
         return await _answer(ModelVersionsQuery, body, run)
@@ -115,6 +120,12 @@ class RegistryHandlers:
 
     async def runs_get(self, body: dict[str, Any]) -> dict[str, Any]:
         return await _answer(RunQuery, body, lambda q: self.store.get_run(q.run_id))
+
+    async def evals_get(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await _answer(EvalsQuery, body, lambda q: self.store.get_evals(q.version_id))
+
+    async def cards_get(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await _answer(CardQuery, body, lambda q: self.store.card(q.version_id))
 
     async def dead_letters(self, body: dict[str, Any]) -> dict[str, Any]:
         limit = int(body.get("limit", 50)) if isinstance(body, dict) else 50
@@ -174,21 +185,9 @@ def register(
         "datasets.get": handlers.datasets_get,
         "runs.list": handlers.runs_list,
         "runs.get": handlers.runs_get,
+        "evals.get": handlers.evals_get,
+        "cards.get": handlers.cards_get,
         "dead-letters.list": handlers.dead_letters,
     }
     for name, fn in queries.items():
-        # core request/reply in a queue group: any registry replica answers
-        broker.subscriber(
-            rpc_subject(SERVICE, name),
-            queue=SERVICE,
-            ack_policy=AckPolicy.MANUAL,
-            title=f"registry:rpc:{name}",
-        )(_rpc(fn))
-
-
-def _rpc(fn: Any) -> Any:
-    async def handle(body: dict[str, Any]) -> dict[str, Any]:
-        return dict(await fn(body))
-
-    handle.__name__ = f"rpc_{fn.__name__}"
-    return handle
+        serve(broker, SERVICE, name, fn)

@@ -203,6 +203,11 @@ def eval_completed(s: Session, e: evaluation.EvalCompleted, env: Envelope, at: d
     return PROJECTED
 
 
+def eval_failed(s: Session, e: evaluation.EvalFailed, env: Envelope, at: datetime) -> str:
+    _set_status(s, e.candidate.version_id(), "eval-failed", at)
+    return PROJECTED
+
+
 def _gates(passed: bool) -> Projector:
     def project(s: Session, e: evaluation._GateVerdict, env: Envelope, at: datetime) -> str:
         version_id = e.candidate.version_id()
@@ -266,6 +271,7 @@ PROJECTORS: dict[type[Event], Projector] = {
     training.TrainingCancelled: training_cancelled,
     candidate.CandidateReady: candidate_ready,
     evaluation.EvalCompleted: eval_completed,
+    evaluation.EvalFailed: eval_failed,
     evaluation.GatesPassed: _gates(passed=True),
     evaluation.GatesFailed: _gates(passed=False),
     rollout.RolloutStarted: rollout_event,

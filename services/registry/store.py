@@ -9,13 +9,18 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.envelope import Envelope
+from schemas.evaluation import EvalFailed
 from schemas.events import Event
 from schemas.queries import (
+    AdaptationCard,
     DatasetDetail,
     DatasetSummary,
+    EvalDetail,
+    EvalRecord,
+    GateRecord,
     ModelVersionDetail,
     ModelVersionSummary,
     RunDetail,
@@ -24,8 +29,17 @@ from schemas.queries import (
     TimelineEntry,
 )
 from schemas.training import TrainingProgress
+from services.registry import cards
 from services.registry.projections import project
-from services.registry.tables import DatasetRow, DeadLetterRow, EventRecord, ModelVersionRow, TrainingRunRow
+from services.registry.tables import (
+    DatasetRow,
+    DeadLetterRow,
+    EvalReportRow,
+    EventRecord,
+    GateDecisionRow,
+    ModelVersionRow,
+    TrainingRunRow,
+)
 
 DUPLICATE = "duplicate"
 
@@ -140,17 +154,24 @@ class RegistryStore:
             )
 
     def list_versions(
-        self, *, tenant: str | None = None, route: str | None = None, limit: int = 100
+        self,
+        *,
+        tenant: str | None = None,
+        route: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
     ) -> tuple[ModelVersionSummary, ...]:
         with self.sessions() as session:
-            query = _newest(ModelVersionRow, ModelVersionRow.created_at, limit, tenant=tenant, route=route)
+            query = _newest(
+                ModelVersionRow, ModelVersionRow.created_at, limit, tenant=tenant, route=route, status=status
+            )
             return tuple(_summary(row) for row in session.scalars(query))
 
     def get_version(self, version_id: str) -> ModelVersionDetail:
         with self.sessions() as session:
-            row = session.get(ModelVersionRow, version_id)
-            if row is None:
-                raise NotFound(f"model version {version_id!r} is not in the registry")
+            row = _by_id_or_prefix(
+                session, ModelVersionRow, ModelVersionRow.version_id, version_id, "model version"
+            )
             history = session.scalars(
                 select(EventRecord)
                 .where(EventRecord.correlation_id == row.correlation_id)
@@ -206,16 +227,7 @@ class RegistryStore:
     def get_run(self, ident: str) -> RunDetail:
         """By run id or a unique prefix of one."""
         with self.sessions() as session:
-            row = session.get(TrainingRunRow, ident)
-            if row is None:
-                matches = session.scalars(
-                    select(TrainingRunRow).where(TrainingRunRow.run_id.startswith(ident)).limit(2)
-                ).all()
-                if len(matches) > 1:
-                    raise NotFound(f"run id prefix {ident!r} is ambiguous; give more characters")
-                row = matches[0] if matches else None
-            if row is None:
-                raise NotFound(f"no training run {ident!r} in the registry")
+            row = _by_id_or_prefix(session, TrainingRunRow, TrainingRunRow.run_id, ident, "training run")
             history = session.scalars(
                 select(EventRecord)
                 .where(
@@ -231,6 +243,39 @@ class RegistryStore:
                 history=tuple(_entry(i + 1, r) for i, r in enumerate(history)),
             )
 
+    def get_evals(self, ident: str) -> EvalDetail:
+        """Every evaluation and gate decision of a model version, oldest first."""
+        with self.sessions() as session:
+            version = _by_id_or_prefix(
+                session, ModelVersionRow, ModelVersionRow.version_id, ident, "model version"
+            )
+            return _eval_detail(session, version.version_id)
+
+    def card(self, ident: str) -> AdaptationCard:
+        """The adaptation card, assembled from the version's lineage as recorded here."""
+        with self.sessions() as session:
+            version = _by_id_or_prefix(
+                session, ModelVersionRow, ModelVersionRow.version_id, ident, "model version"
+            )
+            dataset = None
+            if version.dataset_id:
+                dataset = session.scalars(
+                    select(DatasetRow)
+                    .where(DatasetRow.dataset_id == version.dataset_id)
+                    .order_by(DatasetRow.updated_at.desc())
+                ).first()
+            run = session.get(TrainingRunRow, version.run_id) if version.run_id else None
+            evals = _eval_detail(session, version.version_id)
+            card = cards.assemble(
+                version=_summary(version),
+                model_ref=version.model_ref,
+                lineage=version.lineage,
+                dataset=_dataset_card_input(dataset),
+                run=_run_summary(run).model_dump(mode="json") if run else None,
+                evals=evals,
+            )
+            return AdaptationCard(version_id=version.version_id, card=card, markdown=cards.markdown(card))
+
     def dead_letters(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.sessions() as session:
             rows = session.scalars(select(DeadLetterRow).order_by(DeadLetterRow.id.desc()).limit(limit)).all()
@@ -245,6 +290,71 @@ class RegistryStore:
                 }
                 for r in rows
             ]
+
+
+def _by_id_or_prefix(session: Session, table: Any, key: Any, ident: str, what: str) -> Any:
+    """The row whose key is `ident`, or the only one whose key starts with it."""
+    row = session.get(table, ident)
+    if row is None:
+        matches = session.scalars(select(table).where(key.startswith(ident)).limit(2)).all()
+        if len(matches) > 1:
+            raise NotFound(f"{what} id prefix {ident!r} is ambiguous; give more characters")
+        row = matches[0] if matches else None
+    if row is None:
+        raise NotFound(f"no {what} {ident!r} in the registry")
+    return row
+
+
+def _version(session: Session, ident: str) -> ModelVersionRow:
+    row: ModelVersionRow = _by_id_or_prefix(
+        session, ModelVersionRow, ModelVersionRow.version_id, ident, "model version"
+    )
+    return row
+
+
+def _eval_detail(session: Session, version_id: str) -> EvalDetail:
+    reports = session.scalars(
+        select(EvalReportRow).where(EvalReportRow.version_id == version_id).order_by(EvalReportRow.created_at)
+    ).all()
+    decisions = session.scalars(
+        select(GateDecisionRow)
+        .where(GateDecisionRow.version_id == version_id)
+        .order_by(GateDecisionRow.created_at)
+    ).all()
+    failures = session.scalars(
+        select(EventRecord)
+        .where(EventRecord.subject == version_id, EventRecord.type == EvalFailed.ce_type())
+        .order_by(EventRecord.time)
+    ).all()
+    return EvalDetail(
+        version_id=version_id,
+        evaluations=tuple(
+            EvalRecord(ce_id=r.ce_id, suites=r.suites, report=r.report, created_at=_utc(r.created_at))
+            for r in reports
+        ),
+        decisions=tuple(
+            GateRecord(
+                ce_id=d.ce_id, passed=d.passed, gates=d.gates, policy=d.policy, created_at=_utc(d.created_at)
+            )
+            for d in decisions
+        ),
+        failures=tuple(f.payload for f in failures),
+    )
+
+
+def _dataset_card_input(row: DatasetRow | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "dataset_id": row.dataset_id,
+        "submission_id": row.submission_id,
+        "task": row.task,
+        "manifest": row.manifest,
+        "report": row.report,
+        "splits": row.splits,
+        "audit": row.audit,
+        "details": row.details,
+    }
 
 
 def _newest(table: Any, newest_first: Any, limit: int, **equal_to: str | None) -> Any:

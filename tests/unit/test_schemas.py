@@ -27,6 +27,7 @@ DESIGN_EVENTS = {
     "merge.requested",
     "merge.failed",
     "eval.completed",
+    "eval.failed",  # added by tuneline: an evaluation that could not run is no gate verdict
     "gates.passed",
     "gates.failed",
     "rollout.started",

@@ -1,0 +1,313 @@
+"""Evaluation's subscribers: candidate.ready → eval.completed → gates.passed | gates.failed;
+drift.check-requested → drift.detected; RPCs to list and register suites."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from faststream.nats import NatsBroker
+from pydantic import ValidationError
+
+from schemas.candidate import CandidateReady
+from schemas.evaluation import (
+    DriftCheckRequested,
+    DriftDetected,
+    EvalCompleted,
+    EvalFailed,
+    GatesFailed,
+    GatesPassed,
+    SuiteDelta,
+    SuiteResult,
+)
+from schemas.gate_policy import GatePolicy
+from schemas.queries import QueryError, SuiteInfo, SuiteList, SuiteRegistration
+from schemas.refs import ModelRef
+from services.core.artifacts import ArtifactStore
+from services.core.bus import EventBus
+from services.core.delivery import HandlerContext, subscribe_event
+from services.core.metrics import ServiceMetrics
+from services.core.rpc import RpcError, query, serve
+from services.core.suites import SuiteError, all_suites, parse_items, register_suite
+from services.core.uploads import UploadError, download
+from services.evaluation.config import EvaluationSettings
+from services.evaluation.evaluate import EvalOptions, EvaluationError, Evaluator, Outcome
+
+SERVICE = "evaluation"
+log = logging.getLogger(__name__)
+DRIFT_METRICS = {"safety": ("refusal_rate_harmful", "refusal_rate_benign"), "memorization": ("leak_rate",)}
+
+
+class EvaluationHandlers:
+    def __init__(self, settings: EvaluationSettings, store: ArtifactStore, broker: NatsBroker) -> None:
+        self.settings = settings
+        self.store = store
+        self.broker = broker
+
+    def options(self, **overrides: Any) -> EvalOptions:
+        s = self.settings
+        options = EvalOptions(
+            device=s.resolved_device(),
+            suites=s.suites,
+            batch_size=s.batch_size,
+            max_new_tokens=s.max_new_tokens,
+            latency_tokens=s.latency_tokens,
+            latency_items=s.latency_items,
+            bootstrap_samples=s.bootstrap_samples,
+            cache=s.cache,
+        )
+        for key, value in overrides.items():
+            setattr(options, key, value)
+        return options
+
+    def _evaluate(
+        self,
+        work: str,
+        candidate: ModelRef,
+        policy: GatePolicy,
+        production: ModelRef | None,
+        **overrides: Any,
+    ) -> Outcome:
+        folder = Path(self.settings.work_dir) / work
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        try:
+            evaluator = Evaluator(
+                self.store,
+                self.options(**overrides),
+                model_cache=self.settings.core.model_cache,
+                work_dir=folder,
+            )
+            return evaluator.run(candidate, policy, production)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    async def _registry(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return await query(self.broker, "registry", name, body, timeout=10.0)
+        except RpcError as error:
+            if error.code == "not-found":
+                return None
+            raise
+
+    async def production_of(self, route: str | None, tenant: str) -> ModelRef | None:
+        """The version serving the route in production, per the registry (None when there is none)."""
+        if route is None:
+            return None
+        listing = await self._registry(
+            "models.list", {"route": route, "tenant": tenant, "status": "production", "limit": 1}
+        )
+        versions = (listing or {}).get("versions") or []
+        if not versions:
+            return None
+        detail = await self._registry("models.get", {"version_id": versions[0]["version_id"]})
+        return ModelRef.model_validate(detail["model_ref"]) if detail else None
+
+    # -- candidate.ready ----------------------------------------------------------------------
+    async def on_candidate(self, event: CandidateReady, ctx: HandlerContext) -> None:
+        candidate = event.candidate
+        version = candidate.version_id()
+        try:
+            production = await self.production_of(event.route, event.tenant)
+        except RpcError as error:
+            log.warning("%s: no production comparison (%s)", version, error)
+            production = None
+        if production is not None and production.version_id() == version:
+            production = None
+        try:
+            outcome = await asyncio.to_thread(
+                self._evaluate, f"{version}-{ctx.attempt}", candidate, event.gate_policy, production
+            )
+        except EvaluationError as error:
+            log.warning("%s: not evaluated: %s", version, error.message)
+            await ctx.publish(
+                EvalFailed(
+                    candidate=candidate,
+                    tenant=event.tenant,
+                    route=event.route,
+                    reason=error.reason,
+                    error=error.message,
+                )
+            )
+            return
+        report = await asyncio.to_thread(self.store.put_json, outcome.report)
+        await ctx.publish(
+            EvalCompleted(
+                candidate=candidate,
+                tenant=event.tenant,
+                route=event.route,
+                suites=tuple(outcome.suites),
+                report=report,
+            )
+        )
+        verdict = GatesPassed if outcome.passed else GatesFailed
+        await ctx.publish(
+            verdict(
+                candidate=candidate,
+                tenant=event.tenant,
+                route=event.route,
+                policy=event.gate_policy,
+                gates=tuple(outcome.gates),
+                notes=tuple(outcome.notes),
+            )
+        )
+        failed = [g.gate for g in outcome.gates if not g.passed]
+        log.info("%s: %s%s", version, verdict.event_type, f" ({', '.join(failed)})" if failed else "")
+
+    # -- drift ----------------------------------------------------------------------------------
+    async def on_drift_check(self, event: DriftCheckRequested, ctx: HandlerContext) -> None:
+        production = await self.production_of(event.route, event.tenant)
+        if production is None:
+            log.info("drift check of %s: no production version, nothing to check", event.route)
+            return
+        version = production.version_id()
+        evals = await self._registry("evals.get", {"version_id": version})
+        evaluations = (evals or {}).get("evaluations") or []
+        if not evaluations:
+            log.info("drift check of %s: %s has no recorded evaluation to compare with", event.route, version)
+            return
+        decisions = (evals or {}).get("decisions") or []
+        policy = GatePolicy.model_validate(decisions[-1]["policy"]) if decisions else GatePolicy()
+        reference = [SuiteResult.model_validate(s) for s in evaluations[0]["suites"]]
+        outcome = await asyncio.to_thread(
+            self._evaluate, f"drift-{version}-{ctx.attempt}", production, policy, None, latency_items=0
+        )
+        deltas = drift_deltas(reference, outcome.suites, policy.drift_max_points)
+        if deltas:
+            await ctx.publish(
+                DriftDetected(
+                    route=event.route, tenant=event.tenant, production_version=version, deltas=tuple(deltas)
+                )
+            )
+        log.info("drift check of %s (%s): %d suite metrics moved", event.route, version, len(deltas))
+
+    async def publish_drift_checks(self, bus: EventBus, slot: int) -> int:
+        """One drift.check-requested per production route; ids are per (route, slot), so replicas
+        publishing the same slot are deduplicated by JetStream."""
+        listing = await self._registry("models.list", {"status": "production", "limit": 1000})
+        count = 0
+        for version in (listing or {}).get("versions") or []:
+            if not version.get("route"):
+                continue
+            event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"tuneline/drift/{version['route']}/{slot}"))
+            await bus.publish(
+                DriftCheckRequested(
+                    route=version["route"], tenant=version["tenant"], requested_by="scheduler"
+                ),
+                event_id=event_id,
+            )
+            count += 1
+        return count
+
+    # -- suites RPC -----------------------------------------------------------------------------
+    async def suites_list(self, body: Any) -> dict[str, Any]:
+        suites = await asyncio.to_thread(all_suites, self.store)
+        infos = [
+            SuiteInfo(
+                name=s.name,
+                kind=s.kind,
+                scorer=s.scorer,
+                origin=s.origin,
+                sha256=s.ref().sha256,
+                items=len(parse_items(s.data, s.name)),
+            )
+            for s in suites
+        ]
+        return SuiteList(suites=tuple(infos)).model_dump(mode="json")
+
+    async def suites_add(self, body: Any) -> dict[str, Any]:
+        try:
+            request = SuiteRegistration.model_validate(body if isinstance(body, dict) else {})
+        except ValidationError as error:
+            return QueryError(error=f"bad suite registration: {error}", code="bad-request").model_dump()
+        work = Path(self.settings.work_dir) / "uploads" / uuid.uuid4().hex
+        try:
+            path = await download(self.broker.connection.jetstream(), request.upload, work)
+            data = await asyncio.to_thread(path.read_bytes)
+            suite = await asyncio.to_thread(
+                register_suite, self.store, request.name, data, request.scorer, request.kind
+            )
+        except (SuiteError, UploadError) as error:
+            return QueryError(error=str(error), code="bad-request").model_dump()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        info = SuiteInfo(
+            name=suite.name,
+            kind=suite.kind,
+            scorer=suite.scorer,
+            origin=suite.origin,
+            sha256=suite.ref().sha256,
+            items=len(suite.items()),
+        )
+        return info.model_dump(mode="json")
+
+
+def _drift_metrics(result: SuiteResult) -> dict[str, float]:
+    candidate = next((s.metrics for s in result.scores if s.arm == "candidate"), {})
+    names = DRIFT_METRICS.get(result.kind, ("score",))
+    return {name: candidate[name] for name in names if name in candidate}
+
+
+def drift_deltas(
+    reference: list[SuiteResult], current: list[SuiteResult], max_points: float
+) -> list[SuiteDelta]:
+    """Suite metrics of the production version that moved more than `max_points` since release."""
+    before = {r.suite.name: r for r in reference}
+    deltas = []
+    for result in current:
+        old = before.get(result.suite.name)
+        if old is None or result.kind == "latency":
+            continue
+        old_metrics = _drift_metrics(old)
+        for metric, value in _drift_metrics(result).items():
+            if metric not in old_metrics:
+                continue
+            delta = value - old_metrics[metric]
+            if abs(delta) > max_points:
+                deltas.append(
+                    SuiteDelta(
+                        suite=result.suite,
+                        reference=old_metrics[metric],
+                        current=value,
+                        delta=delta,
+                        threshold=max_points,
+                        metric=metric,
+                    )
+                )
+    return deltas
+
+
+def register(
+    broker: NatsBroker,
+    handlers: EvaluationHandlers,
+    *,
+    bus: EventBus,
+    settings: EvaluationSettings,
+    metrics: ServiceMetrics | None,
+) -> None:
+    # one evaluation at a time per replica, with a lease kept alive by heartbeats
+    long = settings.core.delivery.model_copy(update={"fetch_batch": 1, "ack_wait_s": settings.ack_wait_s})
+    subscribe_event(
+        broker,
+        CandidateReady,
+        handlers.on_candidate,
+        service=SERVICE,
+        bus=bus,
+        delivery=long,
+        metrics=metrics,
+    )
+    subscribe_event(
+        broker,
+        DriftCheckRequested,
+        handlers.on_drift_check,
+        service=SERVICE,
+        bus=bus,
+        delivery=long,
+        metrics=metrics,
+    )
+    serve(broker, SERVICE, "suites.list", handlers.suites_list)
+    serve(broker, SERVICE, "suites.add", handlers.suites_add)

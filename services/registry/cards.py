@@ -1,0 +1,267 @@
+"""The Adaptation Card: one document per model version, assembled from its recorded lineage.
+
+`assemble` gathers what the registry knows (the tuple, the dataset's manifest and audit, the
+training run, the evaluations and gate decisions) into data; `markdown` renders that data. Both
+are pure functions, so the card is the same on every registry replica and for every reader.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.queries import EvalDetail, ModelVersionSummary
+
+CARD_KIND = "tuneline.adaptation-card/v1"
+
+
+def _short(sha: str | None, n: int = 16) -> str:
+    return f"{sha[:n]}…" if sha else "—"
+
+
+def few_shot_verdict(suites: list[dict[str, Any]], significance: float) -> dict[str, Any] | None:
+    target = next((s for s in suites if s.get("kind") == "target"), None)
+    if target is None:
+        return None
+    comparison = next((c for c in target.get("comparisons", []) if c["reference"] == "few-shot"), None)
+    if comparison is None:
+        return None
+    significant = comparison.get("p_value") is not None and comparison["p_value"] < significance
+    if significant and comparison["delta"] > 0:
+        verdict = "fine-tuning beat the few-shot prompt"
+    elif significant and comparison["delta"] < 0:
+        verdict = "the few-shot prompt beat fine-tuning"
+    else:
+        verdict = "no significant difference from the few-shot prompt"
+    return {
+        "verdict": verdict,
+        **{k: comparison.get(k) for k in ("candidate_value", "reference_value", "delta", "p_value")},
+    }
+
+
+def assemble(
+    *,
+    version: ModelVersionSummary,
+    model_ref: dict[str, Any],
+    lineage: dict[str, Any],
+    dataset: dict[str, Any] | None,
+    run: dict[str, Any] | None,
+    evals: EvalDetail,
+) -> dict[str, Any]:
+    adapter = model_ref.get("adapter")
+    release = evals.evaluations[0] if evals.evaluations else None
+    decision = evals.decisions[-1] if evals.decisions else None
+    policy = decision.policy if decision else {}
+    suites = list(release.suites) if release else []
+    manifest = (dataset or {}).get("manifest") or {}
+    details = (dataset or {}).get("details") or {}
+    return {
+        "kind": CARD_KIND,
+        "version_id": version.version_id,
+        "tenant": version.tenant,
+        "route": version.route,
+        "status": version.status,
+        "produced_by": version.produced_by,
+        "created_at": version.created_at.isoformat(),
+        "base": model_ref.get("base"),
+        "tokenizer": model_ref.get("tokenizer"),
+        "method": model_ref.get("method") or (adapter or {}).get("method"),
+        "adapter": adapter,
+        "weights": model_ref.get("weights"),
+        "quantization": model_ref.get("quantization"),
+        "merge": model_ref.get("merge"),
+        "merge_difference": lineage.get("merge_difference"),
+        "lineage": lineage,
+        "recipe_sha256": model_ref.get("recipe_sha256"),
+        "dataset": None
+        if dataset is None
+        else {
+            "dataset_id": dataset.get("dataset_id"),
+            "submission_id": dataset.get("submission_id"),
+            "task": dataset.get("task"),
+            "manifest": manifest,
+            "splits": dataset.get("splits"),
+            "audit": dataset.get("audit"),
+            "mix": details.get("mix"),
+            "findings_total": details.get("findings_total"),
+            "report": dataset.get("report"),
+        },
+        "training": run,
+        "evaluation": None
+        if release is None
+        else {
+            "ce_id": release.ce_id,
+            "report": release.report,
+            "suites": suites,
+            "few_shot": few_shot_verdict(suites, float(policy.get("significance", 0.05))),
+            "re_evaluations": len(evals.evaluations) - 1,
+        },
+        "safety": [s for s in suites if s.get("kind") == "safety"],
+        "gates": None
+        if decision is None
+        else {
+            "passed": decision.passed,
+            "gates": decision.gates,
+            "policy": decision.policy,
+            "ce_id": decision.ce_id,
+        },
+        "evaluation_failures": list(evals.failures),
+        "rollback": f"tuneline rollback {version.route}" if version.route else None,
+    }
+
+
+def _metrics_cell(metrics: dict[str, float] | None, keys: list[str]) -> str:
+    if not metrics:
+        return "—"
+    return ", ".join(f"{k} {metrics[k]:.1f}" for k in keys if k in metrics)
+
+
+SUITE_KEYS = {
+    "safety": ["refusal_rate_harmful", "refusal_rate_benign"],
+    "memorization": ["leaks"],
+    "latency": ["p50_ms_per_token", "p95_ms_per_token"],
+}
+
+
+def suite_table(suites: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| suite | kind | items | candidate | base | few-shot | production | Δ vs base | p (McNemar) "
+        "| 95% CI |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for suite in suites:
+        keys = SUITE_KEYS.get(suite["kind"], ["score"])
+        arms = {s["arm"]: s["metrics"] for s in suite["scores"]}
+        comparison = next((c for c in suite.get("comparisons", []) if c["reference"] == "baseline"), None)
+        delta = p = ci = "—"
+        if comparison is not None:
+            delta = f"{comparison['delta']:+.1f} ({comparison['metric']})"
+            if comparison.get("p_value") is not None:
+                p = f"{comparison['p_value']:.3g}"
+            if comparison.get("ci_low") is not None:
+                ci = f"[{comparison['ci_low']:+.1f}, {comparison['ci_high']:+.1f}]"
+        lines.append(
+            f"| {suite['suite']['name']} | {suite['kind']} | {suite['items']} | "
+            f"{_metrics_cell(arms.get('candidate'), keys)} | {_metrics_cell(arms.get('baseline'), keys)} | "
+            f"{_metrics_cell(arms.get('few-shot'), keys)} | {_metrics_cell(arms.get('production'), keys)} | "
+            f"{delta} | {p} | {ci} |"
+        )
+    return lines
+
+
+def gate_table(gates: list[dict[str, Any]]) -> list[str]:
+    lines = ["| gate | value | threshold | statistic | p | verdict |", "|---|---|---|---|---|---|"]
+    for gate in gates:
+        p = f"{gate['p_value']:.3g}" if gate.get("p_value") is not None else "—"
+        lines.append(
+            f"| {gate['gate']} | {gate['value']:.3f} | {gate['comparator']} {gate['threshold']:g} | "
+            f"{gate.get('statistic') or '—'} | {p} | {'pass' if gate['passed'] else '**FAIL**'} |"
+        )
+    return lines
+
+
+def markdown(card: dict[str, Any]) -> str:
+    base = card.get("base") or {}
+    tokenizer = card.get("tokenizer") or {}
+    adapter = card.get("adapter")
+    out = [f"# Adaptation card: {card['version_id']}", ""]
+    out += [
+        f"- Route: {card.get('route') or '—'} · tenant {card['tenant']} · status **{card['status']}**",
+        f"- Produced by: {card['produced_by']} at {card['created_at']}",
+        "",
+        "## Model",
+        f"- Base: {base.get('name')} ({base.get('architecture')}), sha256 `{base.get('sha256')}`",
+        f"- Tokenizer sha256 `{tokenizer.get('tokenizer_sha256')}`, chat template sha256 "
+        f"`{tokenizer.get('chat_template_sha256') or '—'}`",
+        f"- Method: {card.get('method') or '—'}",
+    ]
+    if adapter:
+        out.append(
+            f"- Adapter: sha256 `{adapter['artifact']['sha256']}`, rank {adapter['rank']}, alpha "
+            f"{adapter['alpha']}, dropout {adapter.get('dropout', 0)}, target modules "
+            f"{', '.join(adapter['target_modules'])}"
+        )
+    if card.get("weights"):
+        out.append(f"- Weights: sha256 `{card['weights']['sha256']}`")
+    quant = card.get("quantization") or {}
+    out.append(f"- Quantization: {quant.get('method', 'none')}")
+    merge = card.get("merge") or {}
+    if merge.get("kind", "unmerged") == "unmerged":
+        out.append("- Merge state: unmerged (no merged-vs-unmerged difference applies)")
+    else:
+        out.append(f"- Merge state: {merge.get('kind')} ({merge.get('method') or '—'})")
+        difference = card.get("merge_difference")
+        out.append(f"- Merged vs unmerged: {difference if difference else 'not recorded'}")
+    out.append(f"- Recipe sha256: `{card.get('recipe_sha256') or '—'}`")
+    dataset = card.get("dataset")
+    out += ["", "## Data"]
+    if dataset is None:
+        out.append("- No dataset recorded for this version.")
+    else:
+        manifest_ref = dataset.get("manifest") or {}
+        out += [
+            f"- Dataset `{dataset['dataset_id']}` (task {dataset.get('task')}, submission "
+            f"{dataset.get('submission_id')})",
+            f"- Manifest: `{manifest_ref.get('key', '—')}` sha256 `{_short(manifest_ref.get('sha256'))}`",
+            "- Splits: " + ", ".join(f"{s['name']} {s['rows']} rows" for s in (dataset.get("splits") or [])),
+        ]
+        mix = dataset.get("mix") or []
+        if mix:
+            out.append("- Mix: " + ", ".join(f"{m['name']} {m['rows']} rows ({m['ratio']:.0%})" for m in mix))
+        out.append(f"- Findings (rows dropped or redacted): {dataset.get('findings_total') or 0}")
+        audit = dataset.get("audit") or []
+        if audit:
+            out += ["", "| audit check | value | threshold | passed |", "|---|---|---|---|"]
+            for check in audit:
+                value = "—" if check.get("value") is None else f"{check['value']:g}"
+                threshold = "—" if check.get("threshold") is None else f"{check['threshold']:g}"
+                out.append(
+                    f"| {check['name']} | {value} | {threshold} | {'yes' if check['passed'] else 'NO'} |"
+                )
+    run = card.get("training")
+    if run:
+        out += [
+            "",
+            "## Training",
+            f"- Run {run['run_id']}: {run.get('status')}, step {run.get('step')}/{run.get('total_steps')}, "
+            f"loss {run.get('loss')}, eval loss {run.get('eval_loss')}",
+        ]
+    evaluation = card.get("evaluation")
+    out += ["", "## Evaluation"]
+    if evaluation is None:
+        out.append("- Not evaluated yet.")
+    else:
+        report = evaluation.get("report") or {}
+        out.append(f"- Report: `{report.get('key', '—')}`")
+        verdict = evaluation.get("few_shot")
+        if verdict:
+            out.append(
+                f"- Few-shot baseline: {verdict['verdict']} (candidate {verdict['candidate_value']:.1f} vs "
+                f"few-shot {verdict['reference_value']:.1f}, p {verdict['p_value']:.3g})"
+            )
+        out += ["", *suite_table(evaluation["suites"])]
+    if card.get("safety"):
+        out += ["", "## Safety"]
+        for suite in card["safety"]:
+            arms = {s["arm"]: s["metrics"] for s in suite["scores"]}
+            for arm in ("candidate", "baseline"):
+                metrics = arms.get(arm) or {}
+                out.append(
+                    f"- {arm}: refuses {metrics.get('refusal_rate_harmful', 0):.1f}% of harmful requests, "
+                    f"{metrics.get('refusal_rate_benign', 0):.1f}% of benign look-alikes "
+                    f"({suite['items']} items)"
+                )
+    gates = card.get("gates")
+    out += ["", "## Release gates"]
+    if gates is None:
+        out.append("- No gate decision yet.")
+    else:
+        out.append(f"- Verdict: **{'passed' if gates['passed'] else 'failed'}**")
+        out += ["", *gate_table(gates["gates"])]
+    for failure in card.get("evaluation_failures") or []:
+        out.append(f"- Evaluation failed ({failure.get('reason')}): {failure.get('error')}")
+    out += [
+        "",
+        "## Rollback",
+        f"- `{card['rollback']}`" if card.get("rollback") else "- No route: nothing to roll back.",
+    ]
+    return "\n".join(out) + "\n"
