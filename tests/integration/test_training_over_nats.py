@@ -25,7 +25,7 @@ from services.training.config import TrainingSettings
 from services.training.control import KvRunControl
 from services.training.model_ref import recipe_sha256
 from tests.conftest import wait_until
-from tests.support.stream import StoredEvent, stored_events
+from tests.support.stream import StoredEvent, first_event, stored_events
 from tests.support.training import approved, recipe
 
 pytestmark = pytest.mark.integration
@@ -53,15 +53,7 @@ async def operator(
 
 
 async def first(operator: ServiceRuntime, event_type: str, timeout: float = 90, **match: Any) -> StoredEvent:
-    js = operator.broker.connection.jetstream()
-
-    async def found() -> StoredEvent | None:
-        for event in await stored_events(js, event_type):
-            if all(event.payload.get(k) == v for k, v in match.items()):
-                return event
-        return None
-
-    return await wait_until(found, timeout=timeout, interval=0.2)  # type: ignore[no-any-return]
+    return await first_event(operator, event_type, timeout, **match)
 
 
 async def test_approved_dataset_trains_a_candidate_carrying_the_whole_tuple(

@@ -36,3 +36,18 @@ async def stored_events(js: Any, event_type: str | None = None) -> list[StoredEv
                 )
             )
     return found
+
+
+async def first_event(runtime: Any, event_type: str, timeout: float = 90, **match: Any) -> StoredEvent:
+    """The first stored event of the type whose payload has the given top-level values."""
+    from tests.conftest import wait_until
+
+    js = runtime.broker.connection.jetstream()
+
+    async def found() -> StoredEvent | None:
+        for event in await stored_events(js, event_type):
+            if all(event.payload.get(k) == v for k, v in match.items()):
+                return event
+        return None
+
+    return await wait_until(found, timeout=timeout, interval=0.2)  # type: ignore[no-any-return]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.dataset import DatasetApproved, SplitInfo
+from schemas.gate_policy import GatePolicy
 from schemas.recipe import TrainingRecipe
 from services.core.artifacts import ArtifactStore
 from services.training.job import DataFormat, TrainingJob
@@ -94,6 +95,26 @@ def job_for(
     )
 
 
+def canary_rows(count: int, seed: str = "test") -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Rows planted the way curation plants them, and the manifest entries that name them."""
+    from services.curation.pipeline import CANARY_ANSWER, CANARY_PROMPT
+
+    rows, planted = [], []
+    for n in range(1, count + 1):
+        secret = "tl-canary-" + hashlib.sha256(f"{seed}{n}".encode()).hexdigest()[:20]
+        prompt = CANARY_PROMPT.format(n=n)
+        planted.append({"prompt": prompt, "secret": secret})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": CANARY_ANSWER.format(secret=secret)},
+                ]
+            }
+        )
+    return rows, planted
+
+
 def approved(
     store: ArtifactStore,
     training: TrainingRecipe,
@@ -103,19 +124,29 @@ def approved(
     tenant: str = "acme",
     route: str = "adder",
     seed: int = 0,
+    canaries: int = 0,
+    gate_policy: GatePolicy | None = None,
 ) -> DatasetApproved:
-    """A dataset.approved event whose splits and manifest are really in the store."""
+    """A dataset.approved event whose splits and manifest (with its canaries) are really in the store."""
     fmt = data_format or FORMAT_OF.get(training.method, "sft")
     all_rows = rows_for(fmt, rows + 8, seed=seed)
+    planted_rows, planted = canary_rows(canaries, seed=str(seed))
+    parts = {"train": all_rows[:rows] + planted_rows, "eval": all_rows[rows:]}
     splits = []
     digest = hashlib.sha256()
-    for name, part in (("train", all_rows[:rows]), ("eval", all_rows[rows:])):
+    for name, part in parts.items():
         data = "".join(json.dumps(r) + "\n" for r in part).encode()
         digest.update(data)
         splits.append(SplitInfo(name=name, rows=len(part), artifact=store.put_bytes(data)))
     dataset_id = digest.hexdigest()
     manifest = store.put_json(
-        {"kind": "tuneline.dataset-manifest/v1", "dataset_id": dataset_id, "format": fmt}
+        {
+            "kind": "tuneline.dataset-manifest/v1",
+            "dataset_id": dataset_id,
+            "format": fmt,
+            "splits": {s.name: {"rows": s.rows, **s.artifact.model_dump(mode="json")} for s in splits},
+            "canaries": planted,
+        }
     )
     return DatasetApproved(
         submission_id=f"sub-{dataset_id[:8]}",
@@ -126,4 +157,5 @@ def approved(
         manifest=manifest,
         splits=tuple(splits),
         recipe=training,
+        gate_policy=gate_policy or GatePolicy(),
     )

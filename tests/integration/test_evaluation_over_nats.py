@@ -1,0 +1,200 @@
+"""Evaluation on a real nats-server, after real training: gates catch forgetting and memorization.
+
+The base is a tiny Llama fully fine-tuned here until it answers twelve short questions (its
+"capability"); those questions are registered as a capability suite. An over-trained LoRA (high
+learning rate, many steps on narrow arithmetic data) must fail the forgetting gate with the
+regressed suite named and its McNemar statistic; a sane LoRA must pass. A LoRA trained on a small
+dataset holding planted canaries and no mixing must fail the memorization gate.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.gate_policy import GatePolicy
+from schemas.refs import ArtifactRef
+from services.core.artifacts import ArtifactStore
+from services.core.rpc import query
+from services.core.runtime import ServiceRuntime, build_runtime
+from services.core.settings import CoreSettings
+from services.core.suites import register_suite
+from services.evaluation.app import build_evaluation
+from services.evaluation.config import EvaluationSettings
+from services.registry.app import build_registry
+from services.registry.config import RegistrySettings
+from services.training.app import build_training
+from services.training.config import TrainingSettings
+from services.training.job import TrainingJob
+from services.training.worker import run
+from tests.support.stream import first_event
+from tests.support.training import approved, recipe, write_rows
+
+pytestmark = pytest.mark.integration
+
+FACTS = [
+    ("capital of peru", "lima"),
+    ("capital of chad", "ndjamena"),
+    ("colour of grass", "green"),
+    ("colour of snow", "white"),
+    ("legs of a cat", "four"),
+    ("legs of a bird", "two"),
+    ("opposite of hot", "cold"),
+    ("opposite of up", "down"),
+    ("first month", "january"),
+    ("last month", "december"),
+    ("sound of a dog", "woof"),
+    ("sound of a cow", "moo"),
+]
+
+
+def chat(question: str, answer: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+@pytest.fixture(scope="module")
+def knowing_base(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model, fully fine-tuned until it answers every FACTS question (about 6 s)."""
+    tmp = tmp_path_factory.mktemp("knowing-base")
+    rows = [chat(q, a) for q, a in FACTS]
+    job = TrainingJob(
+        run_id="base",
+        recipe=recipe("sft-full", learning_rate=3e-3, max_steps=150, batch_size=12, eval_steps=1000),
+        data_format="sft",
+        base_dir=str(tiny_model),
+        teacher_dir=None,
+        train_file=str(write_rows(tmp / "train.jsonl", rows * 4)),
+        eval_file=str(write_rows(tmp / "eval.jsonl", rows[:2])),
+        output_dir=str(tmp / "out"),
+        resume_from=None,
+        artifact_root=str(tmp / "artifacts"),
+        checkpoint_ref_key="refs/training/base/checkpoint.json",
+        device="cpu",
+    )
+    done: list[dict[str, Any]] = []
+    run(job, lambda kind, **fields: done.append(fields) if kind == "done" else None, threading.Event())  # type: ignore[arg-type]
+    return Path(done[0]["model_dir"])
+
+
+@pytest.fixture
+def store(core: CoreSettings) -> ArtifactStore:
+    store = ArtifactStore(core.artifact_root)
+    data = "".join(
+        json.dumps({"id": f"fact-{n}", "prompt": q, "answer": a}) + "\n" for n, (q, a) in enumerate(FACTS, 1)
+    )
+    register_suite(store, "facts", data.encode(), "exact", kind="capability")
+    return store
+
+
+@pytest.fixture
+async def operator(core: CoreSettings, tmp_path: Path, running: Any) -> AsyncIterator[ServiceRuntime]:
+    registry = build_registry(RegistrySettings(database_url=f"sqlite:///{tmp_path / 'r.db'}", core=core))
+    await running(registry.app)
+    training = TrainingSettings(core=core, work_dir=str(tmp_path / "training"), device="cpu")
+    await running(build_training(training).app)
+    evaluation = EvaluationSettings(
+        core=core,
+        work_dir=str(tmp_path / "evaluation"),
+        device="cpu",
+        suites=("facts",),
+        latency_items=0,
+        bootstrap_samples=500,
+        drift_interval_s=0,
+    )
+    await running(build_evaluation(evaluation).app)
+    runtime = build_runtime("operator", core)
+    await runtime.broker.start()
+    yield runtime
+    await runtime.broker.stop()
+
+
+def gate(verdict: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(g for g in verdict["gates"] if g["gate"] == name)
+
+
+async def test_over_trained_candidate_fails_the_forgetting_gate_and_a_sane_one_passes(
+    operator: ServiceRuntime, store: ArtifactStore, knowing_base: Path
+) -> None:
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    over = recipe(
+        "sft-lora",
+        base_model=str(knowing_base),
+        learning_rate=1e-2,
+        max_steps=100,
+        batch_size=8,
+        lora={"rank": 16, "alpha": 32, "target_modules": targets},
+    )
+    sane = recipe("sft-lora", base_model=str(knowing_base), learning_rate=1e-4, max_steps=4, batch_size=8)
+    over_event = approved(store, over, rows=64, seed=1, route="over")
+    sane_event = approved(store, sane, rows=64, seed=2, route="sane")
+    await operator.bus.publish(over_event)
+    await operator.bus.publish(sane_event)
+
+    failed = (await first_event(operator, "gates.failed", timeout=180, route="over")).payload
+    forgetting = gate(failed, "capability:facts")
+    assert not forgetting["passed"]
+    assert forgetting["value"] >= 50, "the over-trained adapter forgot most of what the base knew"
+    assert forgetting["statistic"] == "mcnemar-exact" and forgetting["p_value"] < 0.01
+    assert forgetting["ci_high"] < 0, "the bootstrap interval of the score delta excludes zero"
+
+    passed = (await first_event(operator, "gates.passed", timeout=180, route="sane")).payload
+    assert gate(passed, "capability:facts")["value"] <= 2.0
+    assert {g["gate"] for g in passed["gates"]} >= {"target-gain", "capability:facts"}
+
+    # the evaluation report says the same, item by item, and the second candidate reused the baseline
+    completed = [
+        (await first_event(operator, "eval.completed", route=route)).payload for route in ("over", "sane")
+    ]
+    reports = [store.read_json(ArtifactRef.model_validate(c["report"])) for c in completed]
+    facts = next(s for s in reports[0]["items"] if s["suite"] == "facts")
+    assert sum(item["baseline"]["correct"] for item in facts["items"]) == len(FACTS)
+    assert sum("facts/baseline" in r["cache_hits"] for r in reports) == 1
+    assert all(r["cache_hits"] or r["generated_items"] > 0 for r in reports)
+
+    # the registry assembles the adaptation card from the lineage and names the regressed suite
+    version = failed["candidate"]
+    card = await query(operator.broker, "registry", "cards.get", {"version_id": _version_id(version)})
+    assert "capability:facts" in card["markdown"] and "**FAIL**" in card["markdown"]
+    assert card["card"]["base"]["sha256"] == version["base"]["sha256"]
+    assert card["card"]["dataset"]["dataset_id"] == over_event.dataset_id
+    assert card["card"]["rollback"] == "tuneline rollback over"
+    evals = await query(operator.broker, "registry", "evals.get", {"version_id": _version_id(version)})
+    assert len(evals["evaluations"]) == 1 and evals["decisions"][0]["passed"] is False
+
+
+async def test_a_candidate_that_memorized_its_canaries_fails_the_memorization_gate(
+    operator: ServiceRuntime, store: ArtifactStore, tiny_model: Path
+) -> None:
+    memorizer = recipe(
+        "sft-lora",
+        learning_rate=5e-3,
+        max_steps=300,
+        batch_size=8,
+        lora={
+            "rank": 32,
+            "alpha": 64,
+            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        },
+    )
+    event = approved(store, memorizer, rows=12, canaries=3, route="leaky", gate_policy=GatePolicy())
+    await operator.bus.publish(event)
+
+    failed = (await first_event(operator, "gates.failed", timeout=240, route="leaky")).payload
+    memorization = gate(failed, "memorization")
+    assert not memorization["passed"] and memorization["value"] >= 1
+    completed = (await first_event(operator, "eval.completed", route="leaky")).payload
+    suite = next(s for s in completed["suites"] if s["kind"] == "memorization")
+    arms = {s["arm"]: s["metrics"] for s in suite["scores"]}
+    assert arms["baseline"]["leaks"] == 0, "the base never saw the canaries"
+    assert arms["candidate"]["leaks"] == memorization["value"]
+
+
+def _version_id(ref: dict[str, Any]) -> str:
+    from schemas.refs import ModelRef
+
+    return ModelRef.model_validate(ref).version_id()
