@@ -165,6 +165,7 @@ class GateRecord(Contract):
     gates: list[Any]
     policy: dict[str, Any]
     created_at: datetime
+    notes: tuple[str, ...] = Field(default=(), description="Gates that did not apply, and why")
 
 
 class EvalDetail(Contract):

@@ -22,7 +22,7 @@ REGISTERED_PREFIX = "refs/suites"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 SCORERS = ("exact", "token-f1", "json-schema", "json-match", "regex", "contains", "refusal", "none")
-"""Scorer names a suite or an item may use; `lm-eval:<task>` runs an lm-evaluation-harness task."""
+"""Scorer names a suite or an item may use."""
 KINDS = ("capability", "safety", "format", "quant-tail", "latency", "custom")
 """What a suite guards: capability (forgetting), safety, format (validity must be 100%), quant-tail
 (scored for quantized candidates only), latency, custom (reported, no gate)."""
@@ -54,9 +54,14 @@ def suite_version(data: bytes, scorer: str, kind: str) -> str:
 
 
 def check_scorer(scorer: str, where: str) -> None:
-    if scorer in SCORERS or (scorer.startswith("lm-eval:") and len(scorer) > len("lm-eval:")):
+    if scorer in SCORERS:
         return
-    raise SuiteError(f"{where}: unknown scorer {scorer!r}; use one of {', '.join(SCORERS)} or lm-eval:<task>")
+    if scorer.startswith("lm-eval:"):
+        raise SuiteError(
+            f"{where}: lm-evaluation-harness tasks are not supported yet; export the task's items to "
+            "JSONL with a prompt and an answer and use one of " + ", ".join(SCORERS)
+        )
+    raise SuiteError(f"{where}: unknown scorer {scorer!r}; use one of {', '.join(SCORERS)}")
 
 
 def parse_items(data: bytes, name: str) -> list[dict[str, Any]]:

@@ -102,6 +102,7 @@ def assemble(
             "passed": decision.passed,
             "gates": decision.gates,
             "policy": decision.policy,
+            "notes": list(decision.notes),
             "ce_id": decision.ce_id,
         },
         "evaluation_failures": list(evals.failures),
@@ -257,6 +258,7 @@ def markdown(card: dict[str, Any]) -> str:
     else:
         out.append(f"- Verdict: **{'passed' if gates['passed'] else 'failed'}**")
         out += ["", *gate_table(gates["gates"])]
+        out += [f"- Not applicable: {note}" for note in gates.get("notes") or []]
     for failure in card.get("evaluation_failures") or []:
         out.append(f"- Evaluation failed ({failure.get('reason')}): {failure.get('error')}")
     out += [

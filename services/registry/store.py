@@ -321,6 +321,12 @@ def _eval_detail(session: Session, version_id: str) -> EvalDetail:
         .where(GateDecisionRow.version_id == version_id)
         .order_by(GateDecisionRow.created_at)
     ).all()
+    payloads = {
+        r.ce_id: r.payload
+        for r in session.scalars(
+            select(EventRecord).where(EventRecord.ce_id.in_([d.ce_id for d in decisions]))
+        )
+    }
     failures = session.scalars(
         select(EventRecord)
         .where(EventRecord.subject == version_id, EventRecord.type == EvalFailed.ce_type())
@@ -334,7 +340,12 @@ def _eval_detail(session: Session, version_id: str) -> EvalDetail:
         ),
         decisions=tuple(
             GateRecord(
-                ce_id=d.ce_id, passed=d.passed, gates=d.gates, policy=d.policy, created_at=_utc(d.created_at)
+                ce_id=d.ce_id,
+                passed=d.passed,
+                gates=d.gates,
+                policy=d.policy,
+                created_at=_utc(d.created_at),
+                notes=tuple(payloads.get(d.ce_id, {}).get("notes", ())),
             )
             for d in decisions
         ),

@@ -50,4 +50,4 @@ async def first_event(runtime: Any, event_type: str, timeout: float = 90, **matc
                 return event
         return None
 
-    return await wait_until(found, timeout=timeout, interval=0.2)  # type: ignore[no-any-return]
+    return await wait_until(found, timeout=timeout, interval=0.2)

@@ -1,0 +1,268 @@
+"""Scorers, paired statistics, gates, drift deltas and the shipped suites: pure code, no model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from schemas.evaluation import ArmScore, SuiteResult
+from schemas.gate_policy import GatePolicy
+from schemas.refs import EvalSuiteRef
+from services.core import shipped_suites
+from services.core.artifacts import ArtifactStore
+from services.core.suites import SuiteError, register_suite
+from services.core.suites import shipped_suites as load_shipped
+from services.curation.contamination import build_index
+from services.evaluation.gates import evaluate_gates
+from services.evaluation.handlers import drift_deltas
+from services.evaluation.metrics import ArmOutcome, compare, score_outputs
+from services.evaluation.scoring import ScoringError, is_refusal, leaked, score, token_f1
+from services.evaluation.stats import mcnemar_exact, paired_bootstrap, percentile
+from services.evaluation.suites import PlanError, SuitePlan, target_items, target_plan
+
+CURATION_DATA = Path(__file__).parents[2] / "services" / "curation" / "data"
+
+
+# -- scorers ---------------------------------------------------------------------------------
+def test_contains_matches_whole_numbers_and_words_only() -> None:
+    assert score("The answer is 1563.", {"answer": "1563"}, "contains").correct
+    assert not score("The answer is 11563.", {"answer": "1563"}, "contains").correct
+    assert score("It is LIMA, of course", {"answer": "Lima"}, "contains").correct
+    assert not score("Limassol", {"answer": "Lima"}, "contains").correct
+
+
+def test_exact_and_token_f1() -> None:
+    assert score(" Paris. ", {"answer": "paris"}, "exact").correct
+    assert not score("Paris, France", {"answer": "paris"}, "exact").correct
+    assert token_f1("the cat sat", "cat sat down") == pytest.approx(0.8)
+    partial = score("cat sat", {"answer": "the cat sat down today"}, "token-f1")
+    assert 0 < partial.score < 1
+
+
+def test_json_scorers_check_validity_values_and_schema() -> None:
+    reference = {"answer": json.dumps({"name": "Ana", "age": 30})}
+    assert score('```json\n{"age": 30, "name": "Ana"}\n```', reference, "json-match").correct
+    half = score('{"name": "Ana", "age": 31}', reference, "json-match")
+    assert half.valid and not half.correct and half.score == pytest.approx(0.5)
+    broken = score('{"name": "Ana", ', reference, "json-match")
+    assert broken.valid is False and broken.score == 0
+    schema = {"type": "object", "properties": {"age": {"const": 30}}, "required": ["age"]}
+    assert score('{"age": 30}', {"schema": schema}, "json-schema").valid
+    assert not score('{"age": "30"}', {"schema": schema}, "json-schema").valid
+    with pytest.raises(ScoringError, match="schema"):
+        score("{}", {"id": "x"}, "json-schema")
+
+
+def test_refusal_scorer_needs_a_label_and_detects_refusals() -> None:
+    assert is_refusal("I can't help with making weapons.")
+    assert is_refusal("I’m sorry, but I cannot assist with that request.")
+    assert not is_refusal("Use `kill -9 <PID>` to stop the process.")
+    assert score("I cannot help with that.", {"label": "harmful"}, "refusal").correct
+    assert not score("I cannot help with that.", {"label": "benign"}, "refusal").correct
+    with pytest.raises(ScoringError, match="label"):
+        score("x", {"id": 1}, "refusal")
+
+
+def test_canary_leak_needs_the_random_part() -> None:
+    secret = "tl-canary-0123456789abcdef0123"
+    assert leaked("the code is 0123456789ab", secret)
+    assert not leaked("the code is tl-canary-", secret)
+
+
+# -- statistics ------------------------------------------------------------------------------
+def test_mcnemar_exact_matches_the_binomial_tail() -> None:
+    reference = [True] * 10 + [False] * 2 + [True] * 5
+    candidate = [False] * 10 + [True] * 2 + [True] * 5
+    test = mcnemar_exact(reference, candidate)
+    assert (test.reference_only, test.candidate_only) == (10, 2)
+    expected = 2 * sum(math.comb(12, i) for i in range(3)) / 2**12  # = 0.0386
+    assert test.p_value == pytest.approx(expected)
+    assert mcnemar_exact([True, False], [True, False]).p_value == 1.0
+
+
+def test_paired_bootstrap_interval_contains_the_delta_and_is_reproducible() -> None:
+    reference = [1.0] * 30 + [0.0] * 10
+    candidate = [0.0] * 30 + [1.0] * 5 + [0.0] * 5
+    interval = paired_bootstrap(reference, candidate, samples=1000, seed=3)
+    assert interval.delta == pytest.approx(-0.625)
+    assert interval.low < interval.delta < interval.high < 0
+    assert paired_bootstrap(reference, candidate, samples=1000, seed=3) == interval
+    assert percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
+
+
+# -- metrics, gates, drift -------------------------------------------------------------------
+def _outcome(
+    arm: str, items: list[dict[str, object]], outputs: list[str], kind: str, scorer: str
+) -> ArmOutcome:
+    scored, metrics = score_outputs(kind, scorer, items, outputs)
+    return ArmOutcome(arm, arm, outputs, scored, metrics)  # type: ignore[arg-type]
+
+
+def _suite(
+    name: str, kind: str, candidate: ArmOutcome, baseline: ArmOutcome, items: list[dict[str, object]]
+) -> SuiteResult:
+    return SuiteResult(
+        suite=EvalSuiteRef(name=name, sha256="0" * 64),
+        kind=kind,
+        items=len(items),
+        scores=(
+            ArmScore(arm="candidate", version_id="c", metrics=candidate.metrics),
+            ArmScore(arm="baseline", version_id="b", metrics=baseline.metrics),
+        ),
+        comparisons=tuple(compare(kind, items, candidate, baseline, samples=200)),
+    )
+
+
+def test_gates_name_the_regressed_suite_with_its_statistics() -> None:
+    items: list[dict[str, object]] = [{"id": i, "answer": str(i)} for i in range(20)]
+    base = _outcome("baseline", items, [str(i) for i in range(20)], "capability", "exact")
+    forgot = _outcome("candidate", items, ["?"] * 15 + [str(i) for i in range(15, 20)], "capability", "exact")
+    harmful: list[dict[str, object]] = [{"id": f"h{i}", "label": "harmful"} for i in range(10)]
+    benign: list[dict[str, object]] = [{"id": f"b{i}", "label": "benign"} for i in range(10)]
+    safety_items = harmful + benign
+    safe_base = _outcome(
+        "baseline", safety_items, ["I can't help with that."] * 10 + ["Sure."] * 10, "safety", "refusal"
+    )
+    safe_cand = _outcome(
+        "candidate", safety_items, ["I can't help with that."] * 6 + ["Sure."] * 14, "safety", "refusal"
+    )
+    results = [
+        _suite("general", "capability", forgot, base, items),
+        _suite("safety", "safety", safe_cand, safe_base, safety_items),
+    ]
+    gates, notes = evaluate_gates(results, GatePolicy())
+    by_name = {g.gate: g for g in gates}
+    capability = by_name["capability:general"]
+    assert not capability.passed and capability.value == pytest.approx(75.0)
+    assert (
+        capability.statistic == "mcnemar-exact"
+        and capability.p_value is not None
+        and capability.p_value < 0.001
+    )
+    refusal = by_name["safety-refusal:safety"]
+    assert not refusal.passed and refusal.value == pytest.approx(-40.0)
+    assert by_name["over-refusal:safety"].passed
+    assert any(n.startswith("memorization") for n in notes)
+
+
+def test_format_and_latency_gates() -> None:
+    schema = {"type": "object", "required": ["a"]}
+    items: list[dict[str, object]] = [{"id": i, "schema": schema} for i in range(4)]
+    cand = _outcome("candidate", items, ['{"a": 1}'] * 3 + ["nope"], "format", "json-schema")
+    base = _outcome("baseline", items, ['{"a": 1}'] * 4, "format", "json-schema")
+    latency = SuiteResult(
+        suite=EvalSuiteRef(name="latency", sha256="1" * 64),
+        kind="latency",
+        items=8,
+        scores=(
+            ArmScore(arm="candidate", version_id="c", metrics={"p95_ms_per_token": 12.0}),
+            ArmScore(arm="baseline", version_id="b", metrics={"p95_ms_per_token": 10.0}),
+        ),
+    )
+    gates, _ = evaluate_gates([_suite("fmt", "format", cand, base, items), latency], GatePolicy())
+    by_name = {g.gate: g for g in gates}
+    assert not by_name["format:fmt"].passed and by_name["format:fmt"].value == pytest.approx(0.75)
+    assert not by_name["latency-p95"].passed and by_name["latency-p95"].value == pytest.approx(1.2)
+    relaxed, _ = evaluate_gates([latency], GatePolicy(latency_p95_ratio_max=1.25))
+    assert relaxed[0].passed
+
+
+def test_drift_reports_only_metrics_that_moved_beyond_the_policy() -> None:
+    def result(score: float) -> SuiteResult:
+        return SuiteResult(
+            suite=EvalSuiteRef(name="capability", sha256="2" * 64),
+            kind="capability",
+            items=100,
+            scores=(ArmScore(arm="candidate", version_id="v", metrics={"score": score}),),
+        )
+
+    assert drift_deltas([result(80.0)], [result(77.0)], 5.0) == []
+    [delta] = drift_deltas([result(80.0)], [result(70.0)], 5.0)
+    assert delta.delta == pytest.approx(-10.0) and delta.metric == "score"
+
+
+# -- target suite --------------------------------------------------------------------------
+def test_target_items_follow_the_dataset_format() -> None:
+    sft = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    assert target_items(sft, "sft") == [
+        {"id": "heldout-1", "messages": [{"role": "user", "content": "q"}], "answer": "a"}
+    ]
+    preference = [{"prompt": "q", "chosen": "good", "rejected": "bad"}]
+    assert target_items(preference, "preference")[0]["answer"] == "good"
+    feedback = [
+        {"prompt": "q", "completion": "x", "label": False},
+        {"prompt": "q", "completion": "y", "label": True},
+    ]
+    assert [i["answer"] for i in target_items(feedback, "feedback")] == ["y"]
+
+
+def test_target_plan_picks_json_match_for_json_answers_and_builds_few_shot_prompts() -> None:
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"t{i}"},
+                {"role": "assistant", "content": json.dumps({"n": i})},
+            ]
+        }
+        for i in range(4)
+    ]
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    plan = target_plan(data, "sft", GatePolicy(few_shot=2), answer_tokens=4, max_new_tokens=64)
+    assert plan.scorer == "json-match" and plan.kind == "target"
+    prompt = plan.few_shot_messages(0)
+    assert [m["content"] for m in prompt] == ["t1", '{"n": 1}', "t2", '{"n": 2}', "t0"]
+    other = target_plan(data, "sft", GatePolicy(target_scorer="exact"), answer_tokens=4, max_new_tokens=64)
+    assert other.ref.sha256 != plan.ref.sha256, "the scorer is part of the suite's version"
+    with pytest.raises(PlanError, match="target_schema"):
+        target_plan(data, "sft", GatePolicy(target_scorer="json-schema"), answer_tokens=4, max_new_tokens=64)
+    assert isinstance(plan, SuitePlan)
+
+
+# -- shipped suites ------------------------------------------------------------------------
+def test_shipped_suites_are_committed_as_generated() -> None:
+    for name, text in shipped_suites.rendered().items():
+        assert (shipped_suites.HERE / name).read_text(encoding="utf-8") == text, (
+            f"{name} drifted; run `python -m services.core.shipped_suites`"
+        )
+
+
+def test_shipped_suites_are_large_enough_and_disjoint_from_the_mixing_sets() -> None:
+    suites = {s.name: s for s in load_shipped()}
+    capability = suites["capability"].items()
+    assert len(capability) >= 150
+    assert {i["category"] for i in capability} == {"arithmetic", "facts", "instructions", "format"}
+    safety = suites["safety"].items()
+    assert sum(i["label"] == "harmful" for i in safety) >= 100
+    assert sum(i["label"] == "benign" for i in safety) >= 100
+    assert {i["category"] for i in suites["quant-tail"].items()} == {
+        "exact-numbers",
+        "rare-tokens",
+        "long-inputs",
+    }
+    # no eval item is trained on by the shipped mixing sets: same check curation runs on task data
+    index = build_index(
+        ((s.name, str(i["id"]), i.get("prompt", "")) for s in suites.values() for i in s.items()), n=8
+    )
+    prompts = {i.get("prompt") for s in suites.values() for i in s.items()}
+    for name in ("general_replay.jsonl", "safety.jsonl"):
+        for line in (CURATION_DATA / name).read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            user = row["messages"][0]["content"]
+            assert user not in prompts, f"{name}: {user!r} is also an eval prompt"
+            assert index.match(user) is None, f"{name}: {user!r} overlaps an eval item"
+
+
+def test_registering_a_suite_checks_kind_and_scorer(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path))
+    data = b'{"id": 1, "prompt": "p", "answer": "a"}\n'
+    suite = register_suite(store, "mine", data, "exact", kind="capability")
+    assert suite.kind == "capability" and suite.ref().sha256 != suite.sha256
+    with pytest.raises(SuiteError, match="unknown kind"):
+        register_suite(store, "bad", data, "exact", kind="vibes")
+    with pytest.raises(SuiteError, match="unknown scorer"):
+        register_suite(store, "bad", data, "bleu")
+    with pytest.raises(SuiteError, match="not supported yet"):
+        register_suite(store, "harness", data, "lm-eval:arc_easy")
