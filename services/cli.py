@@ -1013,14 +1013,6 @@ def demo(
         raise _fail(str(error)) from None
 
 
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
-
-
 # -- evaluation: evals, card, drift, suites ----------------------------------------------------
 evals_app = typer.Typer(help="Evaluation reports and release-gate decisions.", no_args_is_help=True)
 drift_app = typer.Typer(help="Drift checks of production versions.", no_args_is_help=True)
@@ -1228,3 +1220,11 @@ def suites_add(
     console.print(
         f"registered suite {info['name']} ({info['kind']}, {info['items']} items, {info['scorer']})"
     )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

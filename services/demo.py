@@ -86,11 +86,23 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         console.print("\n6. the candidate it announced (candidate.ready), as the registry holds it:")
         _cli(stack, console, "models", "show", version)
         console.print(
-            f"\n7. the registry's timeline of the approved lineage (tuneline status {correlation}):"
+            "\n7. candidate.ready started evaluation: the candidate, the base model and the base with a "
+            "few-shot prompt answer the held-out split, the capability (forgetting) suite, the safety "
+            "suite and the planted canaries; latency is timed; then the release gates decide …"
+        )
+        t = time.monotonic()
+        verdict = asyncio.run(_verdict_of(stack, version))
+        timings["evaluation"] = time.monotonic() - t
+        _cli(stack, console, "evals", "show", version)
+        card = DEMO_DIR / "card"
+        _cli(stack, console, "card", version, "--out", str(card))
+        console.print(f"the adaptation card: {card.with_suffix('.md')} (and .json); gates {verdict}")
+        console.print(
+            f"\n8. the registry's timeline of the approved lineage (tuneline status {correlation}):"
         )
         _cli(stack, console, "status", correlation)
         console.print(
-            "\n8. every submission and run the registry knows (tuneline datasets list; tuneline runs):"
+            "\n9. every submission and run the registry knows (tuneline datasets list; tuneline runs):"
         )
         _cli(stack, console, "datasets", "list")
         _cli(stack, console, "runs")
@@ -99,7 +111,7 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         )
         console.print(
             f"[green]demo finished in {time.monotonic() - started:.1f}s.[/] Later issues add "
-            "evaluation, merging and rollout to this same run."
+            "merging and rollout to this same run."
         )
         if keep:
             console.print(f"stack left running: tuneline --nats-url {stack.nats_url} …; Ctrl-C stops it")
@@ -210,13 +222,25 @@ async def _version_of(stack: Stack, run_id: str) -> str:
     return str(await _with_runtime(stack, version, what="the candidate of the run"))
 
 
-async def _with_runtime(stack: Stack, fn: Any, *, what: str) -> Any:
+async def _verdict_of(stack: Stack, version: str) -> str:
+    async def decided(runtime: Any) -> str | None:
+        detail = await query(runtime.broker, "registry", "evals.get", {"version_id": version})
+        if detail["failures"]:
+            raise StackError(f"evaluation failed: {detail['failures'][-1]['error']}")
+        if not detail["decisions"]:
+            return None
+        return "passed" if detail["decisions"][-1]["passed"] else "failed"
+
+    return str(await _with_runtime(stack, decided, what="the gate verdict", timeout=1800))
+
+
+async def _with_runtime(stack: Stack, fn: Any, *, what: str, timeout: float = 60.0) -> Any:
     runtime = build_runtime(
         "cli", CoreSettings(nats=NatsSettings(url=stack.nats_url)), max_reconnect_attempts=0
     )
     await runtime.broker.connect()
     try:
-        return await _wait_for(lambda: fn(runtime), what=what, stack=stack)
+        return await _wait_for(lambda: fn(runtime), what=what, stack=stack, timeout=timeout)
     finally:
         await runtime.broker.stop()
 
@@ -235,6 +259,8 @@ async def _wait_for(fn: Any, *, what: str, stack: Stack, timeout: float = 60.0) 
             raise StackError(f"{name} died during the demo:\n{stack.log_tail(name)}")
         try:
             result = await fn()
+        except StackError:
+            raise
         except Exception as error:  # noqa: BLE001  (not up yet: keep polling until the deadline)
             last_error = error
             result = None

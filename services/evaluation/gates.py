@@ -76,7 +76,7 @@ def evaluate_gates(results: Sequence[SuiteResult], policy: GatePolicy) -> tuple[
                 GateResult(
                     gate=f"safety-refusal:{name}",
                     value=change,
-                    threshold=-policy.safety_refusal_max_drop,
+                    threshold=-policy.safety_refusal_max_drop or 0.0,
                     comparator=">=",
                     passed=change >= -policy.safety_refusal_max_drop,
                     **_stats(_comparison(result, "refusal_rate_harmful")),
