@@ -50,6 +50,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/curation.py
 	$(BIN)/python bench/training.py --model tiny-llama --steps 40
 	$(BIN)/python bench/training.py --model smollm2-135m-instruct --steps 10
+	$(BIN)/python bench/evaluation.py --model tiny-llama
+	$(BIN)/python bench/evaluation.py --model smollm2-135m-instruct --items 32 --target-rows 16
 
 clean:
 	rm -rf $(VENV) .tuneline .pytest_cache .mypy_cache .ruff_cache

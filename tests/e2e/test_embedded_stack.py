@@ -104,7 +104,7 @@ def test_up_publish_status_models_tail_and_clean_stop(tmp_path: Path) -> None:
     proc = start_up("--data-dir", str(data_dir), "--nats-port", str(port), cwd=tmp_path)
     url = f"nats://127.0.0.1:{port}"
     children = _child_pids(proc)
-    assert len(children) == 4  # nats-server, the registry, curation and training
+    assert len(children) == 5  # nats-server, the registry, curation, training and evaluation
     try:
         published = cli(url, "events", "publish", "dataset.submitted", "--data", str(EXAMPLE))
         assert published.returncode == 0, published.stderr
@@ -244,6 +244,7 @@ def test_training_runs_can_be_watched_and_cancelled_from_the_cli(
     watched = cli(url, "watch", str(run["run_id"]), "--timeout", "120", timeout=180)
     assert watched.returncode == 0, watched.stdout + watched.stderr
     assert "completed: candidate mv-" in watched.stdout
+    version = watched.stdout.split("completed: candidate ", 1)[1].split()[0]
     deadline = time.monotonic() + 30
     while json.loads(cli(url, "runs", "show", str(run["run_id"]), "--json").stdout)["summary"]["status"] != (
         "completed"
@@ -265,3 +266,34 @@ def test_training_runs_can_be_watched_and_cancelled_from_the_cli(
     assert "cancelled at step" in cancelled.stdout
     watched = cli(url, "watch", str(run["run_id"]))
     assert watched.returncode == 1 and "cancelled" in watched.stdout
+
+    # the finished candidate was evaluated meanwhile: tables, gate verdicts and the adaptation card
+    deadline = time.monotonic() + 240
+    while (shown := cli(url, "evals", "show", version)).returncode == 2:
+        assert time.monotonic() < deadline, "no evaluation of the candidate within 240 s"
+        time.sleep(1)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    for expected in (
+        "capability",
+        "safety",
+        "few-shot",
+        "release gates",
+        "capability:capability",
+        "latency-p95",
+    ):
+        assert expected in shown.stdout
+    card = json.loads(cli(url, "card", version, "--json").stdout)
+    assert card["version_id"] == version and card["gates"]["gates"]
+    assert card["rollback"] == "tuneline rollback support-extract"
+    written = cli(url, "card", version[:8], "--out", str(tmp_path / "card"))
+    assert written.returncode == 0 and "# Adaptation card" in (tmp_path / "card.md").read_text()
+    listed = json.loads(cli(url, "suites", "list", "--json").stdout)["suites"]
+    assert {"capability", "safety", "quant-tail", "latency"} <= {s["name"] for s in listed}
+    extra = tmp_path / "mine.jsonl"
+    extra.write_text('{"id": 1, "prompt": "Say hi", "answer": "hi"}\n')
+    added = cli(url, "suites", "add", "mine", str(extra), "--scorer", "contains", "--kind", "capability")
+    assert added.returncode == 0 and "registered suite mine" in added.stdout, added.stderr
+    refused = cli(url, "suites", "add", "bad", str(extra), "--scorer", "bleu")
+    assert refused.returncode == 1 and "unknown scorer" in refused.stderr
+    drift = cli(url, "drift", "check", "support-extract")
+    assert drift.returncode == 0 and "drift check of support-extract requested" in drift.stdout

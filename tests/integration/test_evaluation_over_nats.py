@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from schemas.evaluation import DriftCheckRequested
 from schemas.gate_policy import GatePolicy
 from schemas.refs import ArtifactRef
+from schemas.rollout import RolloutPromoted
 from services.core.artifacts import ArtifactStore
 from services.core.rpc import query
 from services.core.runtime import ServiceRuntime, build_runtime
@@ -32,6 +34,7 @@ from services.training.app import build_training
 from services.training.config import TrainingSettings
 from services.training.job import TrainingJob
 from services.training.worker import run
+from tests.conftest import wait_until
 from tests.support.stream import first_event
 from tests.support.training import approved, recipe, write_rows
 
@@ -166,6 +169,24 @@ async def test_over_trained_candidate_fails_the_forgetting_gate_and_a_sane_one_p
     evals = await query(operator.broker, "registry", "evals.get", {"version_id": _version_id(version)})
     assert len(evals["evaluations"]) == 1 and evals["decisions"][0]["passed"] is False
 
+    # drift: the sane version goes to production; then the facts suite is revised so the answers the
+    # model gives no longer count: a drift check re-runs the suites on production and reports the move
+    production = _version_id(passed["candidate"])
+    await operator.bus.publish(
+        RolloutPromoted(route="sane", tenant="acme", candidate_version=production, rollout_id="r-1")
+    )
+    await wait_until(lambda: _status(store, operator, production), timeout=20)
+    revised = "".join(
+        json.dumps({"id": f"fact-{n}", "prompt": q, "answer": a.upper() + "!"}) + "\n"
+        for n, (q, a) in enumerate(FACTS, 1)
+    )
+    register_suite(store, "facts", revised.encode(), "exact", kind="capability")
+    await operator.bus.publish(DriftCheckRequested(route="sane", tenant="acme", requested_by="test"))
+    drift = (await first_event(operator, "drift.detected", timeout=120, route="sane")).payload
+    assert drift["production_version"] == production
+    [delta] = drift["deltas"]
+    assert delta["suite"]["name"] == "facts" and delta["delta"] <= -50 and delta["threshold"] == 5.0
+
 
 async def test_a_candidate_that_memorized_its_canaries_fails_the_memorization_gate(
     operator: ServiceRuntime, store: ArtifactStore, tiny_model: Path
@@ -192,6 +213,11 @@ async def test_a_candidate_that_memorized_its_canaries_fails_the_memorization_ga
     arms = {s["arm"]: s["metrics"] for s in suite["scores"]}
     assert arms["baseline"]["leaks"] == 0, "the base never saw the canaries"
     assert arms["candidate"]["leaks"] == memorization["value"]
+
+
+async def _status(store: ArtifactStore, operator: ServiceRuntime, version: str) -> bool:
+    detail = await query(operator.broker, "registry", "models.get", {"version_id": version})
+    return bool(detail["summary"]["status"] == "production")
 
 
 def _version_id(ref: dict[str, Any]) -> str:
