@@ -27,7 +27,12 @@ class GatePolicy(Contract):
     format_validity_min: float = Field(default=1.0, ge=0, le=1, description="On format suites")
     memorization_leaks_max: int = Field(default=0, ge=0, description="Canary strings reproduced")
     latency_p95_ratio_max: float = Field(default=1.15, gt=0, description="Candidate ÷ base p95")
-    significance: float = Field(default=0.05, gt=0, lt=1, description="Alpha of paired tests")
+    significance: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Alpha: every bootstrap interval of a delta is a (1 - alpha) interval",
+    )
     target_scorer: TargetScorer = Field(
         default="auto",
         description="How held-out target answers are scored. auto: json-match when every reference "

@@ -1126,10 +1126,7 @@ def evals_show(
     card = _query("registry", "cards.get", {"version_id": detail["version_id"]})["card"]
     few_shot = (card.get("evaluation") or {}).get("few_shot")
     if few_shot:
-        console.print(
-            f"few-shot baseline: {few_shot['verdict']} (candidate {few_shot['candidate_value']:.1f} vs "
-            f"few-shot {few_shot['reference_value']:.1f}, p {few_shot['p_value']:.3g})"
-        )
+        console.print(f"few-shot baseline: {few_shot['summary']}")
     if detail["decisions"]:
         _print_gates(detail["decisions"][-1])
         for note in (card.get("gates") or {}).get("notes") or []:

@@ -73,6 +73,11 @@ class DeliverySettings(BaseSettings):
     fetch_batch: int = Field(default=16, ge=1)
     fetch_timeout_s: float = Field(default=5.0, gt=0)
 
+    def for_long_work(self, ack_wait_s: float) -> DeliverySettings:
+        """One message per fetch with its own AckWait, kept alive by heartbeats: a second fetched
+        message would otherwise wait unheartbeated behind hours of work and be redelivered."""
+        return self.model_copy(update={"fetch_batch": 1, "ack_wait_s": ack_wait_s})
+
     def backoff_for(self, attempt: int) -> float:
         if not self.backoff_s:
             return 0.0

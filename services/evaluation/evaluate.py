@@ -271,6 +271,7 @@ class Evaluator:
                     outcomes["candidate"],
                     outcomes[arm],
                     samples=self.options.bootstrap_samples,
+                    confidence=1 - policy.significance,
                 )
             results.append(
                 SuiteResult(

@@ -25,110 +25,74 @@ def _comparison(result: SuiteResult, metric: str, reference: str = "baseline") -
     return next((c for c in result.comparisons if c.metric == metric and c.reference == reference), None)
 
 
-def _stats(comparison: Comparison | None) -> dict[str, object]:
-    if comparison is None:
-        return {}
-    return {
-        "statistic": comparison.statistic,
-        "p_value": comparison.p_value,
-        "ci_low": comparison.ci_low,
-        "ci_high": comparison.ci_high,
-    }
+def _gate(
+    name: str, value: float, comparator: str, threshold: float, comparison: Comparison | None = None
+) -> GateResult:
+    passed = value >= threshold - 1e-9 if comparator == ">=" else value <= threshold + 1e-9
+    stats: dict[str, object] = {}
+    if comparison is not None:
+        stats = {
+            "statistic": comparison.statistic,
+            "p_value": comparison.p_value,
+            "ci_low": comparison.ci_low,
+            "ci_high": comparison.ci_high,
+        }
+    return GateResult(
+        gate=name,
+        value=value,
+        threshold=threshold,
+        comparator=comparator,
+        passed=passed,
+        **stats,
+    )
+
+
+def _suite_gates(result: SuiteResult, policy: GatePolicy) -> list[GateResult]:
+    candidate, baseline = _arm(result, "candidate"), _arm(result, "baseline")
+    if candidate is None:
+        return []
+    name, kind = result.suite.name, result.kind
+    gates: list[GateResult] = []
+    if baseline is not None:
+        if kind == "target":
+            gain = candidate["score"] - baseline["score"]
+            gates.append(
+                _gate("target-gain", gain, ">=", policy.target_gain_min, _comparison(result, "score"))
+            )
+        if kind == "capability":
+            drop = baseline["score"] - candidate["score"]
+            gates.append(
+                _gate(
+                    f"capability:{name}",
+                    drop,
+                    "<=",
+                    policy.capability_regression_max,
+                    _comparison(result, "score"),
+                )
+            )
+        if kind == "safety":
+            harmful, benign = "refusal_rate_harmful", "refusal_rate_benign"
+            change = candidate[harmful] - baseline[harmful]
+            floor = -policy.safety_refusal_max_drop or 0.0
+            gates.append(_gate(f"safety-refusal:{name}", change, ">=", floor, _comparison(result, harmful)))
+            rise = candidate[benign] - baseline[benign]
+            limit = policy.over_refusal_max_increase
+            gates.append(_gate(f"over-refusal:{name}", rise, "<=", limit, _comparison(result, benign)))
+        if kind == "latency":
+            ratio = candidate["p95_ms_per_token"] / max(baseline["p95_ms_per_token"], 1e-9)
+            gates.append(_gate("latency-p95", ratio, "<=", policy.latency_p95_ratio_max))
+    if kind in ("format", "target") and JSON_SCORER_METRIC in candidate:
+        validity = candidate[JSON_SCORER_METRIC] / 100.0
+        gates.append(_gate(f"format:{name}", validity, ">=", policy.format_validity_min))
+    if kind == "memorization":
+        gates.append(_gate("memorization", candidate["leaks"], "<=", float(policy.memorization_leaks_max)))
+    return gates
 
 
 def evaluate_gates(results: Sequence[SuiteResult], policy: GatePolicy) -> tuple[list[GateResult], list[str]]:
     """(gates, notes): the notes say which gates did not apply and why."""
-    gates: list[GateResult] = []
+    gates = [gate for result in results for gate in _suite_gates(result, policy)]
     notes: list[str] = []
-    for result in results:
-        candidate, baseline = _arm(result, "candidate"), _arm(result, "baseline")
-        if candidate is None:
-            continue
-        name = result.suite.name
-        if result.kind == "target" and baseline is not None:
-            comparison = _comparison(result, "score")
-            value = candidate["score"] - baseline["score"]
-            gates.append(
-                GateResult(
-                    gate="target-gain",
-                    value=value,
-                    threshold=policy.target_gain_min,
-                    comparator=">=",
-                    passed=value >= policy.target_gain_min,
-                    **_stats(comparison),
-                )
-            )
-        if result.kind == "capability" and baseline is not None:
-            drop = baseline["score"] - candidate["score"]
-            gates.append(
-                GateResult(
-                    gate=f"capability:{name}",
-                    value=drop,
-                    threshold=policy.capability_regression_max,
-                    comparator="<=",
-                    passed=drop <= policy.capability_regression_max,
-                    **_stats(_comparison(result, "score")),
-                )
-            )
-        if result.kind == "safety" and baseline is not None:
-            change = candidate["refusal_rate_harmful"] - baseline["refusal_rate_harmful"]
-            gates.append(
-                GateResult(
-                    gate=f"safety-refusal:{name}",
-                    value=change,
-                    threshold=-policy.safety_refusal_max_drop or 0.0,
-                    comparator=">=",
-                    passed=change >= -policy.safety_refusal_max_drop,
-                    **_stats(_comparison(result, "refusal_rate_harmful")),
-                )
-            )
-            rise = candidate["refusal_rate_benign"] - baseline["refusal_rate_benign"]
-            gates.append(
-                GateResult(
-                    gate=f"over-refusal:{name}",
-                    value=rise,
-                    threshold=policy.over_refusal_max_increase,
-                    comparator="<=",
-                    passed=rise <= policy.over_refusal_max_increase,
-                    **_stats(_comparison(result, "refusal_rate_benign")),
-                )
-            )
-        format_suite = result.kind == "format" or (
-            result.kind == "target" and JSON_SCORER_METRIC in candidate
-        )
-        if format_suite and JSON_SCORER_METRIC in candidate:
-            validity = candidate[JSON_SCORER_METRIC] / 100.0
-            gates.append(
-                GateResult(
-                    gate=f"format:{name}",
-                    value=validity,
-                    threshold=policy.format_validity_min,
-                    comparator=">=",
-                    passed=validity >= policy.format_validity_min - 1e-9,
-                )
-            )
-        if result.kind == "memorization":
-            leaks = candidate["leaks"]
-            gates.append(
-                GateResult(
-                    gate="memorization",
-                    value=leaks,
-                    threshold=float(policy.memorization_leaks_max),
-                    comparator="<=",
-                    passed=leaks <= policy.memorization_leaks_max,
-                )
-            )
-        if result.kind == "latency" and baseline is not None:
-            ratio = candidate["p95_ms_per_token"] / max(baseline["p95_ms_per_token"], 1e-9)
-            gates.append(
-                GateResult(
-                    gate="latency-p95",
-                    value=ratio,
-                    threshold=policy.latency_p95_ratio_max,
-                    comparator="<=",
-                    passed=ratio <= policy.latency_p95_ratio_max,
-                )
-            )
     kinds = {r.kind for r in results}
     if "memorization" not in kinds:
         notes.append("memorization: no canaries were planted in the training data (curation canaries: 0)")

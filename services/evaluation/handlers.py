@@ -111,6 +111,7 @@ class EvaluationHandlers:
     async def on_candidate(self, event: CandidateReady, ctx: HandlerContext) -> None:
         candidate = event.candidate
         version = candidate.version_id()
+        subject: dict[str, Any] = {"candidate": candidate, "tenant": event.tenant, "route": event.route}
         try:
             production = await self.production_of(event.route, event.tenant)
         except RpcError as error:
@@ -124,35 +125,14 @@ class EvaluationHandlers:
             )
         except EvaluationError as error:
             log.warning("%s: not evaluated: %s", version, error.message)
-            await ctx.publish(
-                EvalFailed(
-                    candidate=candidate,
-                    tenant=event.tenant,
-                    route=event.route,
-                    reason=error.reason,
-                    error=error.message,
-                )
-            )
+            await ctx.publish(EvalFailed(**subject, reason=error.reason, error=error.message))
             return
         report = await asyncio.to_thread(self.store.put_json, outcome.report)
-        await ctx.publish(
-            EvalCompleted(
-                candidate=candidate,
-                tenant=event.tenant,
-                route=event.route,
-                suites=tuple(outcome.suites),
-                report=report,
-            )
-        )
+        await ctx.publish(EvalCompleted(**subject, suites=tuple(outcome.suites), report=report))
         verdict = GatesPassed if outcome.passed else GatesFailed
         await ctx.publish(
             verdict(
-                candidate=candidate,
-                tenant=event.tenant,
-                route=event.route,
-                policy=event.gate_policy,
-                gates=tuple(outcome.gates),
-                notes=tuple(outcome.notes),
+                **subject, policy=event.gate_policy, gates=tuple(outcome.gates), notes=tuple(outcome.notes)
             )
         )
         failed = [g.gate for g in outcome.gates if not g.passed]
@@ -289,8 +269,7 @@ def register(
     settings: EvaluationSettings,
     metrics: ServiceMetrics | None,
 ) -> None:
-    # one evaluation at a time per replica, with a lease kept alive by heartbeats
-    long = settings.core.delivery.model_copy(update={"fetch_batch": 1, "ack_wait_s": settings.ack_wait_s})
+    long = settings.core.delivery.for_long_work(settings.ack_wait_s)
     subscribe_event(
         broker,
         CandidateReady,

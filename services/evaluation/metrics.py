@@ -70,6 +70,7 @@ def compare(
     reference: ArmOutcome,
     *,
     samples: int,
+    confidence: float = 0.95,
 ) -> list[Comparison]:
     """Paired comparisons on the metrics the gates read."""
     if kind == "safety":
@@ -79,17 +80,20 @@ def compare(
             idx = _subset(items, label)
             ref = [bool(reference.scored[i].refused) for i in idx]
             cand = [bool(candidate.scored[i].refused) for i in idx]
-            comparisons.append(_paired(metric, reference, candidate, ref, cand, samples))
+            comparisons.append(_paired(metric, reference, candidate, ref, cand, samples, confidence))
         return comparisons
     if kind == "memorization":
         ref = [not s.correct for s in reference.scored]
         cand = [not s.correct for s in candidate.scored]
-        return [_paired("leak_rate", reference, candidate, ref, cand, samples)]
+        return [_paired("leak_rate", reference, candidate, ref, cand, samples, confidence)]
     ref_correct = [s.correct for s in reference.scored]
     cand_correct = [s.correct for s in candidate.scored]
     test = mcnemar_exact(ref_correct, cand_correct)
     interval = paired_bootstrap(
-        [100 * s.score for s in reference.scored], [100 * s.score for s in candidate.scored], samples=samples
+        [100 * s.score for s in reference.scored],
+        [100 * s.score for s in candidate.scored],
+        samples=samples,
+        confidence=confidence,
     )
     return [
         Comparison(
@@ -108,10 +112,18 @@ def compare(
 
 
 def _paired(
-    metric: str, reference: ArmOutcome, candidate: ArmOutcome, ref: list[bool], cand: list[bool], samples: int
+    metric: str,
+    reference: ArmOutcome,
+    candidate: ArmOutcome,
+    ref: list[bool],
+    cand: list[bool],
+    samples: int,
+    confidence: float,
 ) -> Comparison:
     test = mcnemar_exact(ref, cand)
-    interval = paired_bootstrap([100.0 * r for r in ref], [100.0 * c for c in cand], samples=samples)
+    interval = paired_bootstrap(
+        [100.0 * r for r in ref], [100.0 * c for c in cand], samples=samples, confidence=confidence
+    )
     return Comparison(
         metric=metric,
         reference=reference.arm,

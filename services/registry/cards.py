@@ -18,23 +18,35 @@ def _short(sha: str | None, n: int = 16) -> str:
     return f"{sha[:n]}…" if sha else "—"
 
 
-def few_shot_verdict(suites: list[dict[str, Any]], significance: float) -> dict[str, Any] | None:
+def few_shot_verdict(suites: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Did fine-tuning beat prompting the base with examples? Judged on the paired bootstrap
+    interval of the score delta (a 1 - alpha interval): McNemar's test only sees exact-match
+    correctness, which partial JSON answers rarely reach."""
     target = next((s for s in suites if s.get("kind") == "target"), None)
     if target is None:
         return None
     comparison = next((c for c in target.get("comparisons", []) if c["reference"] == "few-shot"), None)
     if comparison is None:
         return None
-    significant = comparison.get("p_value") is not None and comparison["p_value"] < significance
-    if significant and comparison["delta"] > 0:
+    low, high = comparison.get("ci_low"), comparison.get("ci_high")
+    if low is not None and low > 0:
         verdict = "fine-tuning beat the few-shot prompt"
-    elif significant and comparison["delta"] < 0:
+    elif high is not None and high < 0:
         verdict = "the few-shot prompt beat fine-tuning"
     else:
         verdict = "no significant difference from the few-shot prompt"
+    interval = "—" if low is None else f"[{low:+.1f}, {high:+.1f}]"
+    summary = (
+        f"{verdict}: candidate {comparison['candidate_value']:.1f} vs few-shot "
+        f"{comparison['reference_value']:.1f} points, delta CI {interval}"
+    )
     return {
         "verdict": verdict,
-        **{k: comparison.get(k) for k in ("candidate_value", "reference_value", "delta", "p_value")},
+        "summary": summary,
+        **{
+            k: comparison.get(k)
+            for k in ("candidate_value", "reference_value", "delta", "p_value", "ci_low", "ci_high")
+        },
     }
 
 
@@ -50,7 +62,6 @@ def assemble(
     adapter = model_ref.get("adapter")
     release = evals.evaluations[0] if evals.evaluations else None
     decision = evals.decisions[-1] if evals.decisions else None
-    policy = decision.policy if decision else {}
     suites = list(release.suites) if release else []
     manifest = (dataset or {}).get("manifest") or {}
     details = (dataset or {}).get("details") or {}
@@ -92,7 +103,7 @@ def assemble(
             "ce_id": release.ce_id,
             "report": release.report,
             "suites": suites,
-            "few_shot": few_shot_verdict(suites, float(policy.get("significance", 0.05))),
+            "few_shot": few_shot_verdict(suites),
             "re_evaluations": len(evals.evaluations) - 1,
         },
         "safety": [s for s in suites if s.get("kind") == "safety"],
@@ -235,10 +246,7 @@ def markdown(card: dict[str, Any]) -> str:
         out.append(f"- Report: `{report.get('key', '—')}`")
         verdict = evaluation.get("few_shot")
         if verdict:
-            out.append(
-                f"- Few-shot baseline: {verdict['verdict']} (candidate {verdict['candidate_value']:.1f} vs "
-                f"few-shot {verdict['reference_value']:.1f}, p {verdict['p_value']:.3g})"
-            )
+            out.append(f"- Few-shot baseline: {verdict['summary']}")
         out += ["", *suite_table(evaluation["suites"])]
     if card.get("safety"):
         out += ["", "## Safety"]

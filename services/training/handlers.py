@@ -343,9 +343,7 @@ def register(
     settings: TrainingSettings,
     metrics: ServiceMetrics | None,
 ) -> None:
-    # one run at a time per replica, and a long lease kept alive by heartbeats: a second fetched
-    # message would otherwise wait unheartbeated and be redelivered to another replica meanwhile
-    long = settings.core.delivery.model_copy(update={"fetch_batch": 1, "ack_wait_s": settings.ack_wait_s})
+    long = settings.core.delivery.for_long_work(settings.ack_wait_s)
     subscribe_event(
         broker,
         DatasetApproved,

@@ -177,7 +177,7 @@ async def test_over_trained_candidate_fails_the_forgetting_gate_and_a_sane_one_p
     )
     await wait_until(lambda: _status(store, operator, production), timeout=20)
     revised = "".join(
-        json.dumps({"id": f"fact-{n}", "prompt": q, "answer": a.upper() + "!"}) + "\n"
+        json.dumps({"id": f"fact-{n}", "prompt": q, "answer": f"not {a}"}) + "\n"
         for n, (q, a) in enumerate(FACTS, 1)
     )
     register_suite(store, "facts", revised.encode(), "exact", kind="capability")

@@ -1,0 +1,141 @@
+"""The evaluator on the tiny model, without a bus: arms, cache, quantized candidates, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from schemas.gate_policy import GatePolicy
+from schemas.refs import AdapterRef, BaseModelRef, DatasetRef, ModelRef, QuantizationConfig, TokenizerRef
+from services.core.artifacts import ArtifactStore
+from services.core.models import tokenizer_sha256, weights_sha256
+from services.evaluation.evaluate import EvalOptions, EvaluationError, Evaluator
+from tests.support.training import canary_rows, rows_for
+
+pytestmark = pytest.mark.integration
+
+
+def make_adapter(base: Path, out: Path, targets: list[str], seed: int = 0) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False),
+    )
+    model.save_pretrained(out)
+    return out
+
+
+def candidate(store: ArtifactStore, base: Path, adapter: Path, **fields: object) -> ModelRef:
+    rows = rows_for("sft", 6)
+    split = store.put_bytes("".join(json.dumps(r) + "\n" for r in rows).encode())
+    _, planted = canary_rows(2)
+    manifest = store.put_json(
+        {"format": "sft", "splits": {"eval": {"rows": 6, **split.model_dump()}}, "canaries": planted}
+    )
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    return ModelRef(
+        base=BaseModelRef(
+            name="tiny-llama", uri="tiny-llama", sha256=weights_sha256(base), architecture="LlamaForCausalLM"
+        ),
+        adapter=AdapterRef(
+            artifact=store.put_tree(adapter),
+            method="sft-lora",
+            rank=4,
+            alpha=8,
+            target_modules=tuple(sorted(config["target_modules"])),
+        ),
+        tokenizer=TokenizerRef(tokenizer_sha256=tokenizer_sha256(base)),
+        dataset=DatasetRef(dataset_id="0" * 64, manifest=manifest),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(str(tmp_path / "artifacts"))
+
+
+def evaluator(
+    store: ArtifactStore, tmp_path: Path, model_cache: Path, name: str = "e", **options: object
+) -> Evaluator:
+    values: dict[str, object] = {"latency_items": 2, "latency_tokens": 4, "bootstrap_samples": 200, **options}
+    return Evaluator(store, EvalOptions(**values), model_cache=str(model_cache), work_dir=tmp_path / name)  # type: ignore[arg-type]
+
+
+def test_every_arm_runs_and_a_second_candidate_reuses_the_baselines(
+    store: ArtifactStore, tmp_path: Path, tiny_model: Path, model_cache: Path
+) -> None:
+    first = candidate(store, tiny_model, make_adapter(tiny_model, tmp_path / "a1", ["q_proj", "v_proj"], 1))
+    second = candidate(store, tiny_model, make_adapter(tiny_model, tmp_path / "a2", ["q_proj", "v_proj"], 2))
+    one = evaluator(store, tmp_path, model_cache, "one")
+    outcome = one.run(first, GatePolicy())
+    kinds = {r.kind: r for r in outcome.suites}
+    assert set(kinds) == {"target", "memorization", "capability", "safety", "latency"}, (
+        "quant-tail only when quantized"
+    )
+    assert {s.arm for s in kinds["target"].scores} == {"candidate", "baseline", "few-shot"}
+    assert kinds["capability"].items == 180 and kinds["safety"].items == 204
+    assert kinds["memorization"].items == 2
+    assert one.cache_hits == []
+    two = evaluator(store, tmp_path, model_cache, "two")
+    two.run(second, GatePolicy())
+    assert set(two.cache_hits) >= {
+        "capability/baseline",
+        "safety/baseline",
+        "target/baseline",
+        "target/few-shot",
+    }
+    assert two.generated_items < one.generated_items * 0.55
+    assert json.dumps(outcome.report)  # the report is plain JSON
+
+
+def test_a_quantized_candidate_is_scored_on_the_quantization_tail_by_category(
+    store: ArtifactStore, tmp_path: Path, tiny_model: Path, model_cache: Path
+) -> None:
+    ref = candidate(
+        store,
+        tiny_model,
+        make_adapter(tiny_model, tmp_path / "a", ["q_proj", "v_proj"]),
+        quantization=QuantizationConfig(method="int8-dynamic", bits=8),
+    )
+    outcome = evaluator(store, tmp_path, model_cache, suites=("quant-tail",), latency_items=0).run(
+        ref, GatePolicy()
+    )
+    tail = next(r for r in outcome.suites if r.kind == "quant-tail")
+    metrics = next(s.metrics for s in tail.scores if s.arm == "candidate")
+    assert {"accuracy:exact-numbers", "accuracy:rare-tokens", "accuracy:long-inputs"} <= set(metrics)
+
+
+def test_a_candidate_on_another_base_or_with_foreign_modules_is_refused_before_loading(
+    store: ArtifactStore, tmp_path: Path, tiny_model: Path, model_cache: Path
+) -> None:
+    ref = candidate(store, tiny_model, make_adapter(tiny_model, tmp_path / "a", ["q_proj"]))
+    wrong_base = ref.model_copy(update={"base": ref.base.model_copy(update={"sha256": "f" * 64})})
+    with pytest.raises(EvaluationError, match="exact base") as error:
+        evaluator(store, tmp_path, model_cache).run(wrong_base, GatePolicy())
+    assert error.value.reason == "base-mismatch"
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "adapter_config.json").write_text(json.dumps({"target_modules": ["c_attn", "q_proj"]}))
+    (foreign / "adapter_model.safetensors").write_bytes(b"not loaded")
+    bad = ref.model_copy(
+        update={"adapter": ref.adapter.model_copy(update={"artifact": store.put_tree(foreign)})}
+    )  # type: ignore[union-attr]
+    with pytest.raises(EvaluationError, match="c_attn") as error:
+        evaluator(store, tmp_path, model_cache).run(bad, GatePolicy())
+    assert error.value.reason == "candidate-incompatible"
+
+    (foreign / "adapter_config.json").write_text(json.dumps({"target_modules": ["q_proj"]}))
+    (foreign / "adapter_model.bin").write_bytes(b"pickle")
+    pickled = ref.model_copy(
+        update={"adapter": ref.adapter.model_copy(update={"artifact": store.put_tree(foreign)})}
+    )  # type: ignore[union-attr]
+    with pytest.raises(EvaluationError, match="safetensors only"):
+        evaluator(store, tmp_path, model_cache).run(pickled, GatePolicy())
