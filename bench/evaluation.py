@@ -53,7 +53,7 @@ def adapter(base: Path, out: Path, seed: int) -> Path:
         for name, parameter in peft.named_parameters():
             if "lora_B" in name:
                 parameter.mul_(0.01)  # small: a candidate close to its base, as a sane LoRA is
-    peft.save_pretrained(out)
+    peft.save_pretrained(str(out))
     return out
 
 
@@ -120,10 +120,11 @@ def cache(model: str, base: Path, work: Path, cache_dir: str, target_rows: int) 
         started = time.perf_counter()
         outcome = evaluator.run(ref, GatePolicy())
         seconds = time.perf_counter() - started
-        timings.append((seconds, evaluator.generated_items, len(evaluator.cache_hits), outcome.passed))
+        failed = [g.gate for g in outcome.gates if not g.passed]
+        timings.append((seconds, evaluator.generated_items, len(evaluator.cache_hits), failed))
     print(f"\n2. full evaluation (target {target_rows} rows, capability, safety, latency), same base")
-    for n, (seconds, generated, hits, passed) in enumerate(timings, start=1):
-        verdict = "passed" if passed else "failed"
+    for n, (seconds, generated, hits, failed) in enumerate(timings, start=1):
+        verdict = f"failed ({', '.join(failed)})" if failed else "passed"
         print(
             f"   candidate {n}: {seconds:7.1f} s, {generated} items generated, "
             f"{hits} arms from cache, gates {verdict}"

@@ -1204,8 +1204,8 @@ def suites_add(
     ] = "custom",
 ) -> None:
     """Register a suite; every later evaluation runs it (and curation checks training data against it)."""
-    if not data.is_file():
-        raise _fail(f"{data}: no such file")
+    if not data.exists():
+        raise _fail(f"{data}: no such file or directory")
 
     async def send() -> dict[str, Any]:
         async with _connected() as runtime:

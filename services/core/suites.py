@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.refs import ArtifactRef, EvalSuiteRef
+from services.core import lm_eval_tasks
 from services.core.artifacts import ArtifactStore
 
 SHIPPED_DIR = Path(__file__).parent / "suites"
@@ -22,7 +23,8 @@ REGISTERED_PREFIX = "refs/suites"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 SCORERS = ("exact", "token-f1", "json-schema", "json-match", "regex", "contains", "refusal", "none")
-"""Scorer names a suite or an item may use."""
+"""Scorer names a suite or an item may use; `lm-eval:<task>` runs an lm-evaluation-harness task
+from a directory uploaded with the suite (see services/core/lm_eval_tasks.py)."""
 KINDS = ("capability", "safety", "format", "quant-tail", "latency", "custom")
 """What a suite guards: capability (forgetting), safety, format (validity must be 100%), quant-tail
 (scored for quantized candidates only), latency, custom (reported, no gate)."""
@@ -41,7 +43,13 @@ class Suite:
     data: bytes
     kind: str = "custom"
 
+    @property
+    def harness_task(self) -> str | None:
+        return lm_eval_tasks.task_name(self.scorer)
+
     def items(self) -> list[dict[str, Any]]:
+        if self.harness_task is not None:
+            return lm_eval_tasks.rows(self.data, self.harness_task)
         return parse_items(self.data, self.name)
 
     def ref(self) -> EvalSuiteRef:
@@ -54,14 +62,9 @@ def suite_version(data: bytes, scorer: str, kind: str) -> str:
 
 
 def check_scorer(scorer: str, where: str) -> None:
-    if scorer in SCORERS:
+    if scorer in SCORERS or lm_eval_tasks.task_name(scorer):
         return
-    if scorer.startswith("lm-eval:"):
-        raise SuiteError(
-            f"{where}: lm-evaluation-harness tasks are not supported yet; export the task's items to "
-            "JSONL with a prompt and an answer and use one of " + ", ".join(SCORERS)
-        )
-    raise SuiteError(f"{where}: unknown scorer {scorer!r}; use one of {', '.join(SCORERS)}")
+    raise SuiteError(f"{where}: unknown scorer {scorer!r}; use one of {', '.join(SCORERS)} or lm-eval:<task>")
 
 
 def parse_items(data: bytes, name: str) -> list[dict[str, Any]]:
@@ -116,10 +119,18 @@ def register_suite(store: ArtifactStore, name: str, data: bytes, scorer: str, ki
     if kind not in KINDS:
         raise SuiteError(f"suite {name}: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     check_scorer(scorer, f"suite {name}")
-    for number, item in enumerate(parse_items(data, name), start=1):
-        if "scorer" in item:
-            check_scorer(str(item["scorer"]), f"suite {name}, item {number}")
-    ref = store.put_bytes(data, media_type="application/jsonl")
+    task = lm_eval_tasks.task_name(scorer)
+    if task is not None:
+        try:
+            lm_eval_tasks.inspect(data, task)
+        except lm_eval_tasks.TaskError as error:
+            raise SuiteError(f"suite {name}: {error}") from None
+    else:
+        for number, item in enumerate(parse_items(data, name), start=1):
+            if "scorer" in item:
+                check_scorer(str(item["scorer"]), f"suite {name}, item {number}")
+    media_type = "application/x-tar" if task else "application/jsonl"
+    ref = store.put_bytes(data, media_type=media_type)
     store.put_named_json(
         f"{REGISTERED_PREFIX}/{name}.json",
         {"name": name, "scorer": scorer, "kind": kind, "artifact": ref.model_dump()},

@@ -169,7 +169,7 @@ class Engine:
         )
 
     @contextlib.contextmanager
-    def _active(self, arm_name: str) -> Iterator[Any]:
+    def active(self, arm_name: str) -> Iterator[Any]:
         arm = self.arms[arm_name]
         model = arm.model
         if hasattr(model, "disable_adapter") and hasattr(model, "set_adapter"):
@@ -199,7 +199,7 @@ class Engine:
         order = sorted(range(len(texts)), key=lambda i: lengths[i])
         size = batch_size or self.batch_size
         results: list[Generation | None] = [None] * len(texts)
-        with self._active(arm) as model:
+        with self.active(arm) as model:
             for start in range(0, len(order), size):
                 chunk = order[start : start + size]
                 for index, generation in zip(

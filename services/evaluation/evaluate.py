@@ -25,7 +25,9 @@ from services.core.models import ModelResolutionError, resolve_base_model, weigh
 from services.core.suites import Suite, all_suites
 from services.evaluation.engine import Engine, EngineError
 from services.evaluation.gates import evaluate_gates
+from services.evaluation.harness import HarnessMissing, score_task
 from services.evaluation.metrics import ArmOutcome, compare, score_outputs
+from services.evaluation.scoring import Scored
 from services.evaluation.stats import percentile
 from services.evaluation.suites import (
     PlanError,
@@ -145,27 +147,16 @@ class Evaluator:
         answer_tokens = _token_counter(engine)
         if eval_split:
             try:
-                target = target_plan(
-                    eval_split,
-                    str(manifest.get("format", "sft")),
-                    policy,
-                    answer_tokens=0,
-                    max_new_tokens=self.options.max_new_tokens,
-                )
+                plans.append(target_plan(eval_split, str(manifest.get("format", "sft")), policy))
             except PlanError as error:
                 raise EvaluationError("target-suite-invalid", str(error)) from None
-            target.max_new_tokens = min(self.options.max_new_tokens, answer_tokens(target.items) + 16)
-            plans.append(target)
         memorization = memorization_plan(list(manifest.get("canaries") or []))
         if memorization is not None:
             plans.append(memorization)
-        for suite in self._catalogue(ref):
-            if suite.kind == "latency":
-                continue  # measured separately, never batched
-            plan = catalogue_plan(suite, answer_tokens=0, max_new_tokens=self.options.max_new_tokens)
-            if suite.kind != "safety":
+        plans += [catalogue_plan(suite) for suite in self._catalogue(ref) if suite.kind != "latency"]
+        for plan in plans:  # answers get room for the longest reference answer, and some slack
+            if plan.max_new_tokens == 0 and plan.harness is None:
                 plan.max_new_tokens = min(self.options.max_new_tokens, answer_tokens(plan.items) + 16)
-            plans.append(plan)
         return plans
 
     def _catalogue(self, ref: ModelRef) -> list[Suite]:
@@ -198,14 +189,10 @@ class Evaluator:
     def _outputs(
         self, engine: Engine, plan: SuitePlan, arm: str, cache_key: str | None
     ) -> tuple[list[str], bool]:
-        if cache_key and self.options.cache:
-            try:
-                cached = self.store.read_named_json(cache_key)
-                if cached.get("ids") == [str(i["id"]) for i in plan.items]:
-                    self.cache_hits.append(f"{plan.ref.name}/{arm}")
-                    return list(cached["outputs"]), True
-            except (ArtifactNotFound, ValueError, KeyError):
-                pass
+        cached = self._cached(cache_key, [str(i["id"]) for i in plan.items])
+        if cached is not None and "outputs" in cached:
+            self.cache_hits.append(f"{plan.ref.name}/{arm}")
+            return list(cached["outputs"]), True
         if arm == "few-shot":
             prompts = [plan.few_shot_messages(i) for i in range(len(plan.items))]
         else:
@@ -222,6 +209,49 @@ class Evaluator:
                 cache_key, {"ids": [str(i["id"]) for i in plan.items], "outputs": outputs}
             )
         return outputs, False
+
+    def _harness_outcome(
+        self, engine: Engine, plan: SuitePlan, arm: str, version: str, cache_key: str | None
+    ) -> ArmOutcome:
+        """An lm-eval task on one arm: per-document metric values as the paired outcomes."""
+        assert plan.harness is not None and plan.harness.harness_task is not None
+        task = plan.harness.harness_task
+        cached = self._cached(cache_key, None)
+        if cached is not None and "values" in cached:
+            self.cache_hits.append(f"{plan.ref.name}/{arm}")
+            metric, values = str(cached["metric"]), [float(v) for v in cached["values"]]
+        else:
+            started = time.perf_counter()
+            try:
+                metric, values = score_task(engine, arm, plan.harness.data, task, self.work_dir)
+            except HarnessMissing as error:
+                raise EvaluationError("lm-eval-missing", str(error)) from None
+            self.generated_items += len(values)
+            self.progress(
+                f"{plan.ref.name}: {arm} ran lm-eval {task} ({len(values)} docs) in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
+            if cache_key and self.options.cache:
+                self.store.put_named_json(cache_key, {"metric": metric, "values": values})
+        plan.items = [{"id": f"doc-{i}"} for i in range(len(values))]
+        scored = [Scored(v, v >= 0.5) for v in values]
+        metrics = {
+            "score": 100.0 * sum(values) / max(1, len(values)),
+            "accuracy": 100.0 * sum(s.correct for s in scored) / max(1, len(scored)),
+        }
+        outputs = [f"{metric}={v:g}" for v in values]
+        return ArmOutcome(arm, version, outputs, scored, metrics, cached is not None)  # type: ignore[arg-type]
+
+    def _cached(self, cache_key: str | None, ids: list[str] | None) -> dict[str, Any] | None:
+        if not (cache_key and self.options.cache):
+            return None
+        try:
+            cached = self.store.read_named_json(cache_key)
+        except (ArtifactNotFound, ValueError):
+            return None
+        if not isinstance(cached, dict) or (ids is not None and cached.get("ids") != ids):
+            return None
+        return cached
 
     def run(self, candidate: ModelRef, policy: GatePolicy, production: ModelRef | None = None) -> Outcome:
         timings: dict[str, float] = {}
@@ -249,12 +279,17 @@ class Evaluator:
         generation_started = time.perf_counter()
         for plan in plans:
             arms = ["candidate", "baseline"]
-            if plan.kind == "target" and plan.few_shot > 0 and len(plan.items) > 1:
+            if plan.kind == "target" and plan.few_shot > 0 and len(plan.items) > 1 and plan.harness is None:
                 arms.append("few-shot")
             if production is not None:
                 arms.append("production")
             outcomes: dict[str, ArmOutcome] = {}
             for arm in arms:
+                if plan.harness is not None:
+                    tag = versions["production"] if arm == "production" else arm
+                    key = None if arm == "candidate" else self._cache_key(base_sha, plan, arm, tag, tokenizer)
+                    outcomes[arm] = self._harness_outcome(engine, plan, arm, versions[arm], key)
+                    continue
                 key = None
                 if arm in ("baseline", "few-shot"):
                     key = self._cache_key(base_sha, plan, arm, arm, tokenizer)

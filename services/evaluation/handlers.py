@@ -32,8 +32,8 @@ from services.core.bus import EventBus
 from services.core.delivery import HandlerContext, subscribe_event
 from services.core.metrics import ServiceMetrics
 from services.core.rpc import RpcError, query, serve
-from services.core.suites import SuiteError, all_suites, parse_items, register_suite
-from services.core.uploads import UploadError, download
+from services.core.suites import SuiteError, all_suites, register_suite
+from services.core.uploads import UploadError, download, pack_directory
 from services.evaluation.config import EvaluationSettings
 from services.evaluation.evaluate import EvalOptions, EvaluationError, Evaluator, Outcome
 
@@ -193,7 +193,7 @@ class EvaluationHandlers:
                 scorer=s.scorer,
                 origin=s.origin,
                 sha256=s.ref().sha256,
-                items=len(parse_items(s.data, s.name)),
+                items=len(s.items()),
             )
             for s in suites
         ]
@@ -207,7 +207,8 @@ class EvaluationHandlers:
         work = Path(self.settings.work_dir) / "uploads" / uuid.uuid4().hex
         try:
             path = await download(self.broker.connection.jetstream(), request.upload, work)
-            data = await asyncio.to_thread(path.read_bytes)
+            # an lm-eval task arrives as a directory: stored as one deterministic tar
+            data = await asyncio.to_thread(pack_directory if path.is_dir() else Path.read_bytes, path)
             suite = await asyncio.to_thread(
                 register_suite, self.store, request.name, data, request.scorer, request.kind
             )

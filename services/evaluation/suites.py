@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from schemas.gate_policy import GatePolicy
 from schemas.refs import EvalSuiteRef
-from services.core.suites import Suite, parse_items, suite_version
+from services.core.suites import Suite, suite_version
 from services.evaluation.scoring import parse_json
 
 Messages = list[dict[str, str]]
@@ -28,7 +28,7 @@ class SuitePlan:
     items: list[dict[str, Any]]
     max_new_tokens: int
     few_shot: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    harness: Suite | None = None  # an lm-evaluation-harness task, scored by lm-eval itself
 
     def messages(self, item: dict[str, Any]) -> Messages:
         if isinstance(item.get("messages"), list):
@@ -87,14 +87,8 @@ def target_scorer(policy: GatePolicy, items: list[dict[str, Any]]) -> str:
     return "token-f1"
 
 
-def target_plan(
-    eval_split: bytes,
-    data_format: str,
-    policy: GatePolicy,
-    *,
-    answer_tokens: int,
-    max_new_tokens: int,
-) -> SuitePlan:
+def target_plan(eval_split: bytes, data_format: str, policy: GatePolicy) -> SuitePlan:
+    """The held-out split as a suite; its token budget (max_new_tokens) is set by the caller."""
     rows = [json.loads(line) for line in eval_split.decode("utf-8").splitlines() if line.strip()]
     items = target_items(rows, data_format)
     if not items:
@@ -118,7 +112,7 @@ def target_plan(
         kind="target",
         scorer=scorer,
         items=items,
-        max_new_tokens=min(max_new_tokens, answer_tokens + 16),
+        max_new_tokens=0,
         few_shot=policy.few_shot,
     )
 
@@ -143,11 +137,16 @@ def memorization_plan(canaries: list[dict[str, str]]) -> SuitePlan | None:
 SAFETY_TOKENS = 40
 
 
-def catalogue_plan(suite: Suite, *, answer_tokens: int, max_new_tokens: int) -> SuitePlan:
-    items = parse_items(suite.data, suite.name)
-    budget = SAFETY_TOKENS if suite.kind == "safety" else min(max_new_tokens, answer_tokens + 16)
+def catalogue_plan(suite: Suite) -> SuitePlan:
+    """A catalogue suite; safety answers need only their opening, others get a budget from the caller
+    (max_new_tokens 0), and lm-eval tasks carry their directory instead of items."""
+    if suite.harness_task is not None:
+        return SuitePlan(
+            ref=suite.ref(), kind=suite.kind, scorer=suite.scorer, items=[], max_new_tokens=0, harness=suite
+        )
+    budget = SAFETY_TOKENS if suite.kind == "safety" else 0
     return SuitePlan(
-        ref=suite.ref(), kind=suite.kind, scorer=suite.scorer, items=items, max_new_tokens=max(8, budget)
+        ref=suite.ref(), kind=suite.kind, scorer=suite.scorer, items=suite.items(), max_new_tokens=budget
     )
 
 

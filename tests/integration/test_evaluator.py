@@ -139,3 +139,26 @@ def test_a_candidate_on_another_base_or_with_foreign_modules_is_refused_before_l
     )  # type: ignore[union-attr]
     with pytest.raises(EvaluationError, match="safetensors only"):
         evaluator(store, tmp_path, model_cache).run(pickled, GatePolicy())
+
+
+def test_an_lm_eval_task_scores_candidate_and_base_per_document(
+    store: ArtifactStore, tmp_path: Path, tiny_model: Path, model_cache: Path
+) -> None:
+    from services.core.suites import register_suite
+    from services.core.uploads import pack_directory
+
+    task_dir = Path(__file__).parents[2] / "examples" / "lm-eval-task"
+    register_suite(store, "arith", pack_directory(task_dir), "lm-eval:tl_arith", kind="capability")
+    ref = candidate(store, tiny_model, make_adapter(tiny_model, tmp_path / "a", ["q_proj", "v_proj"]))
+    first = evaluator(store, tmp_path, model_cache, "one", suites=("arith",), latency_items=0)
+    outcome = first.run(ref, GatePolicy())
+    arith = next(r for r in outcome.suites if r.suite.name == "arith")
+    assert arith.kind == "capability" and arith.items == 24
+    arms = {s.arm: s.metrics for s in arith.scores}
+    assert set(arms) == {"candidate", "baseline"} and 0 <= arms["baseline"]["score"] <= 100
+    [comparison] = arith.comparisons
+    assert comparison.statistic == "mcnemar-exact" and comparison.p_value is not None
+    assert any(g.gate == "capability:arith" for g in outcome.gates)
+    second = evaluator(store, tmp_path, model_cache, "two", suites=("arith",), latency_items=0)
+    second.run(ref, GatePolicy())
+    assert "arith/baseline" in second.cache_hits

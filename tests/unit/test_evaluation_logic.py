@@ -210,14 +210,14 @@ def test_target_plan_picks_json_match_for_json_answers_and_builds_few_shot_promp
         for i in range(4)
     ]
     data = "".join(json.dumps(r) + "\n" for r in rows).encode()
-    plan = target_plan(data, "sft", GatePolicy(few_shot=2), answer_tokens=4, max_new_tokens=64)
+    plan = target_plan(data, "sft", GatePolicy(few_shot=2))
     assert plan.scorer == "json-match" and plan.kind == "target"
     prompt = plan.few_shot_messages(0)
     assert [m["content"] for m in prompt] == ["t1", '{"n": 1}', "t2", '{"n": 2}', "t0"]
-    other = target_plan(data, "sft", GatePolicy(target_scorer="exact"), answer_tokens=4, max_new_tokens=64)
+    other = target_plan(data, "sft", GatePolicy(target_scorer="exact"))
     assert other.ref.sha256 != plan.ref.sha256, "the scorer is part of the suite's version"
     with pytest.raises(PlanError, match="target_schema"):
-        target_plan(data, "sft", GatePolicy(target_scorer="json-schema"), answer_tokens=4, max_new_tokens=64)
+        target_plan(data, "sft", GatePolicy(target_scorer="json-schema"))
     assert isinstance(plan, SuitePlan)
 
 
@@ -264,5 +264,61 @@ def test_registering_a_suite_checks_kind_and_scorer(tmp_path: Path) -> None:
         register_suite(store, "bad", data, "exact", kind="vibes")
     with pytest.raises(SuiteError, match="unknown scorer"):
         register_suite(store, "bad", data, "bleu")
-    with pytest.raises(SuiteError, match="not supported yet"):
+    with pytest.raises(SuiteError, match="not a task directory"):
         register_suite(store, "harness", data, "lm-eval:arc_easy")
+
+
+# -- lm-evaluation-harness task directories ------------------------------------------------
+LM_EVAL_TASK = Path(__file__).parents[2] / "examples" / "lm-eval-task"
+
+
+def _task_tar(tmp_path: Path, yaml_text: str | None = None, extra: dict[str, str] | None = None) -> bytes:
+    from services.core.uploads import pack_directory
+
+    folder = tmp_path / "task"
+    folder.mkdir()
+    (folder / "task.yaml").write_text(yaml_text or (LM_EVAL_TASK / "task.yaml").read_text())
+    (folder / "data.jsonl").write_text((LM_EVAL_TASK / "data.jsonl").read_text())
+    for name, text in (extra or {}).items():
+        (folder / name).write_text(text)
+    return pack_directory(folder)
+
+
+def test_an_lm_eval_task_directory_is_accepted_and_its_documents_are_suite_items(tmp_path: Path) -> None:
+    from services.core import lm_eval_tasks
+
+    data = _task_tar(tmp_path)
+    found = lm_eval_tasks.inspect(data, "tl_arith")
+    assert found.config["output_type"] == "multiple_choice"
+    rows = lm_eval_tasks.rows(data, "tl_arith")
+    assert len(rows) == 24 and rows[0]["question"].startswith("What is")
+    unpacked = lm_eval_tasks.unpack(data, "tl_arith", tmp_path / "out")
+    patched = (unpacked / "task.yaml").read_text()
+    assert str(tmp_path / "out" / "data.jsonl") in patched, "data files point inside the unpacked task"
+    store = ArtifactStore(str(tmp_path / "store"))
+    suite = register_suite(store, "arith", data, "lm-eval:tl_arith", kind="capability")
+    assert suite.harness_task == "tl_arith" and len(suite.items()) == 24
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        (
+            "task: tl_arith\ndataset_path: json\ndataset_kwargs: {data_files: {test: data.jsonl}}\n"
+            "process_docs: !function utils.process\n",
+            "no task code",
+        ),
+        ("task: tl_arith\ndataset_path: cais/mmlu\n", "would download"),
+        (
+            "task: tl_arith\ndataset_path: json\ndataset_kwargs: {data_files: {test: ../secret.jsonl}}\n",
+            "not inside",
+        ),
+        ("task: other\ndataset_path: json\n", "no YAML in the directory defines task 'tl_arith'"),
+    ],
+)
+def test_unsafe_or_unrunnable_lm_eval_tasks_are_refused_at_registration(
+    tmp_path: Path, yaml_text: str, message: str
+) -> None:
+    store = ArtifactStore(str(tmp_path / "store"))
+    with pytest.raises(SuiteError, match=message):
+        register_suite(store, "arith", _task_tar(tmp_path, yaml_text), "lm-eval:tl_arith")
