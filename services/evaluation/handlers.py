@@ -32,7 +32,7 @@ from services.core.bus import EventBus
 from services.core.delivery import HandlerContext, subscribe_event
 from services.core.metrics import ServiceMetrics
 from services.core.rpc import RpcError, query, serve
-from services.core.suites import SuiteError, all_suites, register_suite
+from services.core.suites import Suite, SuiteError, all_suites, register_suite
 from services.core.uploads import UploadError, download, pack_directory
 from services.evaluation.config import EvaluationSettings
 from services.evaluation.evaluate import EvalOptions, EvaluationError, Evaluator, Outcome
@@ -186,18 +186,7 @@ class EvaluationHandlers:
     # -- suites RPC -----------------------------------------------------------------------------
     async def suites_list(self, body: Any) -> dict[str, Any]:
         suites = await asyncio.to_thread(all_suites, self.store)
-        infos = [
-            SuiteInfo(
-                name=s.name,
-                kind=s.kind,
-                scorer=s.scorer,
-                origin=s.origin,
-                sha256=s.ref().sha256,
-                items=len(s.items()),
-            )
-            for s in suites
-        ]
-        return SuiteList(suites=tuple(infos)).model_dump(mode="json")
+        return SuiteList(suites=tuple(_info(s) for s in suites)).model_dump(mode="json")
 
     async def suites_add(self, body: Any) -> dict[str, Any]:
         try:
@@ -216,15 +205,18 @@ class EvaluationHandlers:
             return QueryError(error=str(error), code="bad-request").model_dump()
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        info = SuiteInfo(
-            name=suite.name,
-            kind=suite.kind,
-            scorer=suite.scorer,
-            origin=suite.origin,
-            sha256=suite.ref().sha256,
-            items=len(suite.items()),
-        )
-        return info.model_dump(mode="json")
+        return _info(suite).model_dump(mode="json")
+
+
+def _info(suite: Suite) -> SuiteInfo:
+    return SuiteInfo(
+        name=suite.name,
+        kind=suite.kind,
+        scorer=suite.scorer,
+        origin=suite.origin,
+        sha256=suite.ref().sha256,
+        items=len(suite.items()),
+    )
 
 
 def _drift_metrics(result: SuiteResult) -> dict[str, float]:
@@ -271,23 +263,18 @@ def register(
     metrics: ServiceMetrics | None,
 ) -> None:
     long = settings.core.delivery.for_long_work(settings.ack_wait_s)
-    subscribe_event(
-        broker,
-        CandidateReady,
-        handlers.on_candidate,
-        service=SERVICE,
-        bus=bus,
-        delivery=long,
-        metrics=metrics,
-    )
-    subscribe_event(
-        broker,
-        DriftCheckRequested,
-        handlers.on_drift_check,
-        service=SERVICE,
-        bus=bus,
-        delivery=long,
-        metrics=metrics,
-    )
+    for event_cls, handler in (
+        (CandidateReady, handlers.on_candidate),
+        (DriftCheckRequested, handlers.on_drift_check),
+    ):
+        subscribe_event(
+            broker,
+            event_cls,
+            handler,  # type: ignore[arg-type]
+            service=SERVICE,
+            bus=bus,
+            delivery=long,
+            metrics=metrics,
+        )
     serve(broker, SERVICE, "suites.list", handlers.suites_list)
     serve(broker, SERVICE, "suites.add", handlers.suites_add)
