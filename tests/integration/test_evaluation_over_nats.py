@@ -28,6 +28,7 @@ from services.core.settings import CoreSettings
 from services.core.suites import register_suite
 from services.evaluation.app import build_evaluation
 from services.evaluation.config import EvaluationSettings
+from services.evaluation.handlers import EvaluationHandlers
 from services.registry.app import build_registry
 from services.registry.config import RegistrySettings
 from services.training.app import build_training
@@ -35,7 +36,7 @@ from services.training.config import TrainingSettings
 from services.training.job import TrainingJob
 from services.training.worker import run
 from tests.conftest import wait_until
-from tests.support.stream import first_event
+from tests.support.stream import first_event, stored_events
 from tests.support.training import approved, recipe, write_rows
 
 pytestmark = pytest.mark.integration
@@ -121,7 +122,7 @@ def gate(verdict: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 async def test_over_trained_candidate_fails_the_forgetting_gate_and_a_sane_one_passes(
-    operator: ServiceRuntime, store: ArtifactStore, knowing_base: Path
+    operator: ServiceRuntime, store: ArtifactStore, knowing_base: Path, core: CoreSettings
 ) -> None:
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     over = recipe(
@@ -187,6 +188,27 @@ async def test_over_trained_candidate_fails_the_forgetting_gate_and_a_sane_one_p
     [delta] = drift["deltas"]
     assert delta["suite"]["name"] == "facts" and delta["delta"] <= -50 and delta["threshold"] == 5.0
 
+    # the schedule publishes one check per production route and interval: replicas deduplicate
+    handlers = EvaluationHandlers(EvaluationSettings(core=core), store, operator.broker)
+    assert await handlers.publish_drift_checks(operator.bus, slot=7) == 1
+    assert await handlers.publish_drift_checks(operator.bus, slot=7) == 1
+    js = operator.broker.connection.jetstream()
+    scheduled = [
+        e
+        for e in await stored_events(js, "drift.check-requested")
+        if e.payload["requested_by"] == "scheduler"
+    ]
+    assert len(scheduled) == 1 and scheduled[0].payload["route"] == "sane"
+
+    # the next candidate on the route is compared with the production version too
+    successor = approved(store, sane, rows=64, seed=3, route="sane")
+    await operator.bus.publish(successor)
+    completed_next = await _eval_of_dataset(operator, successor.dataset_id)
+    facts_next = next(r for r in completed_next["suites"] if r["suite"]["name"] == "facts")
+    arms_next = {a["arm"]: a["version_id"] for a in facts_next["scores"]}
+    assert arms_next["production"] == production
+    assert any(c["reference"] == "production" for c in facts_next["comparisons"])
+
 
 async def test_a_candidate_that_memorized_its_canaries_fails_the_memorization_gate(
     operator: ServiceRuntime, store: ArtifactStore, tiny_model: Path
@@ -213,6 +235,19 @@ async def test_a_candidate_that_memorized_its_canaries_fails_the_memorization_ga
     arms = {s["arm"]: s["metrics"] for s in suite["scores"]}
     assert arms["baseline"]["leaks"] == 0, "the base never saw the canaries"
     assert arms["candidate"]["leaks"] == memorization["value"]
+
+
+async def _eval_of_dataset(operator: ServiceRuntime, dataset_id: str) -> dict[str, Any]:
+    js = operator.broker.connection.jetstream()
+
+    async def found() -> dict[str, Any] | None:
+        for event in await stored_events(js, "eval.completed"):
+            dataset = event.payload["candidate"].get("dataset") or {}
+            if dataset.get("dataset_id") == dataset_id:
+                return event.payload
+        return None
+
+    return await wait_until(found, timeout=180, interval=0.3)  # type: ignore[no-any-return]
 
 
 async def _status(store: ArtifactStore, operator: ServiceRuntime, version: str) -> bool:
