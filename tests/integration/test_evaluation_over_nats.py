@@ -247,7 +247,7 @@ async def _eval_of_dataset(operator: ServiceRuntime, dataset_id: str) -> dict[st
                 return event.payload
         return None
 
-    return await wait_until(found, timeout=180, interval=0.3)  # type: ignore[no-any-return]
+    return await wait_until(found, timeout=180, interval=0.3)
 
 
 async def _status(store: ArtifactStore, operator: ServiceRuntime, version: str) -> bool:
