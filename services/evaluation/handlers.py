@@ -135,8 +135,13 @@ class EvaluationHandlers:
                 **subject, policy=event.gate_policy, gates=tuple(outcome.gates), notes=tuple(outcome.notes)
             )
         )
-        failed = [g.gate for g in outcome.gates if not g.passed]
-        log.info("%s: %s%s", version, verdict.event_type, f" ({', '.join(failed)})" if failed else "")
+        failed = [
+            f"{g.gate} {g.value:.3g} not {g.comparator} {g.threshold:g}"
+            + (f", p {g.p_value:.2g}" if g.p_value is not None else "")
+            for g in outcome.gates
+            if not g.passed
+        ]
+        log.info("%s: %s%s", version, verdict.event_type, f" ({'; '.join(failed)})" if failed else "")
 
     # -- drift ----------------------------------------------------------------------------------
     async def on_drift_check(self, event: DriftCheckRequested, ctx: HandlerContext) -> None:

@@ -301,7 +301,7 @@ def _by_id_or_prefix(session: Session, table: Any, key: Any, ident: str, what: s
             raise NotFound(f"{what} id prefix {ident!r} is ambiguous; give more characters")
         row = matches[0] if matches else None
     if row is None:
-        raise NotFound(f"no {what} {ident!r} in the registry")
+        raise NotFound(f"{what} {ident!r} is not in the registry")
     return row
 
 
