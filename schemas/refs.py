@@ -112,9 +112,22 @@ class ModelRef(Contract):
         return f"mv-{digest[:16]}"
 
 
+class MergeDifference(Contract):
+    """How far merged weights drift from the unmerged adapter they replace, on probe prompts."""
+
+    probes: int = Field(ge=1)
+    max_abs_logit_diff: float = Field(ge=0, description="Largest |merged - unmerged| next-token logit")
+    greedy_agreement: float = Field(ge=0, le=1, description="Share of greedy tokens that are identical")
+    tolerance: float = Field(ge=0, description="The logit difference the merge was accepted at")
+
+
 class Lineage(Contract):
     """Where a candidate came from."""
 
     dataset_id: Sha256 | None = None
     run_id: str | None = None
     parents: tuple[str, ...] = Field(default=(), description="version ids of parent candidates")
+    merge_difference: MergeDifference | None = Field(
+        default=None, description="Recorded when an adapter was merged into its base"
+    )
+    peak_memory_mb: float | None = Field(default=None, ge=0, description="Peak memory of the merge")

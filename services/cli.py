@@ -30,6 +30,7 @@ from schemas.catalogue import EVENTS, UnknownEventType, event_class
 from schemas.dataset import DatasetSubmitted, DataSource, SubmissionSpec
 from schemas.envelope import Envelope, EnvelopeError
 from schemas.events import validation_problems
+from schemas.merge import MergeRequested
 from schemas.specification import asyncapi_document, event_json_schemas
 from schemas.subjects import DLQ_PREFIX, EVENTS_PREFIX
 from services.core import uploads
@@ -1217,6 +1218,71 @@ def suites_add(
     console.print(
         f"registered suite {info['name']} ({info['kind']}, {info['items']} items, {info['scorer']})"
     )
+
+
+# -- merging ----------------------------------------------------------------------------------
+@app.command()
+def merge(
+    method: Annotated[
+        str,
+        typer.Option(
+            help="merge-into-base, linear, cat, svd, ties, dare_ties, dare_linear, "
+            "magnitude_prune, uniform-soup, quantize-int8-dynamic, quantize-bnb-8bit, "
+            "quantize-bnb-4bit"
+        ),
+    ],
+    inputs: Annotated[str, typer.Option(help="Comma-separated model version ids (or unique prefixes)")],
+    weights: Annotated[str, typer.Option(help="Comma-separated weights, one per input")] = "",
+    density: Annotated[
+        float | None, typer.Option(help="Share of parameters kept (ties, dare_*, magnitude_prune)")
+    ] = None,
+    route: Annotated[
+        str | None, typer.Option(help="Route of the result (default: the first input's)")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant of the inputs (default: the CLI's)")] = None,
+    wait: Annotated[
+        float, typer.Option(help="Wait up to S seconds for candidate.ready or merge.failed")
+    ] = 0.0,
+) -> None:
+    """Publish merge.requested; merging checks compatibility first and announces a new candidate."""
+    try:
+        event = MergeRequested(
+            request_id=f"merge-{uuid.uuid4().hex[:12]}",
+            tenant=tenant or _settings().tenant,
+            inputs=tuple(i.strip() for i in inputs.split(",") if i.strip()),
+            method=method,
+            weights=tuple(float(w) for w in weights.split(",") if w.strip()),
+            density=density,
+            route=route,
+        )
+    except (ValidationError, ValueError) as error:
+        raise _fail(f"merge request: {error}") from None
+
+    async def send() -> dict[str, Any] | None:
+        async with _connected() as runtime:
+            envelope = await runtime.bus.publish(event)
+            console.print(f"merge {event.request_id} requested ({event.method} of {', '.join(event.inputs)})")
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                timeline = await query(
+                    runtime.broker, "registry", "timeline", {"correlation_id": envelope.correlation_id}
+                )
+                for entry in timeline["entries"]:
+                    if entry["type"].endswith((".candidate.ready.v1", ".merge.failed.v1")):
+                        return dict(timeline)
+                await asyncio.sleep(0.5)
+            return None
+
+    timeline = _run(send())
+    if timeline is None:
+        if wait:
+            raise _fail(
+                f"no answer within {wait:g}s; `tuneline status` on the request's lineage shows progress"
+            )
+        return
+    _print_timeline(timeline)
+    if any(e["type"].endswith(".merge.failed.v1") for e in timeline["entries"]):
+        raise typer.Exit(1)
 
 
 def main() -> None:

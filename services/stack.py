@@ -83,6 +83,7 @@ class Stack:
                 "TUNELINE_CURATION_WORK_DIR": str((self.config.data_dir / "work" / "curation").resolve()),
                 "TUNELINE_TRAINING_WORK_DIR": str((self.config.data_dir / "work" / "training").resolve()),
                 "TUNELINE_EVALUATION_WORK_DIR": str((self.config.data_dir / "work" / "evaluation").resolve()),
+                "TUNELINE_MERGING_WORK_DIR": str((self.config.data_dir / "work" / "merging").resolve()),
             }
         )
         env.update(self.config.env)

@@ -104,7 +104,7 @@ def test_up_publish_status_models_tail_and_clean_stop(tmp_path: Path) -> None:
     proc = start_up("--data-dir", str(data_dir), "--nats-port", str(port), cwd=tmp_path)
     url = f"nats://127.0.0.1:{port}"
     children = _child_pids(proc)
-    assert len(children) == 5  # nats-server, the registry, curation, training and evaluation
+    assert len(children) == 6  # nats-server, the registry, curation, training, merging, evaluation
     try:
         published = cli(url, "events", "publish", "dataset.submitted", "--data", str(EXAMPLE))
         assert published.returncode == 0, published.stderr

@@ -89,3 +89,25 @@ def test_unreachable_nats_is_a_clear_error() -> None:
     result = runner.invoke(app, ["--nats-url", "nats://127.0.0.1:1", "models", "list"])
     assert result.exit_code == 1
     assert "cannot reach NATS" in result.output and "tuneline up" in result.output
+
+
+def test_merge_refuses_a_bad_request_before_connecting() -> None:
+    unknown = runner.invoke(
+        app, ["--nats-url", "nats://127.0.0.1:1", "merge", "--method", "blend", "--inputs", "a,b"]
+    )
+    assert unknown.exit_code == 1 and "method" in unknown.output
+    weights = runner.invoke(
+        app,
+        [
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "merge",
+            "--method",
+            "ties",
+            "--inputs",
+            "a,b",
+            "--weights",
+            "0.5",
+        ],
+    )
+    assert weights.exit_code == 1 and "1 weights for 2 inputs" in weights.output

@@ -1,0 +1,279 @@
+"""Merging on a real nats-server with the registry and evaluation: merge-into-base keeps the
+adapter's greedy outputs, and inputs built on different bases are refused before any weight is
+read. (A TIES merge that keeps both tasks needs a model larger than the tiny test model: see
+the merging issue's notes.)"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.candidate import CandidateReady
+from schemas.merge import MergeRequested
+from schemas.refs import AdapterRef, BaseModelRef, Lineage, ModelRef, TokenizerRef
+from services.core.artifacts import ArtifactStore
+from services.core.models import tokenizer_sha256, weights_sha256
+from services.core.runtime import ServiceRuntime, build_runtime
+from services.core.settings import CoreSettings
+from services.core.suites import register_suite
+from services.evaluation.app import build_evaluation
+from services.evaluation.config import EvaluationSettings
+from services.evaluation.engine import Engine
+from services.merging.app import create_app as merging_app
+from services.merging.config import MergingSettings
+from services.registry.app import build_registry
+from services.registry.config import RegistrySettings
+from services.training.job import TrainingJob
+from services.training.worker import run
+from tests.support.stream import first_event
+from tests.support.training import recipe, write_rows
+
+pytestmark = pytest.mark.integration
+
+TASK_A = [
+    ("colour of the sky", "blue"),
+    ("colour of coal", "black"),
+    ("colour of milk", "white"),
+    ("colour of grass", "green"),
+    ("colour of blood", "red"),
+    ("colour of sand", "beige"),
+]
+TASK_B = [
+    ("sound of a cat", "meow"),
+    ("sound of a dog", "woof"),
+    ("sound of a cow", "moo"),
+    ("sound of a duck", "quack"),
+    ("sound of a sheep", "baa"),
+    ("sound of an owl", "hoot"),
+]
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def chat(q: str, a: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+
+
+def train_adapter(base: Path, facts: list[tuple[str, str]], tmp: Path) -> Path:
+    rows = [chat(q, a) for q, a in facts]
+    job = TrainingJob(
+        run_id=tmp.name,
+        recipe=recipe(
+            "sft-lora",
+            learning_rate=5e-3,
+            max_steps=150,
+            batch_size=6,
+            eval_steps=1000,
+            lora={"rank": 16, "alpha": 32, "target_modules": TARGETS},
+        ),
+        data_format="sft",
+        base_dir=str(base),
+        teacher_dir=None,
+        train_file=str(write_rows(tmp / "train.jsonl", rows * 4)),
+        eval_file=str(write_rows(tmp / "eval.jsonl", rows[:2])),
+        output_dir=str(tmp / "out"),
+        resume_from=None,
+        artifact_root=str(tmp / "artifacts"),
+        checkpoint_ref_key=f"refs/training/{tmp.name}/checkpoint.json",
+        device="cpu",
+    )
+    done: list[dict[str, Any]] = []
+    run(job, lambda kind, **f: done.append(f) if kind == "done" else None, threading.Event())  # type: ignore[arg-type]
+    return Path(done[0]["model_dir"])
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return (
+        train_adapter(tiny_model, TASK_A, tmp_path_factory.mktemp("task-a")),
+        train_adapter(tiny_model, TASK_B, tmp_path_factory.mktemp("task-b")),
+    )
+
+
+def ref_for(store: ArtifactStore, base: Path, adapter: Path, **base_fields: str) -> ModelRef:
+    return ModelRef(
+        base=BaseModelRef(
+            name="tiny-llama", uri="tiny-llama", sha256=weights_sha256(base), architecture="LlamaForCausalLM"
+        ).model_copy(update=base_fields),
+        adapter=AdapterRef(
+            artifact=store.put_tree(adapter),
+            method="sft-lora",
+            rank=16,
+            alpha=32,
+            target_modules=tuple(sorted(TARGETS)),
+        ),
+        method="sft-lora",
+        tokenizer=TokenizerRef(tokenizer_sha256=tokenizer_sha256(base)),
+    )
+
+
+@pytest.fixture
+async def operator(core: CoreSettings, tmp_path: Path, running: Any) -> AsyncIterator[ServiceRuntime]:
+    store = ArtifactStore(core.artifact_root)
+    for name, facts in (("task-a", TASK_A), ("task-b", TASK_B)):
+        data = "".join(
+            json.dumps({"id": n, "prompt": q, "answer": a}) + "\n" for n, (q, a) in enumerate(facts)
+        )
+        register_suite(store, name, data.encode(), "exact", kind="capability")
+    await running(
+        build_registry(RegistrySettings(database_url=f"sqlite:///{tmp_path / 'r.db'}", core=core)).app
+    )
+    await running(merging_app(MergingSettings(core=core, work_dir=str(tmp_path / "merging"))))
+    evaluation = EvaluationSettings(
+        core=core,
+        work_dir=str(tmp_path / "evaluation"),
+        device="cpu",
+        suites=("task-a", "task-b"),
+        latency_items=0,
+        bootstrap_samples=200,
+        drift_interval_s=0,
+    )
+    await running(build_evaluation(evaluation).app)
+    runtime = build_runtime("operator", core)
+    await runtime.broker.start()
+    yield runtime
+    await runtime.broker.stop()
+
+
+async def announce(operator: ServiceRuntime, ref: ModelRef, route: str) -> str:
+    await operator.bus.publish(
+        CandidateReady(candidate=ref, lineage=Lineage(), produced_by="training", tenant="acme", route=route)
+    )
+    return ref.version_id()
+
+
+async def merged_candidate(operator: ServiceRuntime, request_id: str) -> dict[str, Any]:
+    event = await first_event(
+        operator, "candidate.ready", timeout=180, produced_by="merging", route=request_id
+    )
+    return event.payload
+
+
+async def test_merge_into_base_keeps_the_adapters_greedy_outputs(
+    operator: ServiceRuntime,
+    core: CoreSettings,
+    tiny_model: Path,
+    adapters: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    store = ArtifactStore(core.artifact_root)
+    version = await announce(operator, ref_for(store, tiny_model, adapters[0]), "merge-a")
+    await _registered(operator, version)
+    await operator.bus.publish(
+        MergeRequested(
+            request_id="m-base",
+            tenant="acme",
+            inputs=(version[:10],),
+            method="merge-into-base",
+            route="m-base",
+        )
+    )
+    merged = await merged_candidate(operator, "m-base")
+    difference = merged["lineage"]["merge_difference"]
+    assert merged["lineage"]["parents"] == [version]
+    assert (
+        difference["greedy_agreement"] == 1.0 and difference["max_abs_logit_diff"] <= difference["tolerance"]
+    )
+    assert (
+        merged["candidate"]["adapter"] is None and merged["candidate"]["merge"]["kind"] == "merged-into-base"
+    )
+    # checked independently: the merged weights answer the task exactly as base + adapter does
+    weights = store.fetch_tree(ModelRef.model_validate(merged["candidate"]).weights, tmp_path / "merged")  # type: ignore[arg-type]
+    engine = Engine(tiny_model)
+    engine.add_adapter_arm("adapter", adapters[0], None)
+    engine.add_weights_arm("merged", weights, None)
+    prompts = [[{"role": "user", "content": q}] for q, _ in TASK_A + TASK_B]
+    assert [g.text for g in engine.generate("adapter", prompts, max_new_tokens=8)] == [
+        g.text for g in engine.generate("merged", prompts, max_new_tokens=8)
+    ]
+
+
+async def test_inputs_on_different_bases_are_refused_with_the_mismatch(
+    operator: ServiceRuntime, core: CoreSettings, tiny_model: Path, adapters: tuple[Path, Path]
+) -> None:
+    store = ArtifactStore(core.artifact_root)
+    a = await announce(operator, ref_for(store, tiny_model, adapters[0]), "base-one")
+    other = ref_for(store, tiny_model, adapters[1], sha256="e" * 64, name="another-base")
+    b = await announce(operator, other, "base-two")
+    for version in (a, b):
+        await _registered(operator, version)
+    await operator.bus.publish(
+        MergeRequested(request_id="m-bad", tenant="acme", inputs=(a, b), method="linear", weights=(0.5, 0.5))
+    )
+    failed = (await first_event(operator, "merge.failed", timeout=60, request_id="m-bad")).payload
+    assert "refused before touching any weight" in failed["error"]
+    [mismatch] = [m for m in failed["mismatches"] if m["attribute"] == "base.sha256"]
+    assert mismatch["found"] == "e" * 64 and mismatch["version_id"] == b
+
+
+async def _registered(operator: ServiceRuntime, version: str) -> None:
+    from services.core.rpc import RpcError, query
+    from tests.conftest import wait_until
+
+    async def known() -> bool:
+        try:
+            await query(operator.broker, "registry", "models.get", {"version_id": version})
+            return True
+        except RpcError:
+            return False
+
+    await wait_until(known, timeout=20)
+
+
+def perturbed_copy(base: Path, out: Path, seed: int) -> Path:
+    """A full model on the same base: the base's weights plus a little noise, saved as safetensors."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from services.core.models import load_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.01)
+    model.save_pretrained(out, max_shard_size="200KB")  # several shards: the soup streams them
+    load_tokenizer(base).save_pretrained(out)
+    return out
+
+
+async def test_uniform_soup_averages_full_models_shard_by_shard(
+    operator: ServiceRuntime, core: CoreSettings, tiny_model: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    store = ArtifactStore(core.artifact_root)
+    members = [perturbed_copy(tiny_model, tmp_path / f"full-{n}", seed=n) for n in (1, 2)]
+    assert len(list(members[0].glob("*.safetensors"))) > 1
+    versions = []
+    for n, member in enumerate(members):
+        ref = ref_for(store, tiny_model, member).model_copy(
+            update={"adapter": None, "weights": store.put_tree(member), "method": "sft-full"}
+        )
+        versions.append(await announce(operator, ref, f"full-{n}"))
+        await _registered(operator, versions[-1])
+    await operator.bus.publish(
+        MergeRequested(
+            request_id="m-soup", tenant="acme", inputs=tuple(versions), method="uniform-soup", route="m-soup"
+        )
+    )
+    merged = await merged_candidate(operator, "m-soup")
+    assert merged["candidate"]["merge"]["kind"] == "soup" and merged["lineage"]["peak_memory_mb"] > 0
+    soup = store.fetch_tree(ModelRef.model_validate(merged["candidate"]).weights, tmp_path / "soup")  # type: ignore[arg-type]
+
+    def tensors(folder: Path) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for shard in folder.glob("*.safetensors"):
+            found.update(load_file(str(shard)))
+        return found
+
+    a, b, c = tensors(members[0]), tensors(members[1]), tensors(soup)
+    assert set(c) == set(a)
+    worst = max(float((c[k] - (a[k] + b[k]) / 2).abs().max()) for k in a)
+    assert worst < 1e-6, "every tensor is the mean of the members"
+    whole_model_mb = sum(t.numel() * t.element_size() for t in a.values()) / 2**20
+    assert merged["lineage"]["peak_memory_mb"] < whole_model_mb, "no input is ever held whole"
