@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/training.py --model smollm2-135m-instruct --steps 10
 	$(BIN)/python bench/evaluation.py --model tiny-llama
 	$(BIN)/python bench/evaluation.py --model smollm2-135m-instruct --items 32 --target-rows 16
+	$(BIN)/python bench/merging.py --model smollm2-135m-instruct
 
 clean:
 	rm -rf $(VENV) .tuneline .pytest_cache .mypy_cache .ruff_cache
