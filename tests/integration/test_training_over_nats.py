@@ -78,7 +78,13 @@ async def test_approved_dataset_trains_a_candidate_carrying_the_whole_tuple(
     adapter = ref["adapter"]
     assert (adapter["rank"], adapter["alpha"], adapter["method"]) == (16, 32.0, "sft-lora")
     assert tuple(adapter["target_modules"]) == ("q_proj", "k_proj", "v_proj", "o_proj")
-    assert ready.payload["lineage"] == {"dataset_id": event.dataset_id, "run_id": run_id, "parents": []}
+    assert ready.payload["lineage"] == {
+        "dataset_id": event.dataset_id,
+        "run_id": run_id,
+        "parents": [],
+        "merge_difference": None,  # set by merging only
+        "peak_memory_mb": None,
+    }
 
     # the adapter is in the store, verified by hash on the way out, and it was trained
     folder = store.fetch_tree(ArtifactRef.model_validate(adapter["artifact"]), Path(store.root) / "check")
