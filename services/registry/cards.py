@@ -200,9 +200,24 @@ def markdown(card: dict[str, Any]) -> str:
     if merge.get("kind", "unmerged") == "unmerged":
         out.append("- Merge state: unmerged (no merged-vs-unmerged difference applies)")
     else:
-        out.append(f"- Merge state: {merge.get('kind')} ({merge.get('method') or '—'})")
+        weights = ", ".join(f"{w:g}" for w in merge.get("weights") or []) or "—"
+        density = merge.get("density")
+        out.append(
+            f"- Merge state: {merge.get('kind')} ({merge.get('method') or '—'}), weights {weights}"
+            + (f", density {density:g}" if density is not None else "")
+        )
+        parents = (card.get("lineage") or {}).get("parents") or []
+        if parents:
+            out.append(f"- Parents: {', '.join(parents)}")
         difference = card.get("merge_difference")
-        out.append(f"- Merged vs unmerged: {difference if difference else 'not recorded'}")
+        if difference:
+            out.append(
+                f"- Merged vs unmerged on {difference['probes']} probe prompts: largest logit difference "
+                f"{difference['max_abs_logit_diff']:.2e} (tolerance {difference['tolerance']:g}), greedy "
+                f"agreement {difference['greedy_agreement']:.1%}"
+            )
+        elif merge.get("kind") == "merged-into-base":
+            out.append("- Merged vs unmerged: not recorded")
     out.append(f"- Recipe sha256: `{card.get('recipe_sha256') or '—'}`")
     dataset = card.get("dataset")
     out += ["", "## Data"]

@@ -1,0 +1,78 @@
+"""The adaptation card's Markdown, from card data alone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from schemas.queries import EvalDetail, ModelVersionSummary
+from services.registry.cards import assemble, markdown
+
+BASE = {"name": "tiny-llama", "architecture": "LlamaForCausalLM", "sha256": "a" * 64, "uri": "tiny-llama"}
+TOKENIZER = {"tokenizer_sha256": "b" * 64, "chat_template_sha256": None}
+
+
+def summary(route: str | None = "support") -> ModelVersionSummary:
+    return ModelVersionSummary(
+        version_id="mv-0123456789abcdef",
+        tenant="acme",
+        route=route,
+        status="candidate",
+        produced_by="merging",
+        base_name="tiny-llama",
+        base_sha256="a" * 64,
+        adapter_sha256=None,
+        method="sft-lora",
+        quantization="none",
+        dataset_id=None,
+        run_id=None,
+        created_at=datetime(2026, 11, 22, tzinfo=UTC),
+    )
+
+
+def test_a_merged_version_shows_its_parents_and_the_merged_vs_unmerged_difference() -> None:
+    card = assemble(
+        version=summary(),
+        model_ref={
+            "base": BASE,
+            "tokenizer": TOKENIZER,
+            "weights": {"sha256": "c" * 64},
+            "merge": {
+                "kind": "merged-into-base",
+                "method": "merge_and_unload",
+                "weights": [],
+                "density": None,
+            },
+            "quantization": {"method": "none"},
+        },
+        lineage={
+            "parents": ["mv-aaaa"],
+            "merge_difference": {
+                "probes": 8,
+                "max_abs_logit_diff": 2.4e-6,
+                "greedy_agreement": 1.0,
+                "tolerance": 1e-3,
+            },
+        },
+        dataset=None,
+        run=None,
+        evals=EvalDetail(version_id="mv-0123456789abcdef", evaluations=(), decisions=()),
+    )
+    text = markdown(card)
+    assert "- Parents: mv-aaaa" in text
+    assert "largest logit difference 2.40e-06 (tolerance 0.001), greedy agreement 100.0%" in text
+    assert "Not evaluated yet" in text and "No gate decision yet" in text
+    assert "`tuneline rollback support`" in text
+
+
+def test_an_unrouted_unmerged_version_says_so() -> None:
+    card = assemble(
+        version=summary(route=None),
+        model_ref={"base": BASE, "tokenizer": TOKENIZER, "merge": {"kind": "unmerged"}},
+        lineage={},
+        dataset=None,
+        run=None,
+        evals=EvalDetail(version_id="mv-0123456789abcdef", evaluations=(), decisions=()),
+    )
+    text = markdown(card)
+    assert "unmerged (no merged-vs-unmerged difference applies)" in text
+    assert "No route: nothing to roll back." in text and card["rollback"] is None
