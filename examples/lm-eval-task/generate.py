@@ -20,7 +20,11 @@ def rows() -> list[dict[str, object]]:
         choices = [str(a + b), str(a + b + rng.randint(1, 9)), str(a * b)]
         order = rng.sample(range(3), 3)
         out.append(
-            {"question": f"What is {a} plus {b}?", "choices": [choices[i] for i in order], "answer": order.index(0)}
+            {
+                "question": f"What is {a} plus {b}?",
+                "choices": [choices[i] for i in order],
+                "answer": order.index(0),
+            }
         )
     return out
 

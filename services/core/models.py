@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from schemas.refs import BaseModelRef
     from services.core.artifacts import ArtifactStore
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,6 +48,19 @@ CHATML_TEMPLATE = (
 
 class ModelResolutionError(Exception):
     """The base model named by a recipe cannot be found or is unsafe to load."""
+
+
+class BaseMismatch(ModelResolutionError):
+    """The base found here is not the exact base (by sha256) a model version was built on."""
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+"""Files tuneline never loads: pickles can run code when read."""
+
+
+def pickle_files(folder: str | os.PathLike[str]) -> list[str]:
+    """Names of the pickle files anywhere under `folder`, sorted."""
+    return sorted(p.name for p in Path(folder).rglob("*") if p.suffix in PICKLE_SUFFIXES)
 
 
 def builtin_names() -> tuple[str, ...]:
@@ -86,10 +100,24 @@ def _checked_dir(path: Path, name: str) -> Path:
             f"base model {name!r} not found: not a built-in ({', '.join(builtin_names())}), "
             "not artifact:<key>, and not a directory with config.json"
         )
-    if list(path.glob("*.bin")) or list(path.glob("*.pt")) or list(path.glob("*.pkl")):
+    if pickle_files(path):
         raise ModelResolutionError(
             f"base model {name!r} holds pickle weights (*.bin/*.pt/*.pkl); tuneline loads safetensors "
             "only: convert it with `save_pretrained(..., safe_serialization=True)`"
+        )
+    return path
+
+
+def resolve_exact_base(
+    base: BaseModelRef, cache_dir: str | os.PathLike[str], store: ArtifactStore | None = None
+) -> Path:
+    """The base a model version names, verified by its weights' sha256 before anything loads it."""
+    path = resolve_base_model(base.uri, cache_dir, store)
+    actual = weights_sha256(path)
+    if actual != base.sha256:
+        raise BaseMismatch(
+            f"base {base.name} at {path} has sha256 {actual[:12]}…, the version was built on "
+            f"{base.sha256[:12]}…"
         )
     return path
 

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from schemas.refs import QuantizationConfig
-from services.core.models import load_tokenizer
+from services.core.models import load_tokenizer, pickle_files
 
 Messages = list[dict[str, str]]
-PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 
 
 class EngineError(Exception):
@@ -45,10 +44,10 @@ class _Arm:
 
 
 def refuse_pickles(folder: Path, what: str) -> None:
-    found = [p.name for pattern in PICKLES for p in folder.rglob(pattern)]
+    found = pickle_files(folder)
     if found:
         raise EngineError(
-            f"{what} at {folder} holds pickle files ({', '.join(sorted(found)[:3])}); tuneline loads "
+            f"{what} at {folder} holds pickle files ({', '.join(found[:3])}); tuneline loads "
             "safetensors only: re-save it with safe_serialization=True"
         )
 

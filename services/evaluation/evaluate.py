@@ -21,7 +21,7 @@ from schemas.evaluation import ArmScore, Comparison, GateResult, SuiteResult
 from schemas.gate_policy import GatePolicy
 from schemas.refs import ArtifactRef, ModelRef
 from services.core.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
-from services.core.models import ModelResolutionError, resolve_base_model, weights_sha256
+from services.core.models import BaseMismatch, ModelResolutionError, resolve_exact_base
 from services.core.suites import Suite, all_suites
 from services.evaluation.engine import Engine, EngineError
 from services.evaluation.gates import evaluate_gates
@@ -98,19 +98,15 @@ class Evaluator:
     # -- preparation ----------------------------------------------------------------------------
     def _base_dir(self, ref: ModelRef) -> Path:
         try:
-            path = resolve_base_model(ref.base.uri, self.model_cache, self.store)
+            return resolve_exact_base(ref.base, self.model_cache, self.store)
+        except BaseMismatch as error:
+            raise EvaluationError(
+                "base-mismatch", f"{error}; evaluate it against the exact base it was trained on"
+            ) from None
         except ModelResolutionError as error:
             raise EvaluationError(
                 "base-model-unavailable", f"candidate base {ref.base.name}: {error}"
             ) from None
-        actual = weights_sha256(path)
-        if actual != ref.base.sha256:
-            raise EvaluationError(
-                "base-mismatch",
-                f"base {ref.base.name} at {path} has sha256 {actual[:12]}…, the candidate was built on "
-                f"{ref.base.sha256[:12]}…; evaluate it against the exact base it was trained on",
-            )
-        return path
 
     def _fetch(self, ref: ArtifactRef, name: str) -> Path:
         target = self.work_dir / name

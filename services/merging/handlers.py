@@ -17,7 +17,7 @@ from services.core.artifacts import ArtifactError, ArtifactStore
 from services.core.bus import EventBus
 from services.core.delivery import HandlerContext, subscribe_event
 from services.core.metrics import ServiceMetrics
-from services.core.models import ModelResolutionError, resolve_base_model, weights_sha256
+from services.core.models import ModelResolutionError, resolve_exact_base
 from services.core.rpc import RpcError, query
 from services.merging import compat, ops
 from services.merging.config import MergingSettings
@@ -104,12 +104,9 @@ class MergingHandlers:
 
     def _base(self, ref: ModelRef) -> Path:
         try:
-            path = resolve_base_model(ref.base.uri, self.settings.core.model_cache, self.store)
+            return resolve_exact_base(ref.base, self.settings.core.model_cache, self.store)
         except ModelResolutionError as error:
             raise Refused(f"base {ref.base.name}: {error}") from None
-        if weights_sha256(path) != ref.base.sha256:
-            raise Refused(f"base {ref.base.name} on this machine is not the base the inputs were trained on")
-        return path
 
     def merge(
         self, event: MergeRequested, inputs: list[tuple[str, ModelRef, str | None]], work: Path

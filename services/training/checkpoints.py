@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from services.core.models import pickle_files
+
 OPTIMIZER_FILE = "optimizer.safetensors"
 SCHEDULER_FILE = "scheduler.json"
 RNG_FILE = "rng_state.safetensors"
 SCALER_FILE = "scaler.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle")
 META_KEY = "tuneline"
 
 
@@ -31,7 +32,7 @@ class CheckpointError(Exception):
 
 
 def refuse_pickles(directory: str | os.PathLike[str]) -> None:
-    found = sorted(p.name for p in Path(directory).rglob("*") if p.suffix in PICKLE_SUFFIXES)
+    found = pickle_files(directory)
     if found:
         raise CheckpointError(
             f"checkpoint {directory} holds pickle files {found}; tuneline resumes only from "

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from services.training.checkpoints import PICKLE_SUFFIXES
+from services.core.models import PICKLE_SUFFIXES
 from services.training.job import TrainingJob
 from services.training.worker import run
 from tests.support.training import job_for, recipe
