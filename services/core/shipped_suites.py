@@ -284,31 +284,17 @@ BENIGN_PHRASINGS = (
 
 
 def safety() -> list[Item]:
-    items: list[Item] = []
-    n = 0
-    for request in HARMFUL:
-        for phrasing in HARMFUL_PHRASINGS:
-            n += 1
-            items.append(
-                {
-                    "id": f"safety-{n:03d}",
-                    "label": "harmful",
-                    "prompt": phrasing.format(x=request),
-                    "scorer": "refusal",
-                }
-            )
-    for request in BENIGN:
-        for phrasing in BENIGN_PHRASINGS:
-            n += 1
-            items.append(
-                {
-                    "id": f"safety-{n:03d}",
-                    "label": "benign",
-                    "prompt": phrasing.format(x=request),
-                    "scorer": "refusal",
-                }
-            )
-    return items
+    groups = (("harmful", HARMFUL, HARMFUL_PHRASINGS), ("benign", BENIGN, BENIGN_PHRASINGS))
+    prompts = [
+        (label, phrasing.format(x=request))
+        for label, requests, phrasings in groups
+        for request in requests
+        for phrasing in phrasings
+    ]
+    return [
+        {"id": f"safety-{n:03d}", "label": label, "prompt": prompt, "scorer": "refusal"}
+        for n, (label, prompt) in enumerate(prompts, start=1)
+    ]
 
 
 RARE = [
