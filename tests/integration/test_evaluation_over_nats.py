@@ -10,7 +10,6 @@ dataset holding planted canaries and no mixing must fail the memorization gate.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,21 +22,17 @@ from schemas.refs import ArtifactRef
 from schemas.rollout import RolloutPromoted
 from services.core.artifacts import ArtifactStore
 from services.core.rpc import query
-from services.core.runtime import ServiceRuntime, build_runtime
+from services.core.runtime import ServiceRuntime
 from services.core.settings import CoreSettings
 from services.core.suites import register_suite
-from services.evaluation.app import build_evaluation
 from services.evaluation.config import EvaluationSettings
 from services.evaluation.handlers import EvaluationHandlers
-from services.registry.app import build_registry
-from services.registry.config import RegistrySettings
 from services.training.app import build_training
 from services.training.config import TrainingSettings
-from services.training.job import TrainingJob
-from services.training.worker import run
 from tests.conftest import wait_until
+from tests.support.services import evaluation_app, operator_runtime, registry_app
 from tests.support.stream import first_event, stored_events
-from tests.support.training import approved, recipe, write_rows
+from tests.support.training import approved, chat, recipe, train_on
 
 pytestmark = pytest.mark.integration
 
@@ -57,32 +52,12 @@ FACTS = [
 ]
 
 
-def chat(question: str, answer: str) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
-
-
 @pytest.fixture(scope="module")
 def knowing_base(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model, fully fine-tuned until it answers every FACTS question (about 6 s)."""
-    tmp = tmp_path_factory.mktemp("knowing-base")
     rows = [chat(q, a) for q, a in FACTS]
-    job = TrainingJob(
-        run_id="base",
-        recipe=recipe("sft-full", learning_rate=3e-3, max_steps=150, batch_size=12, eval_steps=1000),
-        data_format="sft",
-        base_dir=str(tiny_model),
-        teacher_dir=None,
-        train_file=str(write_rows(tmp / "train.jsonl", rows * 4)),
-        eval_file=str(write_rows(tmp / "eval.jsonl", rows[:2])),
-        output_dir=str(tmp / "out"),
-        resume_from=None,
-        artifact_root=str(tmp / "artifacts"),
-        checkpoint_ref_key="refs/training/base/checkpoint.json",
-        device="cpu",
-    )
-    done: list[dict[str, Any]] = []
-    run(job, lambda kind, **fields: done.append(fields) if kind == "done" else None, threading.Event())  # type: ignore[arg-type]
-    return Path(done[0]["model_dir"])
+    training = recipe("sft-full", learning_rate=3e-3, max_steps=150, batch_size=12, eval_steps=1000)
+    return train_on(tiny_model, rows * 4, tmp_path_factory.mktemp("knowing-base"), training)
 
 
 @pytest.fixture
@@ -97,24 +72,12 @@ def store(core: CoreSettings) -> ArtifactStore:
 
 @pytest.fixture
 async def operator(core: CoreSettings, tmp_path: Path, running: Any) -> AsyncIterator[ServiceRuntime]:
-    registry = build_registry(RegistrySettings(database_url=f"sqlite:///{tmp_path / 'r.db'}", core=core))
-    await running(registry.app)
+    await running(registry_app(core, tmp_path))
     training = TrainingSettings(core=core, work_dir=str(tmp_path / "training"), device="cpu")
     await running(build_training(training).app)
-    evaluation = EvaluationSettings(
-        core=core,
-        work_dir=str(tmp_path / "evaluation"),
-        device="cpu",
-        suites=("facts",),
-        latency_items=0,
-        bootstrap_samples=500,
-        drift_interval_s=0,
-    )
-    await running(build_evaluation(evaluation).app)
-    runtime = build_runtime("operator", core)
-    await runtime.broker.start()
-    yield runtime
-    await runtime.broker.stop()
+    await running(evaluation_app(core, tmp_path, ("facts",), bootstrap_samples=500))
+    async with operator_runtime(core) as runtime:
+        yield runtime
 
 
 def gate(verdict: dict[str, Any], name: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ the merging issue's notes.)"""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,15 @@ from schemas.merge import MergeRequested
 from schemas.refs import AdapterRef, BaseModelRef, Lineage, ModelRef, TokenizerRef
 from services.core.artifacts import ArtifactStore
 from services.core.models import tokenizer_sha256, weights_sha256
-from services.core.runtime import ServiceRuntime, build_runtime
+from services.core.runtime import ServiceRuntime
 from services.core.settings import CoreSettings
 from services.core.suites import register_suite
-from services.evaluation.app import build_evaluation
-from services.evaluation.config import EvaluationSettings
 from services.evaluation.engine import Engine
 from services.merging.app import create_app as merging_app
 from services.merging.config import MergingSettings
-from services.registry.app import build_registry
-from services.registry.config import RegistrySettings
-from services.training.job import TrainingJob
-from services.training.worker import run
+from tests.support.services import evaluation_app, operator_runtime, registry_app
 from tests.support.stream import first_event
-from tests.support.training import recipe, write_rows
+from tests.support.training import chat, recipe, train_on
 
 pytestmark = pytest.mark.integration
 
@@ -54,36 +48,16 @@ TASK_B = [
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def chat(q: str, a: str) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-
-
 def train_adapter(base: Path, facts: list[tuple[str, str]], tmp: Path) -> Path:
-    rows = [chat(q, a) for q, a in facts]
-    job = TrainingJob(
-        run_id=tmp.name,
-        recipe=recipe(
-            "sft-lora",
-            learning_rate=5e-3,
-            max_steps=150,
-            batch_size=6,
-            eval_steps=1000,
-            lora={"rank": 16, "alpha": 32, "target_modules": TARGETS},
-        ),
-        data_format="sft",
-        base_dir=str(base),
-        teacher_dir=None,
-        train_file=str(write_rows(tmp / "train.jsonl", rows * 4)),
-        eval_file=str(write_rows(tmp / "eval.jsonl", rows[:2])),
-        output_dir=str(tmp / "out"),
-        resume_from=None,
-        artifact_root=str(tmp / "artifacts"),
-        checkpoint_ref_key=f"refs/training/{tmp.name}/checkpoint.json",
-        device="cpu",
+    training = recipe(
+        "sft-lora",
+        learning_rate=5e-3,
+        max_steps=150,
+        batch_size=6,
+        eval_steps=1000,
+        lora={"rank": 16, "alpha": 32, "target_modules": TARGETS},
     )
-    done: list[dict[str, Any]] = []
-    run(job, lambda kind, **f: done.append(f) if kind == "done" else None, threading.Event())  # type: ignore[arg-type]
-    return Path(done[0]["model_dir"])
+    return train_on(base, [chat(q, a) for q, a in facts] * 4, tmp, training)
 
 
 @pytest.fixture(scope="module")
@@ -119,24 +93,11 @@ async def operator(core: CoreSettings, tmp_path: Path, running: Any) -> AsyncIte
             json.dumps({"id": n, "prompt": q, "answer": a}) + "\n" for n, (q, a) in enumerate(facts)
         )
         register_suite(store, name, data.encode(), "exact", kind="capability")
-    await running(
-        build_registry(RegistrySettings(database_url=f"sqlite:///{tmp_path / 'r.db'}", core=core)).app
-    )
+    await running(registry_app(core, tmp_path))
     await running(merging_app(MergingSettings(core=core, work_dir=str(tmp_path / "merging"))))
-    evaluation = EvaluationSettings(
-        core=core,
-        work_dir=str(tmp_path / "evaluation"),
-        device="cpu",
-        suites=("task-a", "task-b"),
-        latency_items=0,
-        bootstrap_samples=200,
-        drift_interval_s=0,
-    )
-    await running(build_evaluation(evaluation).app)
-    runtime = build_runtime("operator", core)
-    await runtime.broker.start()
-    yield runtime
-    await runtime.broker.stop()
+    await running(evaluation_app(core, tmp_path, ("task-a", "task-b"), bootstrap_samples=200))
+    async with operator_runtime(core) as runtime:
+        yield runtime
 
 
 async def announce(operator: ServiceRuntime, ref: ModelRef, route: str) -> str:

@@ -16,15 +16,14 @@ from schemas.training import TrainingCancelRequested
 from services.core.artifacts import ArtifactStore
 from services.core.models import chat_template_sha256, tokenizer_sha256, weights_sha256
 from services.core.rpc import query
-from services.core.runtime import ServiceRuntime, build_runtime
+from services.core.runtime import ServiceRuntime
 from services.core.settings import CoreSettings
-from services.registry.app import build_registry
-from services.registry.config import RegistrySettings
 from services.training.app import build_training
 from services.training.config import TrainingSettings
 from services.training.control import KvRunControl
 from services.training.model_ref import recipe_sha256
 from tests.conftest import wait_until
+from tests.support.services import operator_runtime, registry_app
 from tests.support.stream import StoredEvent, first_event, stored_events
 from tests.support.training import approved, recipe
 
@@ -40,16 +39,13 @@ def store(core: CoreSettings) -> ArtifactStore:
 async def operator(
     core: CoreSettings, tmp_path: Path, running: Any, tiny_model: Path
 ) -> AsyncIterator[ServiceRuntime]:
-    registry = build_registry(RegistrySettings(database_url=f"sqlite:///{tmp_path / 'r.db'}", core=core))
-    await running(registry.app)
+    await running(registry_app(core, tmp_path))
     settings = TrainingSettings(
         core=core, work_dir=str(tmp_path / "work"), device="cpu", progress_interval_s=0, cancel_poll_s=0.2
     )
     await running(build_training(settings).app)
-    runtime = build_runtime("operator", core)
-    await runtime.broker.start()
-    yield runtime
-    await runtime.broker.stop()
+    async with operator_runtime(core) as runtime:
+        yield runtime
 
 
 async def first(operator: ServiceRuntime, event_type: str, timeout: float = 90, **match: Any) -> StoredEvent:

@@ -43,6 +43,35 @@ def rows_for(data_format: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
     return rows
 
 
+def chat(prompt: str, answer: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
+
+
+def train_on(base_dir: Path, rows: list[dict[str, Any]], tmp: Path, training: TrainingRecipe) -> Path:
+    """Train in this process with the real worker code; returns the saved model (or adapter) dir."""
+    import threading
+
+    from services.training.worker import run
+
+    job = TrainingJob(
+        run_id=tmp.name,
+        recipe=training,
+        data_format="sft",
+        base_dir=str(base_dir),
+        teacher_dir=None,
+        train_file=str(write_rows(tmp / "train.jsonl", rows)),
+        eval_file=str(write_rows(tmp / "eval.jsonl", rows[:2])),
+        output_dir=str(tmp / "out"),
+        resume_from=None,
+        artifact_root=str(tmp / "artifacts"),
+        checkpoint_ref_key=f"refs/training/{tmp.name}/checkpoint.json",
+        device="cpu",
+    )
+    done: list[dict[str, Any]] = []
+    run(job, lambda kind, **fields: done.append(fields) if kind == "done" else None, threading.Event())  # type: ignore[arg-type]
+    return Path(done[0]["model_dir"])
+
+
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
