@@ -1045,6 +1045,14 @@ def _arm_cell(metrics: dict[str, float] | None, kind: str) -> str:
     return " / ".join(f"{metrics[k]:.1f}" for k in keys if k in metrics)
 
 
+def _p_text(stats: dict[str, Any]) -> str:
+    return "—" if stats.get("p_value") is None else f"{stats['p_value']:.3g}"
+
+
+def _ci_text(stats: dict[str, Any]) -> str:
+    return "—" if stats.get("ci_low") is None else f"[{stats['ci_low']:+.1f}, {stats['ci_high']:+.1f}]"
+
+
 def _print_suites(suites: list[dict[str, Any]]) -> None:
     table = Table(title="suites (points; safety: refusal % harmful / benign; latency: ms/token p50 / p95)")
     for column in ("suite", "kind", "items", *ARM_ORDER):
@@ -1073,8 +1081,6 @@ def _print_suites(suites: list[dict[str, Any]]) -> None:
         paired.add_column(column)
     for suite in suites:
         for c in suite.get("comparisons", []):
-            ci = "—" if c.get("ci_low") is None else f"[{c['ci_low']:+.1f}, {c['ci_high']:+.1f}]"
-            p_value = "—" if c.get("p_value") is None else f"{c['p_value']:.3g}"
             discordant = "—" if not c.get("discordant") else f"{c['discordant'][0]} / {c['discordant'][1]}"
             paired.add_row(
                 suite["suite"]["name"],
@@ -1083,8 +1089,8 @@ def _print_suites(suites: list[dict[str, Any]]) -> None:
                 f"{c['candidate_value']:.2f}",
                 f"{c['reference_value']:.2f}",
                 f"{c['delta']:+.2f}",
-                p_value,
-                ci,
+                _p_text(c),
+                _ci_text(c),
                 discordant,
             )
     console.print(paired)
@@ -1100,8 +1106,8 @@ def _print_gates(decision: dict[str, Any]) -> None:
             f"{g['value']:.3f}",
             f"{g['comparator']} {g['threshold']:g}",
             g.get("statistic") or "—",
-            "—" if g.get("p_value") is None else f"{g['p_value']:.3g}",
-            "—" if g.get("ci_low") is None else f"[{g['ci_low']:+.1f}, {g['ci_high']:+.1f}]",
+            _p_text(g),
+            _ci_text(g),
             "[green]pass[/]" if g["passed"] else "[red]FAIL[/]",
         )
     console.print(table)

@@ -93,6 +93,7 @@ class Evaluator:
         self.work_dir = work_dir
         self.progress = progress or (lambda message: log.info("%s", message))
         self.cache_hits: list[str] = []
+        self._suites: list[Suite] | None = None
         self.generated_items = 0
 
     # -- preparation ----------------------------------------------------------------------------
@@ -155,8 +156,14 @@ class Evaluator:
                 plan.max_new_tokens = min(self.options.max_new_tokens, answer_tokens(plan.items) + 16)
         return plans
 
+    def _all_suites(self) -> list[Suite]:
+        """The catalogue, read once per evaluation (shipped files and the store's registrations)."""
+        if self._suites is None:
+            self._suites = all_suites(self.store)
+        return self._suites
+
     def _catalogue(self, ref: ModelRef) -> list[Suite]:
-        suites = all_suites(self.store)
+        suites = self._all_suites()
         if self.options.suites:
             known = {s.name for s in suites}
             unknown = [n for n in self.options.suites if n not in known]
@@ -173,7 +180,7 @@ class Evaluator:
     def latency_suite(self) -> Suite | None:
         if self.options.latency_items == 0:
             return None
-        return next((s for s in all_suites(self.store) if s.kind == "latency"), None)
+        return next((s for s in self._all_suites() if s.kind == "latency"), None)
 
     # -- running --------------------------------------------------------------------------------
     def _cache_key(self, base_sha: str, plan: SuitePlan, arm: str, tag: str, tokenizer: str) -> str:

@@ -18,6 +18,16 @@ def _short(sha: str | None, n: int = 16) -> str:
     return f"{sha[:n]}…" if sha else "—"
 
 
+def p_text(stats: dict[str, Any]) -> str:
+    """A comparison's or gate's p-value as table text."""
+    return "—" if stats.get("p_value") is None else f"{stats['p_value']:.3g}"
+
+
+def ci_text(stats: dict[str, Any]) -> str:
+    """A comparison's or gate's bootstrap interval as table text."""
+    return "—" if stats.get("ci_low") is None else f"[{stats['ci_low']:+.1f}, {stats['ci_high']:+.1f}]"
+
+
 def few_shot_verdict(suites: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Did fine-tuning beat prompting the base with examples? Judged on the paired bootstrap
     interval of the score delta (a 1 - alpha interval): McNemar's test only sees exact-match
@@ -35,10 +45,9 @@ def few_shot_verdict(suites: list[dict[str, Any]]) -> dict[str, Any] | None:
         verdict = "the few-shot prompt beat fine-tuning"
     else:
         verdict = "no significant difference from the few-shot prompt"
-    interval = "—" if low is None else f"[{low:+.1f}, {high:+.1f}]"
     summary = (
         f"{verdict}: candidate {comparison['candidate_value']:.1f} vs few-shot "
-        f"{comparison['reference_value']:.1f} points, delta CI {interval}"
+        f"{comparison['reference_value']:.1f} points, delta CI {ci_text(comparison)}"
     )
     return {
         "verdict": verdict,
@@ -144,13 +153,8 @@ def suite_table(suites: list[dict[str, Any]]) -> list[str]:
         keys = SUITE_KEYS.get(suite["kind"], ["score"])
         arms = {s["arm"]: s["metrics"] for s in suite["scores"]}
         comparison = next((c for c in suite.get("comparisons", []) if c["reference"] == "baseline"), None)
-        delta = p = ci = "—"
-        if comparison is not None:
-            delta = f"{comparison['delta']:+.1f} ({comparison['metric']})"
-            if comparison.get("p_value") is not None:
-                p = f"{comparison['p_value']:.3g}"
-            if comparison.get("ci_low") is not None:
-                ci = f"[{comparison['ci_low']:+.1f}, {comparison['ci_high']:+.1f}]"
+        delta = "—" if comparison is None else f"{comparison['delta']:+.1f} ({comparison['metric']})"
+        p, ci = p_text(comparison or {}), ci_text(comparison or {})
         lines.append(
             f"| {suite['suite']['name']} | {suite['kind']} | {suite['items']} | "
             f"{_metrics_cell(arms.get('candidate'), keys)} | {_metrics_cell(arms.get('baseline'), keys)} | "
@@ -163,23 +167,43 @@ def suite_table(suites: list[dict[str, Any]]) -> list[str]:
 def gate_table(gates: list[dict[str, Any]]) -> list[str]:
     lines = ["| gate | value | threshold | statistic | p | verdict |", "|---|---|---|---|---|---|"]
     for gate in gates:
-        p = f"{gate['p_value']:.3g}" if gate.get("p_value") is not None else "—"
         lines.append(
             f"| {gate['gate']} | {gate['value']:.3f} | {gate['comparator']} {gate['threshold']:g} | "
-            f"{gate.get('statistic') or '—'} | {p} | {'pass' if gate['passed'] else '**FAIL**'} |"
+            f"{gate.get('statistic') or '—'} | {p_text(gate)} | {'pass' if gate['passed'] else '**FAIL**'} |"
         )
     return lines
 
 
-def markdown(card: dict[str, Any]) -> str:
+def _merge_lines(card: dict[str, Any]) -> list[str]:
+    merge = card.get("merge") or {}
+    if merge.get("kind", "unmerged") == "unmerged":
+        return ["- Merge state: unmerged (no merged-vs-unmerged difference applies)"]
+    weights = ", ".join(f"{w:g}" for w in merge.get("weights") or []) or "—"
+    density = merge.get("density")
+    out = [
+        f"- Merge state: {merge.get('kind')} ({merge.get('method') or '—'}), weights {weights}"
+        + (f", density {density:g}" if density is not None else "")
+    ]
+    parents = (card.get("lineage") or {}).get("parents") or []
+    if parents:
+        out.append(f"- Parents: {', '.join(parents)}")
+    difference = card.get("merge_difference")
+    if difference:
+        out.append(
+            f"- Merged vs unmerged on {difference['probes']} probe prompts: largest logit difference "
+            f"{difference['max_abs_logit_diff']:.2e} (tolerance {difference['tolerance']:g}), greedy "
+            f"agreement {difference['greedy_agreement']:.1%}"
+        )
+    elif merge.get("kind") == "merged-into-base":
+        out.append("- Merged vs unmerged: not recorded")
+    return out
+
+
+def _model_lines(card: dict[str, Any]) -> list[str]:
     base = card.get("base") or {}
     tokenizer = card.get("tokenizer") or {}
     adapter = card.get("adapter")
-    out = [f"# Adaptation card: {card['version_id']}", ""]
-    out += [
-        f"- Route: {card.get('route') or '—'} · tenant {card['tenant']} · status **{card['status']}**",
-        f"- Produced by: {card['produced_by']} at {card['created_at']}",
-        "",
+    out = [
         "## Model",
         f"- Base: {base.get('name')} ({base.get('architecture')}), sha256 `{base.get('sha256')}`",
         f"- Tokenizer sha256 `{tokenizer.get('tokenizer_sha256')}`, chat template sha256 "
@@ -194,74 +218,55 @@ def markdown(card: dict[str, Any]) -> str:
         )
     if card.get("weights"):
         out.append(f"- Weights: sha256 `{card['weights']['sha256']}`")
-    quant = card.get("quantization") or {}
-    out.append(f"- Quantization: {quant.get('method', 'none')}")
-    merge = card.get("merge") or {}
-    if merge.get("kind", "unmerged") == "unmerged":
-        out.append("- Merge state: unmerged (no merged-vs-unmerged difference applies)")
-    else:
-        weights = ", ".join(f"{w:g}" for w in merge.get("weights") or []) or "—"
-        density = merge.get("density")
-        out.append(
-            f"- Merge state: {merge.get('kind')} ({merge.get('method') or '—'}), weights {weights}"
-            + (f", density {density:g}" if density is not None else "")
-        )
-        parents = (card.get("lineage") or {}).get("parents") or []
-        if parents:
-            out.append(f"- Parents: {', '.join(parents)}")
-        difference = card.get("merge_difference")
-        if difference:
-            out.append(
-                f"- Merged vs unmerged on {difference['probes']} probe prompts: largest logit difference "
-                f"{difference['max_abs_logit_diff']:.2e} (tolerance {difference['tolerance']:g}), greedy "
-                f"agreement {difference['greedy_agreement']:.1%}"
-            )
-        elif merge.get("kind") == "merged-into-base":
-            out.append("- Merged vs unmerged: not recorded")
+    out.append(f"- Quantization: {(card.get('quantization') or {}).get('method', 'none')}")
+    out += _merge_lines(card)
     out.append(f"- Recipe sha256: `{card.get('recipe_sha256') or '—'}`")
-    dataset = card.get("dataset")
-    out += ["", "## Data"]
+    return out
+
+
+def _data_lines(dataset: dict[str, Any] | None) -> list[str]:
     if dataset is None:
-        out.append("- No dataset recorded for this version.")
-    else:
-        manifest_ref = dataset.get("manifest") or {}
-        out += [
-            f"- Dataset `{dataset['dataset_id']}` (task {dataset.get('task')}, submission "
-            f"{dataset.get('submission_id')})",
-            f"- Manifest: `{manifest_ref.get('key', '—')}` sha256 `{_short(manifest_ref.get('sha256'))}`",
-            "- Splits: " + ", ".join(f"{s['name']} {s['rows']} rows" for s in (dataset.get("splits") or [])),
-        ]
-        mix = dataset.get("mix") or []
-        if mix:
-            out.append("- Mix: " + ", ".join(f"{m['name']} {m['rows']} rows ({m['ratio']:.0%})" for m in mix))
-        out.append(f"- Findings (rows dropped or redacted): {dataset.get('findings_total') or 0}")
-        audit = dataset.get("audit") or []
-        if audit:
-            out += ["", "| audit check | value | threshold | passed |", "|---|---|---|---|"]
-            for check in audit:
-                value = "—" if check.get("value") is None else f"{check['value']:g}"
-                threshold = "—" if check.get("threshold") is None else f"{check['threshold']:g}"
-                out.append(
-                    f"| {check['name']} | {value} | {threshold} | {'yes' if check['passed'] else 'NO'} |"
-                )
+        return ["## Data", "- No dataset recorded for this version."]
+    manifest_ref = dataset.get("manifest") or {}
+    out = [
+        "## Data",
+        f"- Dataset `{dataset['dataset_id']}` (task {dataset.get('task')}, submission "
+        f"{dataset.get('submission_id')})",
+        f"- Manifest: `{manifest_ref.get('key', '—')}` sha256 `{_short(manifest_ref.get('sha256'))}`",
+        "- Splits: " + ", ".join(f"{s['name']} {s['rows']} rows" for s in (dataset.get("splits") or [])),
+    ]
+    mix = dataset.get("mix") or []
+    if mix:
+        out.append("- Mix: " + ", ".join(f"{m['name']} {m['rows']} rows ({m['ratio']:.0%})" for m in mix))
+    out.append(f"- Findings (rows dropped or redacted): {dataset.get('findings_total') or 0}")
+    audit = dataset.get("audit") or []
+    if audit:
+        out += ["", "| audit check | value | threshold | passed |", "|---|---|---|---|"]
+        for check in audit:
+            value = "—" if check.get("value") is None else f"{check['value']:g}"
+            threshold = "—" if check.get("threshold") is None else f"{check['threshold']:g}"
+            out.append(f"| {check['name']} | {value} | {threshold} | {'yes' if check['passed'] else 'NO'} |")
+    return out
+
+
+def _evaluation_lines(card: dict[str, Any]) -> list[str]:
+    out = []
     run = card.get("training")
     if run:
         out += [
-            "",
             "## Training",
             f"- Run {run['run_id']}: {run.get('status')}, step {run.get('step')}/{run.get('total_steps')}, "
             f"loss {run.get('loss')}, eval loss {run.get('eval_loss')}",
+            "",
         ]
     evaluation = card.get("evaluation")
-    out += ["", "## Evaluation"]
+    out.append("## Evaluation")
     if evaluation is None:
         out.append("- Not evaluated yet.")
     else:
-        report = evaluation.get("report") or {}
-        out.append(f"- Report: `{report.get('key', '—')}`")
-        verdict = evaluation.get("few_shot")
-        if verdict:
-            out.append(f"- Few-shot baseline: {verdict['summary']}")
+        out.append(f"- Report: `{(evaluation.get('report') or {}).get('key', '—')}`")
+        if evaluation.get("few_shot"):
+            out.append(f"- Few-shot baseline: {evaluation['few_shot']['summary']}")
         out += ["", *suite_table(evaluation["suites"])]
     if card.get("safety"):
         out += ["", "## Safety"]
@@ -274,19 +279,42 @@ def markdown(card: dict[str, Any]) -> str:
                     f"{metrics.get('refusal_rate_benign', 0):.1f}% of benign look-alikes "
                     f"({suite['items']} items)"
                 )
+    return out
+
+
+def _gate_lines(card: dict[str, Any]) -> list[str]:
     gates = card.get("gates")
-    out += ["", "## Release gates"]
+    out = ["## Release gates"]
     if gates is None:
         out.append("- No gate decision yet.")
     else:
         out.append(f"- Verdict: **{'passed' if gates['passed'] else 'failed'}**")
         out += ["", *gate_table(gates["gates"])]
         out += [f"- Not applicable: {note}" for note in gates.get("notes") or []]
-    for failure in card.get("evaluation_failures") or []:
-        out.append(f"- Evaluation failed ({failure.get('reason')}): {failure.get('error')}")
     out += [
+        f"- Evaluation failed ({f.get('reason')}): {f.get('error')}"
+        for f in card.get("evaluation_failures") or []
+    ]
+    return out
+
+
+def markdown(card: dict[str, Any]) -> str:
+    rollback = f"- `{card['rollback']}`" if card.get("rollback") else "- No route: nothing to roll back."
+    out = [
+        f"# Adaptation card: {card['version_id']}",
+        "",
+        f"- Route: {card.get('route') or '—'} · tenant {card['tenant']} · status **{card['status']}**",
+        f"- Produced by: {card['produced_by']} at {card['created_at']}",
+        "",
+        *_model_lines(card),
+        "",
+        *_data_lines(card.get("dataset")),
+        "",
+        *_evaluation_lines(card),
+        "",
+        *_gate_lines(card),
         "",
         "## Rollback",
-        f"- `{card['rollback']}`" if card.get("rollback") else "- No route: nothing to roll back.",
+        rollback,
     ]
     return "\n".join(out) + "\n"
