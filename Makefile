@@ -36,8 +36,8 @@ test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -m gpu tests/gpu
 
 lint: $(STAMP)
-	$(BIN)/ruff check schemas services tests bench
-	$(BIN)/ruff format --check schemas services tests bench
+	$(BIN)/ruff check schemas services tests bench examples
+	$(BIN)/ruff format --check schemas services tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -4,6 +4,7 @@ drift.check-requested → drift.detected; RPCs to list and register suites."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shutil
 import uuid
@@ -49,20 +50,10 @@ class EvaluationHandlers:
         self.broker = broker
 
     def options(self, **overrides: Any) -> EvalOptions:
-        s = self.settings
-        options = EvalOptions(
-            device=s.resolved_device(),
-            suites=s.suites,
-            batch_size=s.batch_size,
-            max_new_tokens=s.max_new_tokens,
-            latency_tokens=s.latency_tokens,
-            latency_items=s.latency_items,
-            bootstrap_samples=s.bootstrap_samples,
-            cache=s.cache,
-        )
-        for key, value in overrides.items():
-            setattr(options, key, value)
-        return options
+        """The evaluator's options: the settings of the same names, the device resolved."""
+        names = {f.name for f in dataclasses.fields(EvalOptions)}
+        values = {k: v for k, v in self.settings.model_dump().items() if k in names}
+        return EvalOptions(**{**values, "device": self.settings.resolved_device(), **overrides})
 
     def _evaluate(
         self,

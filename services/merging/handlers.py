@@ -12,7 +12,7 @@ from faststream.nats import NatsBroker
 
 from schemas.candidate import CandidateReady
 from schemas.merge import MergeFailed, MergeRequested, Mismatch
-from schemas.refs import AdapterRef, Lineage, MergeState, ModelRef, QuantizationConfig
+from schemas.refs import AdapterRef, ArtifactRef, Lineage, MergeState, ModelRef, QuantizationConfig
 from services.core.artifacts import ArtifactError, ArtifactStore
 from services.core.bus import EventBus
 from services.core.delivery import HandlerContext, subscribe_event
@@ -166,17 +166,14 @@ class MergingHandlers:
                 target_modules=tuple(sorted(_targets(config))),
                 dropout=float(config.get("lora_dropout") or 0.0),
             )
-            return _combined(
-                first, adapter=adapter, weights=None, event=event, weights_used=weights
-            ), Lineage(parents=parents)
+            ref = _combined(first, adapter=adapter, artifact=None, event=event, weights=weights)
+            return ref, Lineage(parents=parents)
         folders = [self._fetch(r, work, f"input{n}") for n, r in enumerate(refs)]
         try:
             peak = ops.soup(folders, weights, out)
         except ops.MergeError as error:
             raise Refused(str(error)) from None
-        ref = _combined(
-            first, adapter=None, weights=self.store.put_tree(out), event=event, weights_used=weights
-        )
+        ref = _combined(first, adapter=None, artifact=self.store.put_tree(out), event=event, weights=weights)
         return ref, Lineage(parents=parents, peak_memory_mb=peak)
 
 
@@ -189,17 +186,18 @@ def _combined(
     first: ModelRef,
     *,
     adapter: AdapterRef | None,
-    weights: Any,
+    artifact: ArtifactRef | None,
     event: MergeRequested,
-    weights_used: list[float],
+    weights: list[float],
 ) -> ModelRef:
+    """The combined version: its own adapter or full weights, the merge recorded, no single dataset."""
     kind = "soup" if adapter is None else "adapter-combination"
     return first.model_copy(
         update={
             "adapter": adapter,
-            "weights": weights,
+            "weights": artifact,
             "merge": MergeState(
-                kind=kind, method=event.method, weights=tuple(weights_used), density=event.density
+                kind=kind, method=event.method, weights=tuple(weights), density=event.density
             ),
             "dataset": None,  # several parents: the lineage names them
             "run_id": None,
