@@ -125,3 +125,18 @@ def tiny_model(model_cache: Path) -> Path:
     from services.core.models import resolve_base_model
 
     return resolve_base_model("tiny-llama", model_cache)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Resources at the end of the run, so a failure from a full disk or memory reads as such."""
+    import resource
+    import shutil
+    import tempfile
+
+    usage = shutil.disk_usage(tempfile.gettempdir())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    terminalreporter.write_line(
+        f"resources: {usage.free / 2**30:.1f} GiB free of {usage.total / 2**30:.1f} GiB under "
+        f"{tempfile.gettempdir()}; peak RSS {peak:.1f} GiB in pytest, {children:.1f} GiB in a child"
+    )

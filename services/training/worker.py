@@ -125,6 +125,7 @@ def _callback_class() -> type:
 
 def run(job: TrainingJob, report: Reporter, stop: threading.Event) -> None:
     import torch
+    from transformers.trainer_callback import PrinterCallback
 
     from services.core.models import load_tokenizer
     from services.training.methods import build_trainer, use_cuda
@@ -135,6 +136,8 @@ def run(job: TrainingJob, report: Reporter, stop: threading.Event) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     callback = _callback_class()(job, report, stop)
     trainer = build_trainer(job, tokenizer, [callback])
+    # progress goes out as structured `progress` messages; Trainer's own log dicts are noise
+    trainer.remove_callback(PrinterCallback)
     if use_cuda(job):
         torch.cuda.reset_peak_memory_stats()
     started = time.monotonic()

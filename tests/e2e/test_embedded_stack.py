@@ -35,7 +35,8 @@ def cli(nats_url: str, *args: str, timeout: float = 60) -> subprocess.CompletedP
 STARTUP_OUTPUT: dict[int, str] = {}
 
 
-def start_up(*args: str, cwd: Path) -> subprocess.Popen[str]:
+def start_up(*args: str, cwd: Path, models: Path) -> subprocess.Popen[str]:
+    """`models`: the session's model cache, so SmolLM2 is converted once (513 MiB), not per test."""
     proc = subprocess.Popen(
         [*TUNELINE, "up", *args],
         cwd=cwd,
@@ -46,7 +47,7 @@ def start_up(*args: str, cwd: Path) -> subprocess.Popen[str]:
             **os.environ,
             "COLUMNS": "200",
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-            "TUNELINE_MODEL_CACHE": str(cwd / "models"),
+            "TUNELINE_MODEL_CACHE": str(models),
         },
     )
     deadline = time.monotonic() + 90
@@ -89,19 +90,19 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def stack(tmp_path: Path, model_cache: Path) -> Iterator[tuple[str, Path]]:
     data_dir = tmp_path / "data"
     port = free_port()
-    proc = start_up("--data-dir", str(data_dir), "--nats-port", str(port), cwd=tmp_path)
+    proc = start_up("--data-dir", str(data_dir), "--nats-port", str(port), cwd=tmp_path, models=model_cache)
     yield f"nats://127.0.0.1:{port}", data_dir
     if proc.poll() is None:
         stop(proc)
 
 
-def test_up_publish_status_models_tail_and_clean_stop(tmp_path: Path) -> None:
+def test_up_publish_status_models_tail_and_clean_stop(tmp_path: Path, model_cache: Path) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
-    proc = start_up("--data-dir", str(data_dir), "--nats-port", str(port), cwd=tmp_path)
+    proc = start_up("--data-dir", str(data_dir), "--nats-port", str(port), cwd=tmp_path, models=model_cache)
     url = f"nats://127.0.0.1:{port}"
     children = _child_pids(proc)
     assert len(children) == 6  # nats-server, the registry, curation, training, merging, evaluation
@@ -143,7 +144,7 @@ def test_status_of_unknown_lineage_is_an_error(stack: tuple[str, Path]) -> None:
     assert "no events recorded" in result.stderr
 
 
-def test_up_against_external_nats_and_postgres(tmp_path: Path, postgres_url: str) -> None:
+def test_up_against_external_nats_and_postgres(tmp_path: Path, postgres_url: str, model_cache: Path) -> None:
     with EmbeddedNats(tmp_path / "external-nats", port=free_port()) as nats:
         proc = start_up(
             "--nats-url",
@@ -153,6 +154,7 @@ def test_up_against_external_nats_and_postgres(tmp_path: Path, postgres_url: str
             "--data-dir",
             str(tmp_path / "data"),
             cwd=tmp_path,
+            models=model_cache,
         )
         try:
             published = cli(nats.url, "events", "publish", "dataset.submitted", "--data", str(EXAMPLE))
