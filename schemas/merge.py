@@ -36,6 +36,11 @@ class MergeRequested(Event):
     weights: tuple[float, ...] = ()
     density: float | None = Field(default=None, gt=0, le=1)
     route: RouteAlias | None = None
+    rank_by: str | None = Field(
+        default=None,
+        description="greedy-soup: the suite whose candidate score ranks members and decides each "
+        "addition (default: the members' target suite, the dataset's held-out split)",
+    )
 
     @model_validator(mode="after")
     def _weights_match_inputs(self) -> Self:

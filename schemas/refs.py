@@ -121,6 +121,15 @@ class MergeDifference(Contract):
     tolerance: float = Field(ge=0, description="The logit difference the merge was accepted at")
 
 
+class SoupStep(Contract):
+    """One greedy-soup decision: the member tried, its own score, and the soup's score with it."""
+
+    version_id: str
+    member_score: float = Field(description="The member's candidate score on the ranking suite (registry)")
+    soup_score: float = Field(description="Score of the soup with this member (the first: its own score)")
+    added: bool = Field(description="Kept only if the soup's score strictly improved")
+
+
 class Lineage(Contract):
     """Where a candidate came from."""
 
@@ -131,3 +140,7 @@ class Lineage(Contract):
         default=None, description="Recorded when an adapter was merged into its base"
     )
     peak_memory_mb: float | None = Field(default=None, ge=0, description="Peak memory of the merge")
+    soup_steps: tuple[SoupStep, ...] = Field(
+        default=(), description="greedy-soup: every member tried, best first, and whether it was kept"
+    )
+    ranked_by: str | None = Field(default=None, description="greedy-soup: the suite that ranked the members")

@@ -121,6 +121,14 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def knowing_base(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model fully fine-tuned to answer `tests.support.training.FACTS`."""
+    from tests.support.training import knowing_model
+
+    return knowing_model(tiny_model, tmp_path_factory.mktemp("knowing-base"))
+
+
+@pytest.fixture(scope="session")
 def tiny_model(model_cache: Path) -> Path:
     from services.core.models import resolve_base_model
 

@@ -256,19 +256,50 @@ class Evaluator:
             return None
         return cached
 
-    def run(self, candidate: ModelRef, policy: GatePolicy, production: ModelRef | None = None) -> Outcome:
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
+    def _engine(
+        self,
+        candidate: ModelRef,
+        production: ModelRef | None,
+        *,
+        base_arms: bool,
+        weights_dir: Path | None = None,
+    ) -> Engine:
         base_dir = self._base_dir(candidate)
         try:
             engine = Engine(base_dir, device=self.options.device, batch_size=self.options.batch_size)
-            engine.add_base_arm("baseline")
-            engine.add_base_arm("few-shot")
-            self._attach(engine, "candidate", candidate)
+            if base_arms:
+                engine.add_base_arm("baseline")
+                engine.add_base_arm("few-shot")
+            if weights_dir is not None:
+                engine.add_weights_arm("candidate", weights_dir, candidate.quantization)
+            else:
+                self._attach(engine, "candidate", candidate)
             if production is not None:
                 self._attach(engine, "production", production)
         except EngineError as error:
             raise EvaluationError("candidate-incompatible", str(error)) from None
+        return engine
+
+    def score_suite(
+        self, candidate: ModelRef, policy: GatePolicy, suite: str, weights_dir: Path | None = None
+    ) -> float:
+        """The candidate's score on one suite, measured as `run` measures it (greedy-soup trials).
+
+        `weights_dir`: full weights on local disk, in place of the candidate's stored artifact."""
+        engine = self._engine(candidate, None, base_arms=False, weights_dir=weights_dir)
+        plan = next((p for p in self.plan(candidate, policy, engine) if p.ref.name == suite), None)
+        if plan is None:
+            raise EvaluationError("suite-unknown", f"suite {suite!r} does not apply to this candidate")
+        if plan.harness is not None:
+            outcome = self._harness_outcome(engine, plan, "candidate", candidate.version_id(), None)
+            return float(outcome.metrics["score"])
+        outputs, _ = self._outputs(engine, plan, "candidate", None)
+        return float(score_outputs(plan.kind, plan.scorer, plan.items, outputs)[1]["score"])
+
+    def run(self, candidate: ModelRef, policy: GatePolicy, production: ModelRef | None = None) -> Outcome:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        engine = self._engine(candidate, production, base_arms=True)
         timings["load_s"] = time.perf_counter() - started
         plans = self.plan(candidate, policy, engine)
         base_sha = candidate.base.sha256

@@ -17,6 +17,7 @@ class MergingSettings(BaseSettings):
         gt=0,
         description="Largest merged-vs-unmerged logit difference accepted (merge-into-base)",
     )
+    device: str = Field(default="cpu", description="Where greedy-soup trials are scored: cpu or cuda")
     ack_wait_s: float = Field(
         default=60.0, gt=0, description="AckWait of merge.requested (heartbeats every third)"
     )

@@ -5,14 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from faststream.nats import NatsBroker
 
 from schemas.candidate import CandidateReady
+from schemas.gate_policy import GatePolicy
 from schemas.merge import MergeFailed, MergeRequested, Mismatch
-from schemas.refs import AdapterRef, ArtifactRef, Lineage, MergeState, ModelRef, QuantizationConfig
+from schemas.refs import (
+    AdapterRef,
+    ArtifactRef,
+    Lineage,
+    MergeState,
+    ModelRef,
+    QuantizationConfig,
+    SoupStep,
+)
 from services.core.artifacts import ArtifactError, ArtifactStore
 from services.core.bus import EventBus
 from services.core.delivery import HandlerContext, subscribe_event
@@ -38,6 +48,23 @@ class Refused(Exception):
         super().__init__(message)
         self.message = message
         self.mismatches = mismatches
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A greedy-soup member with its registry score on the ranking suite."""
+
+    index: int  # position in the request's inputs
+    version_id: str
+    ref: ModelRef
+    score: float
+    policy: GatePolicy
+
+
+@dataclass(frozen=True)
+class Ranking:
+    suite: str
+    members: tuple[Ranked, ...]  # best first
 
 
 class MergingHandlers:
@@ -67,15 +94,54 @@ class MergingHandlers:
             )
         return found
 
+    async def ranking(self, event: MergeRequested, inputs: list[tuple[str, ModelRef, str | None]]) -> Ranking:
+        """Greedy-soup members ranked by the score the registry recorded for them on one suite."""
+        suite = event.rank_by or "target"
+        members: list[Ranked] = []
+        versions: set[str] = set()
+        for index, (version, ref, _) in enumerate(inputs):
+            detail = await query(self.broker, "registry", "evals.get", {"version_id": version}, timeout=10.0)
+            evaluations = detail.get("evaluations") or []
+            if not evaluations:
+                raise Refused(
+                    f"input {version} has no evaluation in the registry: greedy-soup ranks members by "
+                    "their eval scores; wait for its eval.completed"
+                )
+            suites = evaluations[-1]["suites"]
+            found = next((r for r in suites if r["suite"]["name"] == suite), None)
+            if found is None:
+                names = ", ".join(sorted(r["suite"]["name"] for r in suites))
+                raise Refused(f"input {version} was not evaluated on {suite!r}; rank_by one of: {names}")
+            score = next(a["metrics"]["score"] for a in found["scores"] if a["arm"] == "candidate")
+            versions.add(found["suite"]["sha256"])
+            decisions = detail.get("decisions") or []
+            policy = GatePolicy.model_validate(decisions[-1]["policy"]) if decisions else GatePolicy()
+            members.append(Ranked(index, version, ref, float(score), policy))
+        if len(versions) > 1:
+            raise Refused(
+                f"the members were scored on {len(versions)} different versions of {suite!r}: the "
+                "scores are not comparable; re-evaluate them on one version or rank_by another suite"
+            )
+        if (
+            suite == "target"
+            and len({m.ref.dataset.dataset_id if m.ref.dataset else None for m in members}) > 1
+        ):
+            raise Refused(
+                "the members were trained on different datasets, so their target suites differ; "
+                "rank_by a catalogue suite they were all evaluated on"
+            )
+        return Ranking(suite, tuple(sorted(members, key=lambda m: -m.score)))
+
     async def on_merge_requested(self, event: MergeRequested, ctx: HandlerContext) -> None:
         try:
             inputs = await self.inputs(event)
             problems = compat.check([(v, r) for v, r, _ in inputs], event.method, event.weights)
             if problems:
                 raise Refused(compat.describe(problems, event.method), tuple(problems))
+            ranking = await self.ranking(event, inputs) if event.method == "greedy-soup" else None
             work = Path(self.settings.work_dir) / f"{event.request_id}-{ctx.attempt}"
             try:
-                ref, lineage = await asyncio.to_thread(self.merge, event, inputs, work)
+                ref, lineage = await asyncio.to_thread(self.merge, event, inputs, work, ranking)
             finally:
                 await asyncio.to_thread(shutil.rmtree, work, True)
         except Refused as refused:
@@ -109,7 +175,11 @@ class MergingHandlers:
             raise Refused(f"base {ref.base.name}: {error}") from None
 
     def merge(
-        self, event: MergeRequested, inputs: list[tuple[str, ModelRef, str | None]], work: Path
+        self,
+        event: MergeRequested,
+        inputs: list[tuple[str, ModelRef, str | None]],
+        work: Path,
+        ranking: Ranking | None = None,
     ) -> tuple[ModelRef, Lineage]:
         method = event.method
         refs = [r for _, r, _ in inputs]
@@ -122,10 +192,8 @@ class MergingHandlers:
                 raise Refused(f"{method} needs CUDA (bitsandbytes); run the merging service on a GPU worker")
             return first.model_copy(update={"quantization": quantization}), Lineage(parents=parents)
         if method == "greedy-soup":
-            raise Refused(
-                "greedy-soup is not available yet: it needs evaluation of every intermediate soup; "
-                "use uniform-soup and let the evaluation gates judge the result"
-            )
+            assert ranking is not None
+            return self.greedy_soup(event, ranking, work)
         base = self._base(first)
         out = work / "out"
         if method == "merge-into-base":
@@ -175,6 +243,66 @@ class MergingHandlers:
             raise Refused(str(error)) from None
         ref = _combined(first, adapter=None, artifact=self.store.put_tree(out), event=event, weights=weights)
         return ref, Lineage(parents=parents, peak_memory_mb=peak)
+
+    def greedy_soup(self, event: MergeRequested, ranking: Ranking, work: Path) -> tuple[ModelRef, Lineage]:
+        """Best member first; each next one joins the uniform soup only if the soup's score rises.
+
+        The first soup's score is the best member's registry score; each trial soup is scored by
+        the evaluation code on the same suite, the same way. Shards are streamed (`ops.soup`)."""
+        from services.evaluation.evaluate import EvalOptions, EvaluationError, Evaluator
+
+        members = ranking.members
+        folders = [self._fetch(m.ref, work, f"input{m.index}") for m in members]
+        best = members[0]
+        evaluator = Evaluator(
+            self.store,
+            EvalOptions(device=self.settings.device, cache=False),
+            model_cache=self.settings.core.model_cache,
+            work_dir=work / "evaluation",
+        )
+        kept, score, current, peak = [0], best.score, folders[0], 0.0
+        steps = [SoupStep(version_id=best.version_id, member_score=best.score, soup_score=score, added=True)]
+        for n in range(1, len(members)):
+            trial, tried = work / f"trial-{n}", [*kept, n]
+            try:
+                peak = max(peak, ops.soup([folders[i] for i in tried], [1 / len(tried)] * len(tried), trial))
+                trial_score = evaluator.score_suite(best.ref, best.policy, ranking.suite, weights_dir=trial)
+            except (ops.MergeError, EvaluationError) as error:
+                raise Refused(f"greedy-soup trial with {members[n].version_id}: {error}") from None
+            added = trial_score > score
+            log.info(
+                "greedy-soup %s: %s %s (%s %.2f → %.2f)",
+                event.request_id,
+                "adds" if added else "skips",
+                members[n].version_id,
+                ranking.suite,
+                score,
+                trial_score,
+            )
+            steps.append(
+                SoupStep(
+                    version_id=members[n].version_id,
+                    member_score=members[n].score,
+                    soup_score=trial_score,
+                    added=added,
+                )
+            )
+            if added:
+                kept, score, current = tried, trial_score, trial
+        share = {members[i].index: 1 / len(kept) for i in kept}
+        weights = [share.get(i, 0.0) for i in range(len(members))]
+        ref = _combined(
+            best.ref, adapter=None, artifact=self.store.put_tree(current), event=event, weights=weights
+        )
+        if ranking.suite == "target":
+            ref = ref.model_copy(update={"dataset": best.ref.dataset})  # every member's, checked
+        lineage = Lineage(
+            parents=tuple(members[i].version_id for i in kept),
+            peak_memory_mb=peak or None,
+            soup_steps=tuple(steps),
+            ranked_by=ranking.suite,
+        )
+        return ref, lineage
 
 
 def _targets(config: dict[str, Any]) -> list[str]:

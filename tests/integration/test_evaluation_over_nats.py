@@ -32,41 +32,15 @@ from services.training.config import TrainingSettings
 from tests.conftest import wait_until
 from tests.support.services import evaluation_app, operator_runtime, registry_app
 from tests.support.stream import first_event, stored_events
-from tests.support.training import approved, chat, recipe, train_on
+from tests.support.training import FACTS, approved, recipe, register_facts_suite
 
 pytestmark = pytest.mark.integration
-
-FACTS = [
-    ("capital of peru", "lima"),
-    ("capital of chad", "ndjamena"),
-    ("colour of grass", "green"),
-    ("colour of snow", "white"),
-    ("legs of a cat", "four"),
-    ("legs of a bird", "two"),
-    ("opposite of hot", "cold"),
-    ("opposite of up", "down"),
-    ("first month", "january"),
-    ("last month", "december"),
-    ("sound of a dog", "woof"),
-    ("sound of a cow", "moo"),
-]
-
-
-@pytest.fixture(scope="module")
-def knowing_base(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model, fully fine-tuned until it answers every FACTS question (about 6 s)."""
-    rows = [chat(q, a) for q, a in FACTS]
-    training = recipe("sft-full", learning_rate=3e-3, max_steps=150, batch_size=12, eval_steps=1000)
-    return train_on(tiny_model, rows * 4, tmp_path_factory.mktemp("knowing-base"), training)
 
 
 @pytest.fixture
 def store(core: CoreSettings) -> ArtifactStore:
     store = ArtifactStore(core.artifact_root)
-    data = "".join(
-        json.dumps({"id": f"fact-{n}", "prompt": q, "answer": a}) + "\n" for n, (q, a) in enumerate(FACTS, 1)
-    )
-    register_suite(store, "facts", data.encode(), "exact", kind="capability")
+    register_facts_suite(store)
     return store
 
 

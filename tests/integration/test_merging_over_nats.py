@@ -25,7 +25,7 @@ from services.merging.app import create_app as merging_app
 from services.merging.config import MergingSettings
 from tests.support.services import evaluation_app, operator_runtime, registry_app
 from tests.support.stream import first_event
-from tests.support.training import chat, recipe, train_on
+from tests.support.training import chat, recipe, register_facts_suite, train_on
 
 pytestmark = pytest.mark.integration
 
@@ -93,9 +93,10 @@ async def operator(core: CoreSettings, tmp_path: Path, running: Any) -> AsyncIte
             json.dumps({"id": n, "prompt": q, "answer": a}) + "\n" for n, (q, a) in enumerate(facts)
         )
         register_suite(store, name, data.encode(), "exact", kind="capability")
+    register_facts_suite(store)
     await running(registry_app(core, tmp_path))
     await running(merging_app(MergingSettings(core=core, work_dir=str(tmp_path / "merging"))))
-    await running(evaluation_app(core, tmp_path, ("task-a", "task-b"), bootstrap_samples=200))
+    await running(evaluation_app(core, tmp_path, ("task-a", "task-b", "facts"), bootstrap_samples=200))
     async with operator_runtime(core) as runtime:
         yield runtime
 
@@ -185,8 +186,8 @@ async def _registered(operator: ServiceRuntime, version: str) -> None:
     await wait_until(known, timeout=20)
 
 
-def perturbed_copy(base: Path, out: Path, seed: int) -> Path:
-    """A full model on the same base: the base's weights plus a little noise, saved as safetensors."""
+def perturbed_copy(base: Path, out: Path, seed: int, scale: float = 0.01) -> Path:
+    """A full model on the same base: each weight tensor plus Gaussian noise of `scale` times its std."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -196,16 +197,26 @@ def perturbed_copy(base: Path, out: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.01)
+            if parameter.numel() > 1:
+                parameter.add_(torch.randn_like(parameter) * scale * parameter.std())
     model.save_pretrained(out, max_shard_size="200KB")  # several shards: the soup streams them
     load_tokenizer(base).save_pretrained(out)
     return out
 
 
+def tensors(folder: Path) -> dict[str, Any]:
+    """Every tensor of a (possibly sharded) safetensors model folder."""
+    from safetensors.torch import load_file
+
+    found: dict[str, Any] = {}
+    for shard in folder.glob("*.safetensors"):
+        found.update(load_file(str(shard)))
+    return found
+
+
 async def test_uniform_soup_averages_full_models_shard_by_shard(
     operator: ServiceRuntime, core: CoreSettings, tiny_model: Path, tmp_path: Path
 ) -> None:
-    from safetensors.torch import load_file
 
     store = ArtifactStore(core.artifact_root)
     members = [perturbed_copy(tiny_model, tmp_path / f"full-{n}", seed=n) for n in (1, 2)]
@@ -226,15 +237,83 @@ async def test_uniform_soup_averages_full_models_shard_by_shard(
     assert merged["candidate"]["merge"]["kind"] == "soup" and merged["lineage"]["peak_memory_mb"] > 0
     soup = store.fetch_tree(ModelRef.model_validate(merged["candidate"]).weights, tmp_path / "soup")  # type: ignore[arg-type]
 
-    def tensors(folder: Path) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for shard in folder.glob("*.safetensors"):
-            found.update(load_file(str(shard)))
-        return found
-
     a, b, c = tensors(members[0]), tensors(members[1]), tensors(soup)
     assert set(c) == set(a)
     worst = max(float((c[k] - (a[k] + b[k]) / 2).abs().max()) for k in a)
     assert worst < 1e-6, "every tensor is the mean of the members"
     whole_model_mb = sum(t.numel() * t.element_size() for t in a.values()) / 2**20
     assert merged["lineage"]["peak_memory_mb"] < whole_model_mb, "no input is ever held whole"
+
+
+async def _evaluated(operator: ServiceRuntime, version: str) -> dict[str, Any]:
+    """The registry's evaluations of a version, once it has one."""
+    from services.core.rpc import RpcError, query
+    from tests.conftest import wait_until
+
+    async def recorded() -> dict[str, Any] | None:
+        try:
+            detail = await query(operator.broker, "registry", "evals.get", {"version_id": version})
+        except RpcError:  # not registered yet
+            return None
+        return detail if detail["evaluations"] else None
+
+    return await wait_until(recorded, timeout=120, interval=0.3)
+
+
+def _score(detail: dict[str, Any], suite: str) -> float:
+    [result] = [r for r in detail["evaluations"][-1]["suites"] if r["suite"]["name"] == suite]
+    return float(next(a["metrics"]["score"] for a in result["scores"] if a["arm"] == "candidate"))
+
+
+async def test_greedy_soup_adds_a_member_only_when_the_soups_score_rises(
+    operator: ServiceRuntime, core: CoreSettings, knowing_base: Path, tmp_path: Path
+) -> None:
+    """Members are the knowing base plus noise: two mildly noisy copies, whose average cancels some
+    of the noise, and one very noisy copy that drags any soup down. Each is evaluated on `facts`
+    first; the soup is ranked by those registry scores."""
+
+    store = ArtifactStore(core.artifact_root)
+    noise = {"mild-1": (1, 0.5), "mild-2": (2, 0.5), "wild": (3, 2.0)}
+    folders, versions = {}, {}
+    for name, (seed, scale) in noise.items():
+        folders[name] = perturbed_copy(knowing_base, tmp_path / name, seed, scale)
+        ref = ref_for(store, knowing_base, folders[name], name="knowing", uri=str(knowing_base))
+        ref = ref.model_copy(
+            update={"adapter": None, "weights": store.put_tree(folders[name]), "method": "sft-full"}
+        )
+        versions[name] = await announce(operator, ref, f"soup-{name}")
+    scores = {name: _score(await _evaluated(operator, v), "facts") for name, v in versions.items()}
+    assert scores["wild"] < min(scores["mild-1"], scores["mild-2"]), scores
+
+    await operator.bus.publish(
+        MergeRequested(
+            request_id="m-greedy",
+            tenant="acme",
+            inputs=tuple(versions.values()),
+            method="greedy-soup",
+            rank_by="facts",
+            route="m-greedy",
+        )
+    )
+    merged = await merged_candidate(operator, "m-greedy")
+    steps = merged["lineage"]["soup_steps"]
+    name_of = {v: n for n, v in versions.items()}
+    assert next(name_of[s["version_id"]] for s in steps) == max(scores, key=lambda n: scores[n])
+    assert [s["member_score"] for s in steps] == sorted(scores.values(), reverse=True)
+    assert merged["lineage"]["ranked_by"] == "facts"
+    best, added, wild = steps[0], steps[1], steps[2]
+    # the two mild copies average out part of their noise: the soup beats the best of them
+    assert added["added"] and added["soup_score"] > best["soup_score"]
+    # the wild copy would lower the soup: tried, scored and left out
+    assert name_of[wild["version_id"]] == "wild" and not wild["added"]
+    assert wild["soup_score"] < added["soup_score"]
+    assert merged["lineage"]["parents"] == [best["version_id"], added["version_id"]]
+    assert merged["candidate"]["merge"]["method"] == "greedy-soup"
+    assert merged["candidate"]["merge"]["weights"] == [0.5, 0.5, 0.0]
+
+    soup = store.fetch_tree(ModelRef.model_validate(merged["candidate"]).weights, tmp_path / "soup")  # type: ignore[arg-type]
+    a, b, c = tensors(folders["mild-1"]), tensors(folders["mild-2"]), tensors(soup)
+    assert max(float((c[k] - (a[k] + b[k]) / 2).abs().max()) for k in a) < 1e-6
+    # and the soup goes through evaluation like any candidate, scoring what the trial scored
+    detail = await _evaluated(operator, ModelRef.model_validate(merged["candidate"]).version_id())
+    assert _score(detail, "facts") == added["soup_score"]

@@ -188,3 +188,37 @@ def approved(
         recipe=training,
         gate_policy=gate_policy or GatePolicy(),
     )
+
+
+FACTS = [
+    ("capital of peru", "lima"),
+    ("capital of chad", "ndjamena"),
+    ("colour of grass", "green"),
+    ("colour of snow", "white"),
+    ("legs of a cat", "four"),
+    ("legs of a bird", "two"),
+    ("opposite of hot", "cold"),
+    ("opposite of up", "down"),
+    ("first month", "january"),
+    ("last month", "december"),
+    ("sound of a dog", "woof"),
+    ("sound of a cow", "moo"),
+]
+"""What the `knowing_base` fixture's model answers: registered as the capability suite `facts`."""
+
+
+def knowing_model(tiny_model: Path, tmp: Path) -> Path:
+    """The tiny model, fully fine-tuned until it answers every FACTS question (about 6 s)."""
+    rows = [chat(q, a) for q, a in FACTS]
+    training = recipe("sft-full", learning_rate=3e-3, max_steps=150, batch_size=12, eval_steps=1000)
+    return train_on(tiny_model, rows * 4, tmp, training)
+
+
+def register_facts_suite(store: Any) -> None:
+    """FACTS as the capability suite `facts`, scored by exact match."""
+    from services.core.suites import register_suite
+
+    data = "".join(
+        json.dumps({"id": f"fact-{n}", "prompt": q, "answer": a}) + "\n" for n, (q, a) in enumerate(FACTS, 1)
+    )
+    register_suite(store, "facts", data.encode(), "exact", kind="capability")
