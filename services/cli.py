@@ -1233,7 +1233,7 @@ def merge(
         str,
         typer.Option(
             help="merge-into-base, linear, cat, svd, ties, dare_ties, dare_linear, "
-            "magnitude_prune, uniform-soup, quantize-int8-dynamic, quantize-bnb-8bit, "
+            "magnitude_prune, uniform-soup, greedy-soup, quantize-int8-dynamic, quantize-bnb-8bit, "
             "quantize-bnb-4bit"
         ),
     ],
@@ -1246,6 +1246,10 @@ def merge(
         str | None, typer.Option(help="Route of the result (default: the first input's)")
     ] = None,
     tenant: Annotated[str | None, typer.Option(help="Tenant of the inputs (default: the CLI's)")] = None,
+    rank_by: Annotated[
+        str | None,
+        typer.Option(help="greedy-soup: the suite whose scores rank and admit members (default: target)"),
+    ] = None,
     wait: Annotated[
         float, typer.Option(help="Wait up to S seconds for candidate.ready or merge.failed")
     ] = 0.0,
@@ -1260,6 +1264,7 @@ def merge(
             weights=tuple(float(w) for w in weights.split(",") if w.strip()),
             density=density,
             route=route,
+            rank_by=rank_by,
         )
     except (ValidationError, ValueError) as error:
         raise _fail(f"merge request: {error}") from None

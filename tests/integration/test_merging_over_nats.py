@@ -1,28 +1,34 @@
-"""Merging on a real nats-server with the registry and evaluation: merge-into-base keeps the
-adapter's greedy outputs, and inputs built on different bases are refused before any weight is
-read. (A TIES merge that keeps both tasks needs a model larger than the tiny test model: see
-the merging issue's notes.)"""
+"""Merging on the tiny model, on a real nats-server with the registry and evaluation: merge-into-base
+keeps the adapter's greedy outputs; inputs built on different bases are refused before any weight
+is read; soups average shard by shard; greedy soup admits only members that raise its score.
+(TIES across two tasks needs a pretrained base: `test_merging_ties.py` runs it on SmolLM2.)"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from schemas.candidate import CandidateReady
 from schemas.merge import MergeRequested
-from schemas.refs import AdapterRef, BaseModelRef, Lineage, ModelRef, TokenizerRef
+from schemas.refs import ModelRef
 from services.core.artifacts import ArtifactStore
-from services.core.models import tokenizer_sha256, weights_sha256
 from services.core.runtime import ServiceRuntime
 from services.core.settings import CoreSettings
-from services.core.suites import register_suite
 from services.evaluation.engine import Engine
 from services.merging.app import create_app as merging_app
 from services.merging.config import MergingSettings
+from tests.support.merging import (
+    announce,
+    evaluated,
+    merged_candidate,
+    ref_for,
+    register_qa_suite,
+    registered,
+    suite_score,
+    tensors,
+)
 from tests.support.services import evaluation_app, operator_runtime, registry_app
 from tests.support.stream import first_event
 from tests.support.training import chat, recipe, register_facts_suite, train_on
@@ -68,51 +74,17 @@ def adapters(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     )
 
 
-def ref_for(store: ArtifactStore, base: Path, adapter: Path, **base_fields: str) -> ModelRef:
-    return ModelRef(
-        base=BaseModelRef(
-            name="tiny-llama", uri="tiny-llama", sha256=weights_sha256(base), architecture="LlamaForCausalLM"
-        ).model_copy(update=base_fields),
-        adapter=AdapterRef(
-            artifact=store.put_tree(adapter),
-            method="sft-lora",
-            rank=16,
-            alpha=32,
-            target_modules=tuple(sorted(TARGETS)),
-        ),
-        method="sft-lora",
-        tokenizer=TokenizerRef(tokenizer_sha256=tokenizer_sha256(base)),
-    )
-
-
 @pytest.fixture
 async def operator(core: CoreSettings, tmp_path: Path, running: Any) -> AsyncIterator[ServiceRuntime]:
     store = ArtifactStore(core.artifact_root)
-    for name, facts in (("task-a", TASK_A), ("task-b", TASK_B)):
-        data = "".join(
-            json.dumps({"id": n, "prompt": q, "answer": a}) + "\n" for n, (q, a) in enumerate(facts)
-        )
-        register_suite(store, name, data.encode(), "exact", kind="capability")
+    register_qa_suite(store, "task-a", TASK_A)
+    register_qa_suite(store, "task-b", TASK_B)
     register_facts_suite(store)
     await running(registry_app(core, tmp_path))
     await running(merging_app(MergingSettings(core=core, work_dir=str(tmp_path / "merging"))))
     await running(evaluation_app(core, tmp_path, ("task-a", "task-b", "facts"), bootstrap_samples=200))
     async with operator_runtime(core) as runtime:
         yield runtime
-
-
-async def announce(operator: ServiceRuntime, ref: ModelRef, route: str) -> str:
-    await operator.bus.publish(
-        CandidateReady(candidate=ref, lineage=Lineage(), produced_by="training", tenant="acme", route=route)
-    )
-    return ref.version_id()
-
-
-async def merged_candidate(operator: ServiceRuntime, request_id: str) -> dict[str, Any]:
-    event = await first_event(
-        operator, "candidate.ready", timeout=180, produced_by="merging", route=request_id
-    )
-    return event.payload
 
 
 async def test_merge_into_base_keeps_the_adapters_greedy_outputs(
@@ -124,7 +96,7 @@ async def test_merge_into_base_keeps_the_adapters_greedy_outputs(
 ) -> None:
     store = ArtifactStore(core.artifact_root)
     version = await announce(operator, ref_for(store, tiny_model, adapters[0]), "merge-a")
-    await _registered(operator, version)
+    await registered(operator, version)
     await operator.bus.publish(
         MergeRequested(
             request_id="m-base",
@@ -162,7 +134,7 @@ async def test_inputs_on_different_bases_are_refused_with_the_mismatch(
     other = ref_for(store, tiny_model, adapters[1], sha256="e" * 64, name="another-base")
     b = await announce(operator, other, "base-two")
     for version in (a, b):
-        await _registered(operator, version)
+        await registered(operator, version)
     await operator.bus.publish(
         MergeRequested(request_id="m-bad", tenant="acme", inputs=(a, b), method="linear", weights=(0.5, 0.5))
     )
@@ -170,20 +142,6 @@ async def test_inputs_on_different_bases_are_refused_with_the_mismatch(
     assert "refused before touching any weight" in failed["error"]
     [mismatch] = [m for m in failed["mismatches"] if m["attribute"] == "base.sha256"]
     assert mismatch["found"] == "e" * 64 and mismatch["version_id"] == b
-
-
-async def _registered(operator: ServiceRuntime, version: str) -> None:
-    from services.core.rpc import RpcError, query
-    from tests.conftest import wait_until
-
-    async def known() -> bool:
-        try:
-            await query(operator.broker, "registry", "models.get", {"version_id": version})
-            return True
-        except RpcError:
-            return False
-
-    await wait_until(known, timeout=20)
 
 
 def perturbed_copy(base: Path, out: Path, seed: int, scale: float = 0.01) -> Path:
@@ -204,16 +162,6 @@ def perturbed_copy(base: Path, out: Path, seed: int, scale: float = 0.01) -> Pat
     return out
 
 
-def tensors(folder: Path) -> dict[str, Any]:
-    """Every tensor of a (possibly sharded) safetensors model folder."""
-    from safetensors.torch import load_file
-
-    found: dict[str, Any] = {}
-    for shard in folder.glob("*.safetensors"):
-        found.update(load_file(str(shard)))
-    return found
-
-
 async def test_uniform_soup_averages_full_models_shard_by_shard(
     operator: ServiceRuntime, core: CoreSettings, tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -223,11 +171,8 @@ async def test_uniform_soup_averages_full_models_shard_by_shard(
     assert len(list(members[0].glob("*.safetensors"))) > 1
     versions = []
     for n, member in enumerate(members):
-        ref = ref_for(store, tiny_model, member).model_copy(
-            update={"adapter": None, "weights": store.put_tree(member), "method": "sft-full"}
-        )
-        versions.append(await announce(operator, ref, f"full-{n}"))
-        await _registered(operator, versions[-1])
+        versions.append(await announce(operator, ref_for(store, tiny_model, member), f"full-{n}"))
+        await registered(operator, versions[-1])
     await operator.bus.publish(
         MergeRequested(
             request_id="m-soup", tenant="acme", inputs=tuple(versions), method="uniform-soup", route="m-soup"
@@ -245,26 +190,6 @@ async def test_uniform_soup_averages_full_models_shard_by_shard(
     assert merged["lineage"]["peak_memory_mb"] < whole_model_mb, "no input is ever held whole"
 
 
-async def _evaluated(operator: ServiceRuntime, version: str) -> dict[str, Any]:
-    """The registry's evaluations of a version, once it has one."""
-    from services.core.rpc import RpcError, query
-    from tests.conftest import wait_until
-
-    async def recorded() -> dict[str, Any] | None:
-        try:
-            detail = await query(operator.broker, "registry", "evals.get", {"version_id": version})
-        except RpcError:  # not registered yet
-            return None
-        return detail if detail["evaluations"] else None
-
-    return await wait_until(recorded, timeout=120, interval=0.3)
-
-
-def _score(detail: dict[str, Any], suite: str) -> float:
-    [result] = [r for r in detail["evaluations"][-1]["suites"] if r["suite"]["name"] == suite]
-    return float(next(a["metrics"]["score"] for a in result["scores"] if a["arm"] == "candidate"))
-
-
 async def test_greedy_soup_adds_a_member_only_when_the_soups_score_rises(
     operator: ServiceRuntime, core: CoreSettings, knowing_base: Path, tmp_path: Path
 ) -> None:
@@ -278,11 +203,8 @@ async def test_greedy_soup_adds_a_member_only_when_the_soups_score_rises(
     for name, (seed, scale) in noise.items():
         folders[name] = perturbed_copy(knowing_base, tmp_path / name, seed, scale)
         ref = ref_for(store, knowing_base, folders[name], name="knowing", uri=str(knowing_base))
-        ref = ref.model_copy(
-            update={"adapter": None, "weights": store.put_tree(folders[name]), "method": "sft-full"}
-        )
         versions[name] = await announce(operator, ref, f"soup-{name}")
-    scores = {name: _score(await _evaluated(operator, v), "facts") for name, v in versions.items()}
+    scores = {name: suite_score(await evaluated(operator, v), "facts") for name, v in versions.items()}
     assert scores["wild"] < min(scores["mild-1"], scores["mild-2"]), scores
 
     await operator.bus.publish(
@@ -315,5 +237,5 @@ async def test_greedy_soup_adds_a_member_only_when_the_soups_score_rises(
     a, b, c = tensors(folders["mild-1"]), tensors(folders["mild-2"]), tensors(soup)
     assert max(float((c[k] - (a[k] + b[k]) / 2).abs().max()) for k in a) < 1e-6
     # and the soup goes through evaluation like any candidate, scoring what the trial scored
-    detail = await _evaluated(operator, ModelRef.model_validate(merged["candidate"]).version_id())
-    assert _score(detail, "facts") == added["soup_score"]
+    detail = await evaluated(operator, ModelRef.model_validate(merged["candidate"]).version_id())
+    assert suite_score(detail, "facts") == added["soup_score"]
