@@ -190,35 +190,18 @@ class MergingHandlers:
             quantization = QUANTIZATIONS[method]
             if quantization.method.startswith("bnb") and not _cuda():
                 raise Refused(f"{method} needs CUDA (bitsandbytes); run the merging service on a GPU worker")
+            if quantization.method.startswith("bnb") and first.adapter is not None:
+                # bitsandbytes quantizes full weights at load: merge the adapter in first
+                ref, lineage = self._into_base(first, parents, work)
+                return ref.model_copy(update={"quantization": quantization}), lineage
             return first.model_copy(update={"quantization": quantization}), Lineage(parents=parents)
         if method == "greedy-soup":
             assert ranking is not None
             return self.greedy_soup(event, ranking, work)
+        if method == "merge-into-base":
+            return self._into_base(first, parents, work)
         base = self._base(first)
         out = work / "out"
-        if method == "merge-into-base":
-            difference = ops.merge_into_base(
-                base, self._fetch(first, work, "input0"), out, tolerance=self.settings.tolerance
-            )
-            if difference.max_abs_logit_diff > self.settings.tolerance:
-                raise Refused(
-                    f"merged weights differ from the adapter by {difference.max_abs_logit_diff:.3g} logits "
-                    f"(tolerance {self.settings.tolerance:g})"
-                )
-            ref = first.model_copy(
-                update={
-                    "adapter": None,
-                    "weights": self.store.put_tree(out),
-                    "method": first.method or (first.adapter.method if first.adapter else None),
-                    "merge": MergeState(kind="merged-into-base", method="merge_and_unload"),
-                }
-            )
-            return ref, Lineage(
-                dataset_id=first.dataset.dataset_id if first.dataset else None,
-                run_id=first.run_id,
-                parents=parents,
-                merge_difference=difference,
-            )
         if method in compat.ADAPTER_METHODS:
             folders = [self._fetch(r, work, f"input{n}") for n, r in enumerate(refs)]
             try:
@@ -243,6 +226,32 @@ class MergingHandlers:
             raise Refused(str(error)) from None
         ref = _combined(first, adapter=None, artifact=self.store.put_tree(out), event=event, weights=weights)
         return ref, Lineage(parents=parents, peak_memory_mb=peak)
+
+    def _into_base(self, first: ModelRef, parents: tuple[str, ...], work: Path) -> tuple[ModelRef, Lineage]:
+        """The adapter merged into its base, accepted only within the logit tolerance."""
+        out = work / "out"
+        difference = ops.merge_into_base(
+            self._base(first), self._fetch(first, work, "input0"), out, tolerance=self.settings.tolerance
+        )
+        if difference.max_abs_logit_diff > self.settings.tolerance:
+            raise Refused(
+                f"merged weights differ from the adapter by {difference.max_abs_logit_diff:.3g} logits "
+                f"(tolerance {self.settings.tolerance:g})"
+            )
+        ref = first.model_copy(
+            update={
+                "adapter": None,
+                "weights": self.store.put_tree(out),
+                "method": first.method or (first.adapter.method if first.adapter else None),
+                "merge": MergeState(kind="merged-into-base", method="merge_and_unload"),
+            }
+        )
+        return ref, Lineage(
+            dataset_id=first.dataset.dataset_id if first.dataset else None,
+            run_id=first.run_id,
+            parents=parents,
+            merge_difference=difference,
+        )
 
     def greedy_soup(self, event: MergeRequested, ranking: Ranking, work: Path) -> tuple[ModelRef, Lineage]:
         """Best member first; each next one joins the uniform soup only if the soup's score rises.

@@ -239,3 +239,31 @@ async def test_greedy_soup_adds_a_member_only_when_the_soups_score_rises(
     # and the soup goes through evaluation like any candidate, scoring what the trial scored
     detail = await evaluated(operator, ModelRef.model_validate(merged["candidate"]).version_id())
     assert suite_score(detail, "facts") == added["soup_score"]
+
+
+def test_a_bnb_request_for_an_adapter_version_merges_it_first(
+    tiny_model: Path, adapters: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bitsandbytes quantizes full weights at load, so an adapter is merged into its base first. The
+    loading itself needs CUDA (tests/gpu); here CUDA is declared present to check what is recorded."""
+    from services.merging import handlers as merging_handlers
+
+    store = ArtifactStore(tmp_path / "artifacts")
+    ref = ref_for(store, tiny_model, adapters[0])
+    settings = MergingSettings(work_dir=str(tmp_path / "merging"))
+    settings.core.model_cache = str(tiny_model.parent)
+    handlers = merging_handlers.MergingHandlers(settings, store, broker=None)  # type: ignore[arg-type]
+    event = MergeRequested(
+        request_id="q4", tenant="acme", inputs=(ref.version_id(),), method="quantize-bnb-4bit"
+    )
+    inputs = [(ref.version_id(), ref, None)]
+    with pytest.raises(merging_handlers.Refused, match="needs CUDA"):
+        handlers.merge(event, inputs, tmp_path / "work")
+
+    monkeypatch.setattr(merging_handlers, "_cuda", lambda: True)
+    merged, lineage = handlers.merge(event, inputs, tmp_path / "work")
+    assert merged.adapter is None and merged.weights is not None
+    assert merged.merge.kind == "merged-into-base"
+    assert merged.quantization.method == "bnb-4bit" and merged.quantization.quant_type == "nf4"
+    assert lineage.parents == (ref.version_id(),) and lineage.merge_difference is not None
+    assert lineage.merge_difference.greedy_agreement == 1.0
