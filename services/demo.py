@@ -98,11 +98,36 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         _cli(stack, console, "card", version, "--out", str(card))
         console.print(f"the adaptation card: {card.with_suffix('.md')} (and .json); gates {verdict}")
         console.print(
-            f"\n8. the registry's timeline of the approved lineage (tuneline status {correlation}):"
+            "\n8. merging: the adapter merged into its base weights (merge_and_unload), after the "
+            "compatibility gate; the merged-vs-unmerged logit difference and greedy agreement on probe "
+            "prompts are recorded in the new candidate's lineage (it is evaluated like any candidate)"
+        )
+        t = time.monotonic()
+        merged_route = "support-merged"
+        _cli(
+            stack,
+            console,
+            "merge",
+            "--method",
+            "merge-into-base",
+            "--inputs",
+            version,
+            "--route",
+            merged_route,
+            "--tenant",
+            TENANT,
+            "--wait",
+            "600",
+        )
+        timings["merging"] = time.monotonic() - t
+        merged = asyncio.run(_version_on(stack, merged_route))
+        _cli(stack, console, "models", "show", merged)
+        console.print(
+            f"\n9. the registry's timeline of the approved lineage (tuneline status {correlation}):"
         )
         _cli(stack, console, "status", correlation)
         console.print(
-            "\n9. every submission and run the registry knows (tuneline datasets list; tuneline runs):"
+            "\n10. every submission and run the registry knows (tuneline datasets list; tuneline runs):"
         )
         _cli(stack, console, "datasets", "list")
         _cli(stack, console, "runs")
@@ -111,7 +136,7 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         )
         console.print(
             f"[green]demo finished in {time.monotonic() - started:.1f}s.[/] Later issues add "
-            "merging and rollout to this same run."
+            "serving and rollout to this same run."
         )
         if keep:
             console.print(f"stack left running: tuneline --nats-url {stack.nats_url} …; Ctrl-C stops it")
@@ -220,6 +245,16 @@ async def _version_of(stack: Stack, run_id: str) -> str:
         return detail["summary"]["version_id"]
 
     return str(await _with_runtime(stack, version, what="the candidate of the run"))
+
+
+async def _version_on(stack: Stack, route: str) -> str:
+    async def newest(runtime: Any) -> str | None:
+        versions = (await query(runtime.broker, "registry", "models.list", {"route": route, "limit": 1}))[
+            "versions"
+        ]
+        return str(versions[0]["version_id"]) if versions else None
+
+    return str(await _with_runtime(stack, newest, what=f"the version on route {route}"))
 
 
 async def _verdict_of(stack: Stack, version: str) -> str:
