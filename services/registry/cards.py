@@ -196,6 +196,13 @@ def _merge_lines(card: dict[str, Any]) -> list[str]:
         )
     elif merge.get("kind") == "merged-into-base":
         out.append("- Merged vs unmerged: not recorded")
+    lineage = card.get("lineage") or {}
+    for step in lineage.get("soup_steps") or []:
+        verdict = "kept" if step["added"] else "left out"
+        out.append(
+            f"- Greedy soup on {lineage.get('ranked_by')}: {step['version_id']} (own score "
+            f"{step['member_score']:.1f}) → soup {step['soup_score']:.1f}, {verdict}"
+        )
     return out
 
 

@@ -76,3 +76,32 @@ def test_an_unrouted_unmerged_version_says_so() -> None:
     text = markdown(card)
     assert "unmerged (no merged-vs-unmerged difference applies)" in text
     assert "No route: nothing to roll back." in text and card["rollback"] is None
+
+
+def test_a_greedy_soup_lists_every_member_tried_and_the_decision() -> None:
+    card = assemble(
+        version=summary(),
+        model_ref={
+            "base": BASE,
+            "tokenizer": TOKENIZER,
+            "weights": {"sha256": "c" * 64},
+            "merge": {"kind": "soup", "method": "greedy-soup", "weights": [0.5, 0.5, 0.0], "density": None},
+            "quantization": {"method": "none"},
+        },
+        lineage={
+            "parents": ["mv-best", "mv-next"],
+            "ranked_by": "facts",
+            "soup_steps": [
+                {"version_id": "mv-best", "member_score": 83.33, "soup_score": 83.33, "added": True},
+                {"version_id": "mv-next", "member_score": 58.3, "soup_score": 100.0, "added": True},
+                {"version_id": "mv-wild", "member_score": 0.0, "soup_score": 16.67, "added": False},
+            ],
+        },
+        dataset=None,
+        run=None,
+        evals=EvalDetail(version_id="mv-0123456789abcdef", evaluations=(), decisions=()),
+    )
+    text = markdown(card)
+    assert "- Merge state: soup (greedy-soup), weights 0.5, 0.5, 0" in text
+    assert "- Greedy soup on facts: mv-next (own score 58.3) → soup 100.0, kept" in text
+    assert "- Greedy soup on facts: mv-wild (own score 0.0) → soup 16.7, left out" in text
