@@ -80,6 +80,8 @@ async def test_approved_dataset_trains_a_candidate_carrying_the_whole_tuple(
         "parents": [],
         "merge_difference": None,  # set by merging only
         "peak_memory_mb": None,
+        "soup_steps": [],
+        "ranked_by": None,
     }
 
     # the adapter is in the store, verified by hash on the way out, and it was trained
