@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import Field
 
 from schemas.events import Contract
+from schemas.gate_policy import GatePolicy
+from schemas.refs import ModelRef
 
 
 class TimelineQuery(Contract):
@@ -205,6 +207,21 @@ class SuiteRegistration(Contract):
     upload: str = Field(description="upload:<sha256>/<name> of the JSONL file (sent by the CLI)")
     scorer: str
     kind: str = "custom"
+
+
+class SuiteScoreRequest(Contract):
+    """Score one version on one suite, as evaluation scores it (merging's greedy-soup trials)."""
+
+    candidate: ModelRef
+    suite: str = Field(
+        min_length=1, description="A catalogue suite, or target (the dataset's held-out split)"
+    )
+    policy: GatePolicy = Field(default_factory=GatePolicy, description="How the target suite is scored")
+
+
+class SuiteScore(Contract):
+    suite: str
+    score: float = Field(description="The candidate's score in points (0-100)")
 
 
 class QueryError(Contract):

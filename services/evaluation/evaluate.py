@@ -256,37 +256,23 @@ class Evaluator:
             return None
         return cached
 
-    def _engine(
-        self,
-        candidate: ModelRef,
-        production: ModelRef | None,
-        *,
-        base_arms: bool,
-        weights_dir: Path | None = None,
-    ) -> Engine:
+    def _engine(self, candidate: ModelRef, production: ModelRef | None, *, base_arms: bool) -> Engine:
         base_dir = self._base_dir(candidate)
         try:
             engine = Engine(base_dir, device=self.options.device, batch_size=self.options.batch_size)
             if base_arms:
                 engine.add_base_arm("baseline")
                 engine.add_base_arm("few-shot")
-            if weights_dir is not None:
-                engine.add_weights_arm("candidate", weights_dir, candidate.quantization)
-            else:
-                self._attach(engine, "candidate", candidate)
+            self._attach(engine, "candidate", candidate)
             if production is not None:
                 self._attach(engine, "production", production)
         except EngineError as error:
             raise EvaluationError("candidate-incompatible", str(error)) from None
         return engine
 
-    def score_suite(
-        self, candidate: ModelRef, policy: GatePolicy, suite: str, weights_dir: Path | None = None
-    ) -> float:
-        """The candidate's score on one suite, measured as `run` measures it (greedy-soup trials).
-
-        `weights_dir`: full weights on local disk, in place of the candidate's stored artifact."""
-        engine = self._engine(candidate, None, base_arms=False, weights_dir=weights_dir)
+    def score_suite(self, candidate: ModelRef, policy: GatePolicy, suite: str) -> float:
+        """The candidate's score on one suite, measured as `run` measures it (greedy-soup trials)."""
+        engine = self._engine(candidate, None, base_arms=False)
         plan = next((p for p in self.plan(candidate, policy, engine) if p.ref.name == suite), None)
         if plan is None:
             raise EvaluationError("suite-unknown", f"suite {suite!r} does not apply to this candidate")

@@ -4,10 +4,12 @@ drift.check-requested → drift.detected; RPCs to list and register suites."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from schemas.evaluation import (
     SuiteResult,
 )
 from schemas.gate_policy import GatePolicy
-from schemas.queries import QueryError, SuiteInfo, SuiteList, SuiteRegistration
+from schemas.queries import QueryError, SuiteInfo, SuiteList, SuiteRegistration, SuiteScore, SuiteScoreRequest
 from schemas.refs import ModelRef
 from services.core.artifacts import ArtifactStore
 from services.core.bus import EventBus
@@ -63,19 +65,28 @@ class EvaluationHandlers:
         production: ModelRef | None,
         **overrides: Any,
     ) -> Outcome:
+        with self._evaluator(work, **overrides) as evaluator:
+            return evaluator.run(candidate, policy, production)
+
+    @contextlib.contextmanager
+    def _evaluator(self, work: str, **overrides: Any) -> Iterator[Evaluator]:
+        """An evaluator with a fresh work folder, removed afterwards."""
         folder = Path(self.settings.work_dir) / work
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         try:
-            evaluator = Evaluator(
+            yield Evaluator(
                 self.store,
                 self.options(**overrides),
                 model_cache=self.settings.core.model_cache,
                 work_dir=folder,
             )
-            return evaluator.run(candidate, policy, production)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def _score(self, request: SuiteScoreRequest) -> float:
+        with self._evaluator(f"score-{uuid.uuid4().hex[:12]}") as evaluator:
+            return evaluator.score_suite(request.candidate, request.policy, request.suite)
 
     async def _registry(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
         try:
@@ -203,6 +214,18 @@ class EvaluationHandlers:
             shutil.rmtree(work, ignore_errors=True)
         return _info(suite).model_dump(mode="json")
 
+    async def suites_score(self, body: Any) -> dict[str, Any]:
+        """One version's score on one suite (merging's greedy-soup trials), off the event loop."""
+        try:
+            request = SuiteScoreRequest.model_validate(body if isinstance(body, dict) else {})
+        except ValidationError as error:
+            return QueryError(error=f"bad score request: {error}", code="bad-request").model_dump()
+        try:
+            score = await asyncio.to_thread(self._score, request)
+        except EvaluationError as error:
+            return QueryError(error=f"{error.reason}: {error.message}", code="bad-request").model_dump()
+        return SuiteScore(suite=request.suite, score=score).model_dump(mode="json")
+
 
 def _info(suite: Suite) -> SuiteInfo:
     return SuiteInfo(
@@ -274,3 +297,4 @@ def register(
         )
     serve(broker, SERVICE, "suites.list", handlers.suites_list)
     serve(broker, SERVICE, "suites.add", handlers.suites_add)
+    serve(broker, SERVICE, "suites.score", handlers.suites_score)

@@ -17,7 +17,9 @@ class MergingSettings(BaseSettings):
         gt=0,
         description="Largest merged-vs-unmerged logit difference accepted (merge-into-base)",
     )
-    device: str = Field(default="cpu", description="Where greedy-soup trials are scored: cpu or cuda")
+    trial_timeout_s: float = Field(
+        default=1800.0, gt=0, description="How long a greedy-soup trial may take to score (evaluation RPC)"
+    )
     ack_wait_s: float = Field(
         default=60.0, gt=0, description="AckWait of merge.requested (heartbeats every third)"
     )

@@ -14,6 +14,7 @@ from faststream.nats import NatsBroker
 from schemas.candidate import CandidateReady
 from schemas.gate_policy import GatePolicy
 from schemas.merge import MergeFailed, MergeRequested, Mismatch
+from schemas.queries import SuiteScore, SuiteScoreRequest
 from schemas.refs import (
     AdapterRef,
     ArtifactRef,
@@ -138,10 +139,12 @@ class MergingHandlers:
             problems = compat.check([(v, r) for v, r, _ in inputs], event.method, event.weights)
             if problems:
                 raise Refused(compat.describe(problems, event.method), tuple(problems))
-            ranking = await self.ranking(event, inputs) if event.method == "greedy-soup" else None
             work = Path(self.settings.work_dir) / f"{event.request_id}-{ctx.attempt}"
             try:
-                ref, lineage = await asyncio.to_thread(self.merge, event, inputs, work, ranking)
+                if event.method == "greedy-soup":
+                    ref, lineage = await self.greedy_soup(event, await self.ranking(event, inputs), work)
+                else:
+                    ref, lineage = await asyncio.to_thread(self.merge, event, inputs, work)
             finally:
                 await asyncio.to_thread(shutil.rmtree, work, True)
         except Refused as refused:
@@ -175,12 +178,9 @@ class MergingHandlers:
             raise Refused(f"base {ref.base.name}: {error}") from None
 
     def merge(
-        self,
-        event: MergeRequested,
-        inputs: list[tuple[str, ModelRef, str | None]],
-        work: Path,
-        ranking: Ranking | None = None,
+        self, event: MergeRequested, inputs: list[tuple[str, ModelRef, str | None]], work: Path
     ) -> tuple[ModelRef, Lineage]:
+        """Every method but greedy-soup (which needs the evaluation service: `greedy_soup`)."""
         method = event.method
         refs = [r for _, r, _ in inputs]
         first = refs[0]
@@ -195,9 +195,6 @@ class MergingHandlers:
                 ref, lineage = self._into_base(first, parents, work)
                 return ref.model_copy(update={"quantization": quantization}), lineage
             return first.model_copy(update={"quantization": quantization}), Lineage(parents=parents)
-        if method == "greedy-soup":
-            assert ranking is not None
-            return self.greedy_soup(event, ranking, work)
         if method == "merge-into-base":
             return self._into_base(first, parents, work)
         base = self._base(first)
@@ -253,30 +250,31 @@ class MergingHandlers:
             merge_difference=difference,
         )
 
-    def greedy_soup(self, event: MergeRequested, ranking: Ranking, work: Path) -> tuple[ModelRef, Lineage]:
+    async def greedy_soup(
+        self, event: MergeRequested, ranking: Ranking, work: Path
+    ) -> tuple[ModelRef, Lineage]:
         """Best member first; each next one joins the uniform soup only if the soup's score rises.
 
-        The first soup's score is the best member's registry score; each trial soup is scored by
-        the evaluation code on the same suite, the same way. Shards are streamed (`ops.soup`)."""
-        from services.evaluation.evaluate import EvalOptions, EvaluationError, Evaluator
-
+        The first soup's score is the best member's registry score. Each trial soup is streamed
+        shard by shard (`ops.soup`), stored, and scored on the same suite by the evaluation
+        service (`suites.score`), the same way evaluation scored the members."""
         members = ranking.members
-        folders = [self._fetch(m.ref, work, f"input{m.index}") for m in members]
         best = members[0]
-        evaluator = Evaluator(
-            self.store,
-            EvalOptions(device=self.settings.device, cache=False),
-            model_cache=self.settings.core.model_cache,
-            work_dir=work / "evaluation",
-        )
-        kept, score, current, peak = [0], best.score, folders[0], 0.0
+        folders = [await asyncio.to_thread(self._fetch, m.ref, work, f"input{m.index}") for m in members]
+        kept, score, current, peak = [0], best.score, best.ref.weights, 0.0
         steps = [SoupStep(version_id=best.version_id, member_score=best.score, soup_score=score, added=True)]
         for n in range(1, len(members)):
             trial, tried = work / f"trial-{n}", [*kept, n]
             try:
-                peak = max(peak, ops.soup([folders[i] for i in tried], [1 / len(tried)] * len(tried), trial))
-                trial_score = evaluator.score_suite(best.ref, best.policy, ranking.suite, weights_dir=trial)
-            except (ops.MergeError, EvaluationError) as error:
+                peak = max(
+                    peak,
+                    await asyncio.to_thread(
+                        ops.soup, [folders[i] for i in tried], [1 / len(tried)] * len(tried), trial
+                    ),
+                )
+                artifact = await asyncio.to_thread(self.store.put_tree, trial)
+                trial_score = await self._score(self._soup_ref(event, ranking, artifact, []), ranking)
+            except (ops.MergeError, RpcError) as error:
                 raise Refused(f"greedy-soup trial with {members[n].version_id}: {error}") from None
             added = trial_score > score
             log.info(
@@ -297,21 +295,39 @@ class MergingHandlers:
                 )
             )
             if added:
-                kept, score, current = tried, trial_score, trial
+                kept, score, current = tried, trial_score, artifact
         share = {members[i].index: 1 / len(kept) for i in kept}
         weights = [share.get(i, 0.0) for i in range(len(members))]
-        ref = _combined(
-            best.ref, adapter=None, artifact=self.store.put_tree(current), event=event, weights=weights
-        )
-        if ranking.suite == "target":
-            ref = ref.model_copy(update={"dataset": best.ref.dataset})  # every member's, checked
         lineage = Lineage(
             parents=tuple(members[i].version_id for i in kept),
             peak_memory_mb=peak or None,
             soup_steps=tuple(steps),
             ranked_by=ranking.suite,
         )
-        return ref, lineage
+        return self._soup_ref(event, ranking, current, weights), lineage
+
+    @staticmethod
+    def _soup_ref(
+        event: MergeRequested, ranking: Ranking, artifact: ArtifactRef | None, weights: list[float]
+    ) -> ModelRef:
+        best = ranking.members[0].ref
+        ref = _combined(best, adapter=None, artifact=artifact, event=event, weights=weights)
+        if ranking.suite == "target":
+            ref = ref.model_copy(update={"dataset": best.dataset})  # every member's, checked
+        return ref
+
+    async def _score(self, candidate: ModelRef, ranking: Ranking) -> float:
+        request = SuiteScoreRequest(
+            candidate=candidate, suite=ranking.suite, policy=ranking.members[0].policy
+        )
+        answer = await query(
+            self.broker,
+            "evaluation",
+            "suites.score",
+            request.model_dump(mode="json"),
+            timeout=self.settings.trial_timeout_s,
+        )
+        return float(SuiteScore.model_validate(answer).score)
 
 
 def _targets(config: dict[str, Any]) -> list[str]:
