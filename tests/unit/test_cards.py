@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from schemas.queries import EvalDetail, ModelVersionSummary
 from services.registry.cards import assemble, markdown
@@ -29,22 +30,29 @@ def summary(route: str | None = "support") -> ModelVersionSummary:
     )
 
 
-def test_a_merged_version_shows_its_parents_and_the_merged_vs_unmerged_difference() -> None:
+def merged_card(merge: dict[str, Any], lineage: dict[str, Any]) -> str:
+    """The Markdown card of an unevaluated full-weights version with this merge state and lineage."""
     card = assemble(
         version=summary(),
         model_ref={
             "base": BASE,
             "tokenizer": TOKENIZER,
             "weights": {"sha256": "c" * 64},
-            "merge": {
-                "kind": "merged-into-base",
-                "method": "merge_and_unload",
-                "weights": [],
-                "density": None,
-            },
+            "merge": merge,
             "quantization": {"method": "none"},
         },
-        lineage={
+        lineage=lineage,
+        dataset=None,
+        run=None,
+        evals=EvalDetail(version_id="mv-0123456789abcdef", evaluations=(), decisions=()),
+    )
+    return markdown(card)
+
+
+def test_a_merged_version_shows_its_parents_and_the_merged_vs_unmerged_difference() -> None:
+    text = merged_card(
+        {"kind": "merged-into-base", "method": "merge_and_unload", "weights": [], "density": None},
+        {
             "parents": ["mv-aaaa"],
             "merge_difference": {
                 "probes": 8,
@@ -53,11 +61,7 @@ def test_a_merged_version_shows_its_parents_and_the_merged_vs_unmerged_differenc
                 "tolerance": 1e-3,
             },
         },
-        dataset=None,
-        run=None,
-        evals=EvalDetail(version_id="mv-0123456789abcdef", evaluations=(), decisions=()),
     )
-    text = markdown(card)
     assert "- Parents: mv-aaaa" in text
     assert "largest logit difference 2.40e-06 (tolerance 0.001), greedy agreement 100.0%" in text
     assert "Not evaluated yet" in text and "No gate decision yet" in text
@@ -79,16 +83,9 @@ def test_an_unrouted_unmerged_version_says_so() -> None:
 
 
 def test_a_greedy_soup_lists_every_member_tried_and_the_decision() -> None:
-    card = assemble(
-        version=summary(),
-        model_ref={
-            "base": BASE,
-            "tokenizer": TOKENIZER,
-            "weights": {"sha256": "c" * 64},
-            "merge": {"kind": "soup", "method": "greedy-soup", "weights": [0.5, 0.5, 0.0], "density": None},
-            "quantization": {"method": "none"},
-        },
-        lineage={
+    text = merged_card(
+        {"kind": "soup", "method": "greedy-soup", "weights": [0.5, 0.5, 0.0], "density": None},
+        {
             "parents": ["mv-best", "mv-next"],
             "ranked_by": "facts",
             "soup_steps": [
@@ -97,11 +94,7 @@ def test_a_greedy_soup_lists_every_member_tried_and_the_decision() -> None:
                 {"version_id": "mv-wild", "member_score": 0.0, "soup_score": 16.67, "added": False},
             ],
         },
-        dataset=None,
-        run=None,
-        evals=EvalDetail(version_id="mv-0123456789abcdef", evaluations=(), decisions=()),
     )
-    text = markdown(card)
     assert "- Merge state: soup (greedy-soup), weights 0.5, 0.5, 0" in text
     assert "- Greedy soup on facts: mv-next (own score 58.3) → soup 100.0, kept" in text
     assert "- Greedy soup on facts: mv-wild (own score 0.0) → soup 16.7, left out" in text
