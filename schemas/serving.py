@@ -1,4 +1,4 @@
-"""serving.window: what each serving replica measured per route and version in one window."""
+"""Serving's contracts: serving.window (what a replica measured) and the route table entries."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Literal
 from pydantic import Field
 
 from schemas.events import Contract, Event
-from schemas.refs import RouteAlias, Tenant
+from schemas.refs import ModelRef, RouteAlias, Tenant
+from schemas.rollout import RolloutState
 
 
 class RouteVersionWindow(Contract):
@@ -20,6 +21,11 @@ class RouteVersionWindow(Contract):
     latency_p95_ms: float | None = Field(default=None, ge=0)
     schema_valid_rate: float | None = Field(default=None, ge=0, le=1)
     refusal_rate: float | None = Field(default=None, ge=0, le=1)
+    schema_checked: int = Field(default=0, ge=0, description="Responses that had a schema to meet")
+    schema_valid: int = Field(default=0, ge=0, description="Of those, responses that met it")
+    refusals: int = Field(default=0, ge=0, description="Responses that were refusals")
+    agreement_checked: int = Field(default=0, ge=0, description="shadow: answers compared with stable's")
+    agreements: int = Field(default=0, ge=0, description="shadow: identical to the stable answer")
 
 
 class ServingWindow(Event):
@@ -33,3 +39,61 @@ class ServingWindow(Event):
 
     def entity_id(self) -> str:
         return f"{self.replica}@{self.window_end:.0f}"
+
+
+Role = Literal["stable", "candidate", "shadow"]
+
+
+class RouteEntry(Contract):
+    """One key of the `tuneline_routes` KV bucket: what a route serves, written by rollout alone.
+
+    Every serving replica watches the bucket, so all replicas agree on every change.
+    """
+
+    route: RouteAlias
+    tenant: Tenant
+    stable: ModelRef | None = Field(default=None, description="What the route serves by default")
+    candidate: ModelRef | None = Field(default=None, description="The version being rolled out")
+    candidate_weight: float = Field(
+        default=0.0, ge=0, le=100, description="Percent of live requests the candidate answers"
+    )
+    shadow: bool = Field(default=False, description="Mirror requests to the candidate, never return it")
+    shadow_percent: float = Field(default=100.0, ge=0, le=100, description="Share of requests mirrored")
+    rollback_target: ModelRef | None = Field(
+        default=None, description="The previous production version, restored by `tuneline rollback`"
+    )
+    updated_at: float = Field(default=0.0, description="Unix seconds of the last write")
+    rollout: RolloutState | None = Field(
+        default=None, description="The rollout controller's own state (serving ignores it)"
+    )
+
+    def version_of(self, role: Role) -> ModelRef | None:
+        return self.stable if role == "stable" else self.candidate
+
+
+class DecisionRecord(Contract):
+    """One answered request on `tuneline.decisions.<route>`: which exact tuple and settings produced it.
+
+    Prompts and answers are not kept, only their sha256, so the log can say which weights produced an
+    answer someone holds without storing users' text.
+    """
+
+    decision_id: str
+    time: float = Field(description="Unix seconds the request arrived")
+    replica: str
+    tenant: Tenant
+    route: RouteAlias
+    role: Role
+    version_id: str
+    model: ModelRef
+    backend: str
+    system_fingerprint: str
+    sampling: dict[str, object]
+    prompt_sha256: str
+    completion_sha256: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float
+    status: int = Field(description="HTTP status returned (shadow: what would have been returned)")
+    error: str | None = None
+    shadow_of: str | None = Field(default=None, description="shadow: the decision it mirrored")

@@ -63,6 +63,39 @@ def pickle_files(folder: str | os.PathLike[str]) -> list[str]:
     return sorted(p.name for p in Path(folder).rglob("*") if p.suffix in PICKLE_SUFFIXES)
 
 
+def refuse_pickles(folder: Path, what: str, error: type[Exception] = ModelResolutionError) -> None:
+    """Raise `error` when `folder` holds a pickle: tuneline never unpickles."""
+    found = pickle_files(folder)
+    if found:
+        raise error(
+            f"{what} at {folder} holds pickle files ({', '.join(found[:3])}); tuneline loads "
+            "safetensors only: re-save it with safe_serialization=True"
+        )
+
+
+def check_adapter(
+    adapter_dir: Path, base_modules: set[str], error: type[Exception] = ModelResolutionError
+) -> dict[str, Any]:
+    """The adapter's config, refused (raising `error`) before loading when it cannot fit the base."""
+    config_path = adapter_dir / "adapter_config.json"
+    if not config_path.exists():
+        raise error(f"adapter at {adapter_dir}: no adapter_config.json (is it a PEFT adapter?)")
+    if not list(adapter_dir.glob("*.safetensors")):
+        raise error(f"adapter at {adapter_dir}: no *.safetensors weights")
+    refuse_pickles(adapter_dir, "adapter", error)
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    targets = config.get("target_modules") or []
+    if isinstance(targets, str):
+        targets = [targets]
+    missing = [t for t in targets if t not in base_modules]
+    if missing:
+        raise error(
+            f"adapter at {adapter_dir} targets modules the base does not have: {', '.join(missing)} "
+            f"(base has {', '.join(sorted(base_modules)[:12])}); it was trained on another architecture"
+        )
+    return dict(config)
+
+
 def builtin_names() -> tuple[str, ...]:
     return (SMOLLM2, TINY)
 

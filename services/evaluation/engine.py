@@ -13,7 +13,6 @@ and an adapter whose declared base hash differs from the loaded base is refused 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from schemas.refs import QuantizationConfig
-from services.core.models import load_tokenizer, pickle_files
+from services.core.models import check_adapter as core_check_adapter
+from services.core.models import load_tokenizer
+from services.core.models import refuse_pickles as core_refuse_pickles
 
 Messages = list[dict[str, str]]
 
@@ -44,33 +45,12 @@ class _Arm:
 
 
 def refuse_pickles(folder: Path, what: str) -> None:
-    found = pickle_files(folder)
-    if found:
-        raise EngineError(
-            f"{what} at {folder} holds pickle files ({', '.join(found[:3])}); tuneline loads "
-            "safetensors only: re-save it with safe_serialization=True"
-        )
+    core_refuse_pickles(folder, what, EngineError)
 
 
 def check_adapter(adapter_dir: Path, base_modules: set[str]) -> dict[str, Any]:
     """The adapter's config, refused before loading when it cannot fit the base."""
-    config_path = adapter_dir / "adapter_config.json"
-    if not config_path.exists():
-        raise EngineError(f"adapter at {adapter_dir}: no adapter_config.json (is it a PEFT adapter?)")
-    if not list(adapter_dir.glob("*.safetensors")):
-        raise EngineError(f"adapter at {adapter_dir}: no *.safetensors weights")
-    refuse_pickles(adapter_dir, "adapter")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    targets = config.get("target_modules") or []
-    if isinstance(targets, str):
-        targets = [targets]
-    missing = [t for t in targets if t not in base_modules]
-    if missing:
-        raise EngineError(
-            f"adapter at {adapter_dir} targets modules the base does not have: {', '.join(missing)} "
-            f"(base has {', '.join(sorted(base_modules)[:12])}); it was trained on another architecture"
-        )
-    return dict(config)
+    return core_check_adapter(adapter_dir, base_modules, EngineError)
 
 
 class Engine:

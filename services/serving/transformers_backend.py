@@ -1,0 +1,371 @@
+"""The `transformers` backend: concurrent requests batched, adapters mixed in one batch through PEFT.
+
+A base model is loaded once per base sha256; every adapter version on it is a named PEFT adapter,
+and one `generate` call serves requests for different adapters (and the base) together through
+PEFT's `adapter_names`. At most `max_resident_adapters` adapters stay loaded (least recently used
+is evicted). Full-weight versions (merges, soups, quantized exports) get their own model, at most
+`max_resident_models` of them. Generation runs on one worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas.refs import ModelRef
+from services.core.artifacts import ArtifactError, ArtifactStore
+from services.core.models import (
+    ModelResolutionError,
+    check_adapter,
+    load_tokenizer,
+    refuse_pickles,
+    resolve_exact_base,
+)
+from services.serving.generation import BackendError, Completion, Job, cut_at_stop
+
+log = logging.getLogger(__name__)
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+@dataclass
+class _Engine:
+    """One loaded model: a base (adapters attach to it) or a full-weight version."""
+
+    key: str
+    model: Any
+    tokenizer: Any
+    module_names: set[str]
+    adapters: OrderedDict[str, Path] = field(default_factory=OrderedDict)  # LRU, newest last
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class _RowStreamer:
+    """A `generate` streamer for a whole batch: hands each row's new text to that row's queue."""
+
+    def __init__(self, tokenizer: Any, jobs: list[Job], loop: asyncio.AbstractEventLoop, stops: set[int]):
+        self.tokenizer = tokenizer
+        self.jobs = jobs
+        self.loop = loop
+        self.stops = stops
+        self.tokens: list[list[int]] = [[] for _ in jobs]
+        self.sent = [""] * len(jobs)
+        self.finished = [job.stream is None for job in jobs]
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True  # the first call hands over the prompts
+            return
+        columns = value.reshape(len(self.jobs), -1).tolist()
+        for row, new in enumerate(columns):
+            if self.finished[row]:
+                continue
+            job = self.jobs[row]
+            for token in new:
+                if token in self.stops or len(self.tokens[row]) >= job.sampling.max_tokens:
+                    self._finish(row)
+                    break
+                self.tokens[row].append(token)
+            if self.finished[row]:
+                continue
+            text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+            text, stopped = cut_at_stop(text, job.sampling.stop)
+            if text.endswith("\ufffd") and not stopped:
+                continue  # a multi-byte character is not complete yet
+            self._send(row, text)
+            if stopped:
+                self._finish(row)
+
+    def _send(self, row: int, text: str) -> None:
+        delta = text[len(self.sent[row]) :] if text.startswith(self.sent[row]) else ""
+        if delta:
+            self.sent[row] = text
+            queue = self.jobs[row].stream
+            assert queue is not None
+            self.loop.call_soon_threadsafe(queue.put_nowait, delta)
+
+    def _finish(self, row: int) -> None:
+        self.finished[row] = True
+
+    def end(self) -> None:
+        for row in range(len(self.jobs)):
+            self.finished[row] = True
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(
+        self,
+        store: ArtifactStore,
+        *,
+        model_cache: str,
+        work_dir: Path,
+        device: str = "cpu",
+        max_batch_size: int = 8,
+        batch_wait_ms: float = 10.0,
+        max_resident_adapters: int = 4,
+        max_resident_models: int = 2,
+    ) -> None:
+        self.store = store
+        self.model_cache = model_cache
+        self.work_dir = work_dir
+        self.device = device
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = batch_wait_ms / 1000
+        self.max_resident_adapters = max_resident_adapters
+        self.max_resident_models = max_resident_models
+        self.engines: OrderedDict[str, _Engine] = OrderedDict()
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        self._worker: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()  # engines are touched only on the generation thread, but status reads
+        self.batches = 0
+        self.batch_rows = 0
+        self.adapter_loads = 0
+        self.adapter_evictions = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._worker = asyncio.create_task(self._batch_loop(), name="serving-batcher")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "backend": self.name,
+                "device": self.device,
+                "models": list(self.engines),
+                "resident_adapters": {k: list(e.adapters) for k, e in self.engines.items()},
+                "batches": self.batches,
+                "mean_batch_rows": round(self.batch_rows / self.batches, 3) if self.batches else None,
+                "adapter_loads": self.adapter_loads,
+                "adapter_evictions": self.adapter_evictions,
+            }
+
+    # -- requests ------------------------------------------------------------------------------------
+    async def submit(self, job: Job) -> Completion:
+        await self.queue.put(job)
+        return await job.done
+
+    def chat_prompt(self, ref: ModelRef, messages: list[dict[str, str]]) -> str:
+        tokenizer = self._tokenizer_for(ref)
+        return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+
+    def _tokenizer_for(self, ref: ModelRef) -> Any:
+        engine = self.engines.get(self._engine_key(ref))
+        if engine is not None:
+            return engine.tokenizer
+        return load_tokenizer(self._base_dir(ref))
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self.queue.get()]
+            deadline = loop.time() + self.batch_wait_s
+            while len(jobs) < self.max_batch_size * 4:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    jobs.append(await asyncio.wait_for(self.queue.get(), timeout))
+                except TimeoutError:
+                    break
+            for group in self._groups(jobs):
+                live = [j for j in group if not j.done.done()]
+                if not live:
+                    continue
+                try:
+                    results = await loop.run_in_executor(self.executor, self._run_batch, live, loop)
+                except Exception as error:
+                    log.exception("batch of %d failed", len(live))
+                    for job in live:
+                        self._fail(job, error)
+                    continue
+                for job, result in zip(live, results, strict=True):
+                    if isinstance(result, Exception):
+                        self._fail(job, result)
+                    else:
+                        if job.stream is not None:
+                            job.stream.put_nowait(None)
+                        if not job.done.done():
+                            job.done.set_result(result)
+
+    def _fail(self, job: Job, error: Exception) -> None:
+        if job.stream is not None:
+            job.stream.put_nowait(None)
+        if not job.done.done():
+            job.done.set_exception(error)
+
+    def _groups(self, jobs: list[Job]) -> list[list[Job]]:
+        """Jobs that can share one `generate`: same loaded model, same sampling kind, bounded size."""
+        groups: dict[tuple[object, ...], list[list[Job]]] = {}
+        for job in jobs:
+            key = (self._engine_key(job.ref), job.sampling.batch_key())
+            chunks = groups.setdefault(key, [[]])
+            adapters = {self._adapter_name(j.ref) for j in chunks[-1]} | {self._adapter_name(job.ref)}
+            if len(chunks[-1]) >= self.max_batch_size or len(adapters - {BASE}) > self.max_resident_adapters:
+                chunks.append([])
+            chunks[-1].append(job)
+        return [chunk for chunks in groups.values() for chunk in chunks if chunk]
+
+    # -- on the generation thread -------------------------------------------------------------------
+    @staticmethod
+    def _engine_key(ref: ModelRef) -> str:
+        if ref.adapter is not None and ref.quantization.method == "none":
+            return f"base:{ref.base.sha256}"
+        if ref.adapter is None and ref.weights is None:
+            return f"base:{ref.base.sha256}"  # the bare base model
+        return f"version:{ref.version_id()}"
+
+    @staticmethod
+    def _adapter_name(ref: ModelRef) -> str:
+        if ref.adapter is not None and ref.quantization.method == "none":
+            return f"a{ref.adapter.artifact.sha256[:24]}"
+        return BASE
+
+    def _base_dir(self, ref: ModelRef) -> Path:
+        try:
+            return resolve_exact_base(ref.base, self.model_cache, self.store)
+        except ModelResolutionError as error:
+            raise BackendError(f"version {ref.version_id()}: {error}") from None
+
+    def _fetch(self, artifact: Any, what: str) -> Path:
+        target = self.work_dir / what / artifact.sha256[:32]
+        marker = target / ".complete"
+        if not marker.exists():
+            try:
+                self.store.fetch_tree(artifact, target)
+            except ArtifactError as error:
+                raise BackendError(f"{what} {artifact.key}: {error}") from None
+            marker.touch()
+        return target
+
+    def _load_model(self, folder: Path) -> Any:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        refuse_pickles(folder, "model weights", BackendError)
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype, local_files_only=True, trust_remote_code=False
+        )
+        return model.to(self.device).eval()
+
+    def _engine(self, ref: ModelRef) -> _Engine:
+        key = self._engine_key(ref)
+        engine = self.engines.get(key)
+        if engine is not None:
+            self.engines.move_to_end(key)
+            return engine
+        base_dir = self._base_dir(ref)
+        if key.startswith("base:"):
+            folder = base_dir
+        else:
+            if ref.quantization.method != "none":
+                raise BackendError(
+                    f"version {ref.version_id()} is quantized ({ref.quantization.method}); the transformers "
+                    "backend serves unquantized versions: serve it with the vllm backend on a GPU"
+                )
+            if ref.weights is None:
+                raise BackendError(f"version {ref.version_id()} has neither an adapter nor weights")
+            folder = self._fetch(ref.weights, "weights")
+        tokenizer = load_tokenizer(base_dir)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = self._load_model(folder)
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n}
+        engine = _Engine(key, model, tokenizer, names)
+        with self._lock:
+            while len([k for k in self.engines if k.startswith("version:")]) >= self.max_resident_models:
+                oldest = next(k for k in self.engines if k.startswith("version:"))
+                del self.engines[oldest]
+            self.engines[key] = engine
+        return engine
+
+    def _ensure_adapters(self, engine: _Engine, refs: list[ModelRef]) -> None:
+        from peft import PeftModel
+
+        needed = {self._adapter_name(r): r for r in refs if self._adapter_name(r) != BASE}
+        for name, ref in needed.items():
+            if name in engine.adapters:
+                engine.adapters.move_to_end(name)
+                continue
+            assert ref.adapter is not None
+            folder = self._fetch(ref.adapter.artifact, "adapters")
+            check_adapter(folder, engine.module_names, BackendError)  # refused before loading
+            with self._lock:
+                while len(engine.adapters) >= self.max_resident_adapters:
+                    victim = next(n for n in engine.adapters if n not in needed)
+                    engine.model.delete_adapter(victim)
+                    del engine.adapters[victim]
+                    self.adapter_evictions += 1
+                if isinstance(engine.model, PeftModel):
+                    engine.model.load_adapter(str(folder), adapter_name=name)
+                else:
+                    engine.model = PeftModel.from_pretrained(engine.model, str(folder), adapter_name=name)
+                engine.model.eval()
+                engine.adapters[name] = folder
+                self.adapter_loads += 1
+
+    def _run_batch(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> list[Completion | Exception]:
+        import torch
+
+        try:
+            engine = self._engine(jobs[0].ref)
+            self._ensure_adapters(engine, [j.ref for j in jobs])
+        except (BackendError, ModelResolutionError) as error:
+            return [error for _ in jobs]
+        tokenizer = engine.tokenizer
+        encoded = tokenizer(
+            [j.prompt for j in jobs], return_tensors="pt", padding=True, add_special_tokens=False
+        )
+        encoded = {k: v.to(self.device) for k, v in encoded.items()}
+        sampling = jobs[0].sampling
+        stops = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max(j.sampling.max_tokens for j in jobs),
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "do_sample": not sampling.greedy,
+        }
+        if not sampling.greedy:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+        if any(j.stream is not None for j in jobs):
+            kwargs["streamer"] = _RowStreamer(tokenizer, jobs, loop, stops)
+        from peft import PeftModel
+
+        if isinstance(engine.model, PeftModel):
+            kwargs["adapter_names"] = [self._adapter_name(j.ref) for j in jobs]
+        with torch.inference_mode():
+            output = engine.model.generate(**encoded, **kwargs)
+        self.batches += 1
+        self.batch_rows += len(jobs)
+        prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
+        new = output[:, encoded["input_ids"].shape[1] :].tolist()
+        results: list[Completion | Exception] = []
+        for job, row, prompt_tokens in zip(jobs, new, prompt_lengths, strict=True):
+            limit = job.sampling.max_tokens
+            count = next((i for i, tok in enumerate(row[:limit]) if tok in stops), None)
+            tokens = row[: count if count is not None else limit]
+            text, stopped = cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), job.sampling.stop)
+            reason = "stop" if count is not None or stopped else "length"
+            results.append(Completion(text, int(prompt_tokens), len(tokens), reason))
+        return results
