@@ -128,6 +128,8 @@ class TransformersBackend:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self._worker: asyncio.Task[None] | None = None
         self._lock = threading.Lock()  # engines are touched only on the generation thread, but status reads
+        self._bases: dict[str, Path] = {}
+        self._tokenizers: dict[str, Any] = {}
         self.batches = 0
         self.batch_rows = 0
         self.adapter_loads = 0
@@ -135,6 +137,8 @@ class TransformersBackend:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
+        if self.executor._shutdown:  # restarted after stop()
+            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self._worker = asyncio.create_task(self._batch_loop(), name="serving-batcher")
 
     async def stop(self) -> None:
@@ -167,10 +171,10 @@ class TransformersBackend:
         return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
 
     def _tokenizer_for(self, ref: ModelRef) -> Any:
-        engine = self.engines.get(self._engine_key(ref))
-        if engine is not None:
-            return engine.tokenizer
-        return load_tokenizer(self._base_dir(ref))
+        sha = ref.base.sha256
+        if sha not in self._tokenizers:
+            self._tokenizers[sha] = load_tokenizer(self._base_dir(ref))
+        return self._tokenizers[sha]
 
     async def _batch_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -239,10 +243,14 @@ class TransformersBackend:
         return BASE
 
     def _base_dir(self, ref: ModelRef) -> Path:
-        try:
-            return resolve_exact_base(ref.base, self.model_cache, self.store)
-        except ModelResolutionError as error:
-            raise BackendError(f"version {ref.version_id()}: {error}") from None
+        """Resolved and hash-verified once per base sha256."""
+        sha = ref.base.sha256
+        if sha not in self._bases:
+            try:
+                self._bases[sha] = resolve_exact_base(ref.base, self.model_cache, self.store)
+            except ModelResolutionError as error:
+                raise BackendError(f"version {ref.version_id()}: {error}") from None
+        return self._bases[sha]
 
     def _fetch(self, artifact: Any, what: str) -> Path:
         target = self.work_dir / what / artifact.sha256[:32]

@@ -1,0 +1,98 @@
+"""The transformers backend on the tiny model: mixed-adapter batches, LRU residency, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from schemas.refs import ModelRef
+from services.core.artifacts import ArtifactStore
+from services.serving.generation import BackendError, Job, Sampling
+from services.serving.transformers_backend import TransformersBackend
+from tests.support.serving import adapter_refs, base_ref
+
+PROMPTS = ["The quick brown fox", "Once upon a time", "tuneline serves", "Hello"]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(str(tmp_path / "artifacts"))
+
+
+def backend(store: ArtifactStore, model_cache: Path, tmp_path: Path, **kwargs: object) -> TransformersBackend:
+    return TransformersBackend(store, model_cache=str(model_cache), work_dir=tmp_path / "serving", **kwargs)  # type: ignore[arg-type]
+
+
+async def answers(
+    engine: TransformersBackend, jobs: list[tuple[ModelRef, str]], max_tokens: int = 8
+) -> list[str]:
+    await engine.start()
+    try:
+        results = await asyncio.gather(
+            *(
+                engine.submit(Job(ref=ref, prompt=p, sampling=Sampling(max_tokens=max_tokens)))
+                for ref, p in jobs
+            )
+        )
+    finally:
+        await engine.stop()
+    return [r.text for r in results]
+
+
+async def test_mixed_adapter_batch_answers_like_each_version_alone(
+    tiny_model: Path, model_cache: Path, store: ArtifactStore, tmp_path: Path
+) -> None:
+    refs = [base_ref(tiny_model), *adapter_refs(store, tiny_model, tmp_path, 3)]
+    jobs = [(ref, prompt) for ref in refs for prompt in PROMPTS[:2]]
+    mixed = backend(store, model_cache, tmp_path, max_batch_size=8, batch_wait_ms=200)
+    together = await answers(mixed, jobs)
+    assert mixed.batches == 1, mixed.status()  # all eight requests, four versions, one generate call
+    alone = []
+    for job in jobs:
+        single = backend(store, model_cache, tmp_path / "alone", max_batch_size=1)
+        alone += await answers(single, [job])
+    assert together == alone
+    # the adapters really change the answer: not every version says what the base says
+    by_version = {
+        refs.index(ref): text for (ref, _), text in zip(jobs, together, strict=True) if _ == PROMPTS[0]
+    }
+    assert len(set(by_version.values())) > 1, by_version
+
+
+async def test_resident_adapters_are_bounded_least_recently_used_first(
+    tiny_model: Path, model_cache: Path, store: ArtifactStore, tmp_path: Path
+) -> None:
+    refs = adapter_refs(store, tiny_model, tmp_path, 3)
+    engine = backend(store, model_cache, tmp_path, max_batch_size=1, max_resident_adapters=2)
+    await answers(engine, [(refs[0], "a"), (refs[1], "b")])
+    engine2 = engine
+    await engine2.start()
+    try:
+        for ref in (refs[2], refs[0]):
+            await engine2.submit(Job(ref=ref, prompt="c", sampling=Sampling(max_tokens=2)))
+    finally:
+        await engine2.stop()
+    resident = next(iter(engine.status()["resident_adapters"].values()))
+    assert len(resident) == 2
+    assert engine.adapter_loads == 4 and engine.adapter_evictions == 2  # 0,1 → +2 evicts 0 → +0 evicts 1
+
+
+async def test_adapter_for_another_architecture_is_refused_before_loading(
+    tiny_model: Path, model_cache: Path, store: ArtifactStore, tmp_path: Path
+) -> None:
+    import json
+
+    ref = adapter_refs(store, tiny_model, tmp_path, 1)[0]
+    folder = tmp_path / "adapter-0"
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["target_modules"] = ["c_attn"]  # a GPT-2 module name
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    bad = ref.model_copy(
+        update={"adapter": ref.adapter.model_copy(update={"artifact": store.put_tree(folder)})}
+    )  # type: ignore[union-attr]
+    engine = backend(store, model_cache, tmp_path)
+    with pytest.raises(BackendError, match="targets modules the base does not have: c_attn"):
+        await answers(engine, [(bad, "x")])
+    assert engine.adapter_loads == 0
