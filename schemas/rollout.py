@@ -37,6 +37,9 @@ class RolloutPolicy(Contract):
         default=0.02, ge=0, le=1, description="Candidate error rate may exceed stable's by this much"
     )
     max_latency_p95_ratio: float = Field(default=1.15, gt=0, description="Candidate p95 ÷ stable p95")
+    latency_slack_ms: float = Field(
+        default=25.0, ge=0, description="A p95 ratio breach also needs the p95s this many ms apart"
+    )
     max_schema_valid_drop: float = Field(
         default=0.0, ge=0, le=1, description="Schema-valid rate may be lower than stable's by this much"
     )
@@ -168,3 +171,9 @@ class RolloutAbortRequested(_OperatorRequest):
 
 class RolloutPromoteRequested(_OperatorRequest):
     event_type = "rollout.promote-requested"
+
+
+class RolloutRollbackRequested(_OperatorRequest):
+    """Return the route to its recorded rollback target (after a promotion), or abort a live rollout."""
+
+    event_type = "rollout.rollback-requested"

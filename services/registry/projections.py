@@ -258,6 +258,8 @@ def rollout_event(s: Session, e: rollout._RolloutEvent, env: Envelope, at: datet
         _set_status(s, e.candidate_version, _ROLLOUT_STATUS[e.event_type], at)
     if isinstance(e, rollout.RolloutPromoted) and e.stable_version:
         _set_status(s, e.stable_version, "retired", at)
+    if isinstance(e, rollout.RolloutRolledBack) and e.stable_version:
+        _set_status(s, e.stable_version, "production", at)  # what the route serves again
     return PROJECTED
 
 

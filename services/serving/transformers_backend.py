@@ -269,7 +269,7 @@ class TransformersBackend:
 
         refuse_pickles(folder, "model weights", BackendError)
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             folder, dtype=dtype, local_files_only=True, trust_remote_code=False
         )
         return model.to(self.device).eval()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from schemas.refs import BaseModelRef, ModelRef, TokenizerRef
 from schemas.serving import RouteEntry
 from services.core.artifacts import ArtifactStore
 from services.core.models import tokenizer_sha256, weights_sha256
+from services.core.routes import RouteTable
+from services.core.settings import CoreSettings
+from services.serving.app import Serving, build_serving
+from services.serving.config import ServingSettings
 from tests.support.merging import ref_for
 
 
@@ -52,3 +57,35 @@ def route(
     name: str, tenant: str, stable: ModelRef, candidate: ModelRef | None = None, **fields: object
 ) -> RouteEntry:
     return RouteEntry(route=name, tenant=tenant, stable=stable, candidate=candidate, **fields)  # type: ignore[arg-type]
+
+
+async def start_serving(
+    running: Any, core: CoreSettings, work: Path, **overrides: Any
+) -> tuple[Serving, str]:
+    """A serving replica on a free port; returns it and its base URL once it answers /health."""
+    from tests.conftest import wait_until
+
+    values: dict[str, Any] = {
+        "port": 0,
+        "window_s": 0.5,
+        "batch_wait_ms": 5.0,
+        "work_dir": str(work),
+        **overrides,
+    }
+    serving = build_serving(ServingSettings(core=core, **values))
+    await running(serving.runtime.app)
+    await wait_until(lambda: serving.port, timeout=30)
+    return serving, f"http://127.0.0.1:{serving.port}"
+
+
+async def put_route(core: CoreSettings, entry: RouteEntry) -> int:
+    """Write a route as rollout would (compare-and-set on the current revision)."""
+    import nats
+
+    nc = await nats.connect(core.nats.servers)
+    try:
+        table = await RouteTable.open(nc.jetstream())
+        _, revision = await table.get(entry.route)
+        return await table.put(entry, revision)
+    finally:
+        await nc.close()

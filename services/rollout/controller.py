@@ -1,0 +1,301 @@
+"""The rollout controller: writes route entries (compare-and-set) and publishes what it decided.
+
+Its state lives in the route's own KV entry, so a restarted controller resumes where it was. The
+route table is written before the event announcing the change: by the time anyone reads
+`rollout.rolled-back`, no replica is told to send the candidate traffic any more.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from schemas.envelope import derived_event_id
+from schemas.evaluation import GatesPassed
+from schemas.events import Event
+from schemas.refs import ModelRef
+from schemas.rollout import (
+    MetricAnalysis,
+    RolloutPaused,
+    RolloutPolicy,
+    RolloutPromoted,
+    RolloutRolledBack,
+    RolloutStarted,
+    RolloutState,
+    RolloutStep,
+)
+from schemas.serving import RouteEntry, ServingWindow
+from services.core.bus import EventBus
+from services.core.delivery import HandlerContext
+from services.core.routes import RouteConflict, RouteTable
+from services.rollout import analysis
+
+log = logging.getLogger(__name__)
+CAS_ATTEMPTS = 20
+Change = Callable[[RouteEntry | None], tuple[RouteEntry | None, list[Event]]]
+
+
+def base_only(ref: ModelRef) -> ModelRef:
+    """The bare base of a version: what a route's first rollout is measured against."""
+    return ModelRef(base=ref.base, tokenizer=ref.tokenizer)
+
+
+class RolloutController:
+    def __init__(self, table: RouteTable, bus: EventBus, policy: RolloutPolicy) -> None:
+        self.table = table
+        self.bus = bus
+        self.policy = policy
+
+    async def _change(self, route: str, change: Change) -> list[Event]:
+        """Read, change and compare-and-set the route; retried when another writer got there first."""
+        for _ in range(CAS_ATTEMPTS):
+            entry, revision = await self.table.get(route)
+            updated, events = change(entry)
+            if updated is None:
+                return events
+            try:
+                await self.table.put(updated, revision)
+            except RouteConflict:
+                continue
+            return events
+        raise RuntimeError(f"route {route}: gave up after {CAS_ATTEMPTS} conflicting writes")
+
+    async def _publish(self, state: RolloutState, events: list[Event], tag: str) -> None:
+        for event in events:
+            await self.bus.publish(
+                event,
+                correlation_id=state.correlation_id,
+                event_id=derived_event_id(state.origin_event_id, event.ce_type(), tag),
+            )
+
+    # -- gates.passed -------------------------------------------------------------------------------
+    async def start(self, event: GatesPassed, ctx: HandlerContext) -> None:
+        if event.route is None:
+            log.info("gates.passed for %s names no route: nothing to roll out", event.candidate.version_id())
+            return
+        candidate = event.candidate
+        version = candidate.version_id()
+        now = time.time()
+        state = RolloutState(
+            rollout_id=f"ro-{uuid.uuid5(uuid.NAMESPACE_URL, ctx.envelope.id).hex[:12]}",
+            candidate_version=version,
+            stable_version=None,
+            origin_event_id=ctx.envelope.id,
+            correlation_id=ctx.envelope.correlation_id,
+            step_started_at=now,
+            policy=self.policy,
+        )
+        superseded: list[tuple[RolloutState, Event]] = []
+
+        def change(entry: RouteEntry | None) -> tuple[RouteEntry | None, list[Event]]:
+            superseded.clear()
+            if entry is not None and entry.tenant != event.tenant:
+                log.error(
+                    "route %s belongs to tenant %s, not %s: refused", event.route, entry.tenant, event.tenant
+                )
+                return None, []
+            if entry is not None and entry.rollout is not None and entry.rollout.candidate_version == version:
+                return None, []  # redelivered: this rollout is already running
+            if entry is not None and entry.stable is not None and entry.stable.version_id() == version:
+                return None, []  # already in production
+            stable = entry.stable if entry is not None and entry.stable is not None else base_only(candidate)
+            started = state.model_copy(update={"stable_version": stable.version_id()})
+            if entry is not None and entry.rollout is not None:
+                old = entry.rollout
+                superseded.append(
+                    (
+                        old,
+                        RolloutRolledBack(
+                            route=entry.route,
+                            tenant=entry.tenant,
+                            candidate_version=old.candidate_version,
+                            stable_version=old.stable_version,
+                            rollout_id=old.rollout_id,
+                            reason=f"superseded by {version}, which passed its gates later",
+                        ),
+                    )
+                )
+            new_entry = RouteEntry(
+                route=event.route,
+                tenant=event.tenant,
+                stable=stable,
+                candidate=candidate,
+                candidate_weight=0.0,
+                shadow=True,
+                shadow_percent=self.policy.shadow_percent,
+                rollback_target=entry.rollback_target if entry is not None else None,
+                rollout=started,
+            )
+            common = {
+                "route": event.route,
+                "tenant": event.tenant,
+                "candidate_version": version,
+                "stable_version": started.stable_version,
+                "rollout_id": started.rollout_id,
+            }
+            return new_entry, [
+                RolloutStarted(**common),
+                RolloutStep(**common, phase="shadow", traffic_percent=0.0),
+            ]
+
+        events = await self._change(event.route, change)
+        for old, rolled_back in superseded:
+            await self._publish(old, [rolled_back], "superseded")
+        for published in events:
+            await ctx.publish(published)
+        if events:
+            log.info("rollout of %s on %s started in shadow", version, event.route)
+
+    # -- serving.window --------------------------------------------------------------------------------
+    async def on_window(self, window: ServingWindow) -> None:
+        for route in sorted({s.route for s in window.stats}):
+            await self._observe(route, window)
+
+    async def _observe(self, route: str, window: ServingWindow) -> None:
+        outcome: dict[str, object] = {}
+
+        def change(entry: RouteEntry | None) -> tuple[RouteEntry | None, list[Event]]:
+            outcome.clear()
+            if entry is None or entry.rollout is None or entry.tenant != window.tenant:
+                return None, []
+            state = analysis.accumulate(entry.rollout, route, window)
+            action, findings = analysis.decide(state, time.time())
+            state = state.model_copy(update={"last_analysis": findings})
+            outcome.update(action=action, state=state, findings=findings)
+            if action == "rollback":
+                return self._rolled_back(entry, state, f"breach: {analysis.breaches(findings)}", findings)
+            if action == "promote":
+                return self._promoted(entry, state)
+            if action == "advance":
+                return self._advanced(entry, state, findings)
+            return entry.model_copy(update={"rollout": state}), []
+
+        events = await self._change(route, change)
+        state = outcome.get("state")
+        if isinstance(state, RolloutState) and events:
+            await self._publish(state, events, f"{outcome['action']}-{state.step_index}")
+
+    def _advanced(
+        self, entry: RouteEntry, state: RolloutState, findings: tuple[MetricAnalysis, ...]
+    ) -> tuple[RouteEntry, list[Event]]:
+        nxt = analysis.advanced(state, time.time())
+        updated = entry.model_copy(
+            update={"rollout": nxt, "candidate_weight": nxt.traffic_percent, "shadow": False}
+        )
+        step = RolloutStep(
+            route=entry.route,
+            tenant=entry.tenant,
+            candidate_version=state.candidate_version,
+            stable_version=state.stable_version,
+            rollout_id=state.rollout_id,
+            phase="canary",
+            traffic_percent=nxt.traffic_percent,
+            analysis=findings,
+        )
+        log.info("%s: %s → canary %.0f%%", entry.route, state.candidate_version, nxt.traffic_percent)
+        return updated, [step]
+
+    def _promoted(self, entry: RouteEntry, state: RolloutState) -> tuple[RouteEntry, list[Event]]:
+        updated = entry.model_copy(
+            update={
+                "stable": entry.candidate,
+                "candidate": None,
+                "candidate_weight": 0.0,
+                "shadow": False,
+                "rollback_target": entry.stable,
+                "rollout": None,
+            }
+        )
+        promoted = RolloutPromoted(
+            route=entry.route,
+            tenant=entry.tenant,
+            candidate_version=state.candidate_version,
+            stable_version=state.stable_version,
+            rollout_id=state.rollout_id,
+            rollback_target=state.stable_version,
+        )
+        log.info(
+            "%s: %s promoted; rollback target %s", entry.route, state.candidate_version, state.stable_version
+        )
+        return updated, [promoted]
+
+    def _rolled_back(
+        self, entry: RouteEntry, state: RolloutState, reason: str, findings: tuple[MetricAnalysis, ...]
+    ) -> tuple[RouteEntry, list[Event]]:
+        updated = entry.model_copy(
+            update={"candidate": None, "candidate_weight": 0.0, "shadow": False, "rollout": None}
+        )
+        event = RolloutRolledBack(
+            route=entry.route,
+            tenant=entry.tenant,
+            candidate_version=state.candidate_version,
+            stable_version=state.stable_version,
+            rollout_id=state.rollout_id,
+            reason=reason,
+            analysis=findings,
+        )
+        log.warning("%s: %s rolled back: %s", entry.route, state.candidate_version, reason)
+        return updated, [event]
+
+    # -- operators -------------------------------------------------------------------------------------
+    async def operate(self, route: str, tenant: str, action: str, reason: str, ctx: HandlerContext) -> None:
+        """pause | resume | abort | promote | rollback, as an operator asked."""
+        holder: dict[str, RolloutState] = {}
+
+        def change(entry: RouteEntry | None) -> tuple[RouteEntry | None, list[Event]]:
+            holder.clear()
+            if entry is None or entry.tenant != tenant:
+                log.warning("%s requested on %s: no such route for tenant %s", action, route, tenant)
+                return None, []
+            state = entry.rollout
+            if state is None:
+                if action == "rollback" and entry.rollback_target is not None and entry.stable is not None:
+                    return self._restored(entry, reason)
+                log.warning("%s requested on %s: no rollout in progress", action, route)
+                return None, []
+            holder["state"] = state
+            why = reason or f"{action} requested by an operator"
+            if action in ("abort", "rollback"):
+                return self._rolled_back(entry, state, f"operator: {why}", state.last_analysis)
+            if action == "promote":
+                return self._promoted(entry, state)
+            paused = action == "pause"
+            if state.paused == paused:
+                return None, []
+            new_state = state.model_copy(
+                update={"paused": paused} | ({} if paused else {"step_started_at": time.time()})
+            )
+            common = {
+                "route": entry.route,
+                "tenant": entry.tenant,
+                "candidate_version": state.candidate_version,
+                "stable_version": state.stable_version,
+                "rollout_id": state.rollout_id,
+            }
+            announced: Event = (
+                RolloutPaused(**common, reason=why)
+                if paused
+                else RolloutStep(**common, phase=state.phase, traffic_percent=state.traffic_percent)
+            )
+            return entry.model_copy(update={"rollout": new_state}), [announced]
+
+        events = await self._change(route, change)
+        for event in events:
+            await ctx.publish(event)
+
+    def _restored(self, entry: RouteEntry, reason: str) -> tuple[RouteEntry, list[Event]]:
+        assert entry.stable is not None and entry.rollback_target is not None
+        demoted, target = entry.stable.version_id(), entry.rollback_target.version_id()
+        updated = entry.model_copy(update={"stable": entry.rollback_target, "rollback_target": None})
+        event = RolloutRolledBack(
+            route=entry.route,
+            tenant=entry.tenant,
+            candidate_version=demoted,
+            stable_version=target,
+            rollout_id=f"rollback-{demoted}",
+            reason=f"operator rollback to {target}" + (f": {reason}" if reason else ""),
+        )
+        log.warning("%s: rolled back from %s to %s", entry.route, demoted, target)
+        return updated, [event]

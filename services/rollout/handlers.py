@@ -1,0 +1,66 @@
+"""Rollout's subscribers: gates.passed starts a rollout, serving.window drives it, operators steer it."""
+
+from __future__ import annotations
+
+from faststream.nats import NatsBroker
+
+from schemas.evaluation import GatesPassed
+from schemas.rollout import (
+    RolloutAbortRequested,
+    RolloutPauseRequested,
+    RolloutPromoteRequested,
+    RolloutResumeRequested,
+    RolloutRollbackRequested,
+    _OperatorRequest,
+)
+from schemas.serving import ServingWindow
+from services.core.bus import EventBus
+from services.core.delivery import HandlerContext, subscribe_event
+from services.core.metrics import ServiceMetrics
+from services.core.settings import DeliverySettings
+from services.rollout.controller import RolloutController
+
+SERVICE = "rollout"
+ACTIONS: dict[type[_OperatorRequest], str] = {
+    RolloutPauseRequested: "pause",
+    RolloutResumeRequested: "resume",
+    RolloutAbortRequested: "abort",
+    RolloutPromoteRequested: "promote",
+    RolloutRollbackRequested: "rollback",
+}
+
+
+class RolloutHandlers:
+    def __init__(self, controller: RolloutController) -> None:
+        self.controller = controller
+
+    async def on_gates_passed(self, event: GatesPassed, ctx: HandlerContext) -> None:
+        await self.controller.start(event, ctx)
+
+    async def on_window(self, event: ServingWindow, ctx: HandlerContext) -> None:
+        await self.controller.on_window(event)
+
+    async def on_operator(self, event: _OperatorRequest, ctx: HandlerContext) -> None:
+        await self.controller.operate(event.route, event.tenant, ACTIONS[type(event)], event.reason, ctx)
+
+
+def register(
+    broker: NatsBroker,
+    handlers: RolloutHandlers,
+    *,
+    bus: EventBus,
+    delivery: DeliverySettings,
+    metrics: ServiceMetrics | None,
+) -> None:
+    pairs = [(GatesPassed, handlers.on_gates_passed), (ServingWindow, handlers.on_window)]
+    pairs += [(cls, handlers.on_operator) for cls in ACTIONS]
+    for event_cls, handler in pairs:
+        subscribe_event(
+            broker,
+            event_cls,  # type: ignore[arg-type]
+            handler,  # type: ignore[arg-type]
+            service=SERVICE,
+            bus=bus,
+            delivery=delivery,
+            metrics=metrics,
+        )
