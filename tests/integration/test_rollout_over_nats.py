@@ -1,0 +1,219 @@
+"""Rollout over a real nats-server: gates.passed → shadow → canary 1/10/50/100 → promoted, or rolled back.
+
+Serving answers real HTTP traffic from a generator; its serving.window events drive the controller.
+Faults are injected through serving's fault settings (added latency, failed requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from schemas.evaluation import GateResult, GatesPassed
+from schemas.gate_policy import GatePolicy
+from schemas.refs import ModelRef
+from schemas.rollout import RolloutAbortRequested, RolloutPolicy, RolloutRollbackRequested
+from services.core.artifacts import ArtifactStore
+from services.core.routes import RouteTable
+from services.core.rpc import query
+from services.core.runtime import ServiceRuntime
+from services.core.settings import CoreSettings
+from services.rollout.app import create_app as rollout_app
+from services.rollout.config import RolloutSettings
+from services.rollout.controller import base_only
+from tests.conftest import wait_until
+from tests.support.merging import announce, registered
+from tests.support.serving import adapter_refs, start_serving
+from tests.support.services import operator_runtime, registry_app
+from tests.support.stream import stored_events
+
+pytestmark = pytest.mark.integration
+POLICY = RolloutPolicy(shadow_min_requests=4, min_requests=3, min_seconds=0.3, analysis_min_requests=3)
+
+
+@dataclass
+class Traffic:
+    """A synthetic client: `concurrency` requests in flight until stopped; every answer is kept."""
+
+    url: str
+    answers: list[tuple[float, str, str, int]] = field(default_factory=list)  # (time, role, version, status)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def one(self, client: httpx.AsyncClient, n: int) -> None:
+        body = {"model": "support", "messages": [{"role": "user", "content": f"ticket {n}"}], "max_tokens": 4}
+        reply = await client.post("/v1/chat/completions", json=body)
+        headers = reply.headers
+        self.answers.append(
+            (
+                asyncio.get_running_loop().time(),
+                headers.get("x-tuneline-role", "?"),
+                headers.get("x-tuneline-version", "?"),
+                reply.status_code,
+            )
+        )
+
+    async def run(self, concurrency: int = 8) -> None:
+        async with client_for(self.url) as client:
+            n = 0
+            while not self.stop.is_set():
+                await asyncio.gather(*(self.one(client, n + i) for i in range(concurrency)))
+                n += concurrency
+
+
+def client_for(url: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=url, timeout=60, headers={"Authorization": "Bearer key-acme"})
+
+
+@contextlib.asynccontextmanager
+async def generating(url: str) -> AsyncIterator[Traffic]:
+    traffic = Traffic(url)
+    task = asyncio.create_task(traffic.run())
+    try:
+        yield traffic
+    finally:
+        traffic.stop.set()
+        await task
+
+
+async def passed(operator: ServiceRuntime, candidate: ModelRef) -> None:
+    """The candidate as the registry learns of it, then its gate verdict."""
+    await registered(operator, await announce(operator, candidate, "support"))
+    gate = GateResult(gate="target-gain:target", value=10.0, threshold=0.0, comparator=">=", passed=True)
+    await operator.bus.publish(
+        GatesPassed(candidate=candidate, tenant="acme", route="support", policy=GatePolicy(), gates=(gate,))
+    )
+
+
+async def event_of(operator: ServiceRuntime, kind: str, timeout: float = 120) -> dict[str, Any]:
+    js = operator.broker.connection.jetstream()
+
+    async def found() -> dict[str, Any] | None:
+        events = await stored_events(js, kind)
+        return events[0].payload if events else None
+
+    return dict(await wait_until(found, timeout=timeout, interval=0.3))
+
+
+async def stack(
+    core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any, **serving: Any
+) -> tuple[ModelRef, str]:
+    store = ArtifactStore(core.artifact_root)
+    candidate = adapter_refs(store, tiny_model, tmp_path, 1)[0]
+    await running(registry_app(core, tmp_path))
+    await running(rollout_app(RolloutSettings(core=core, policy=POLICY)))
+    _, url = await start_serving(
+        running, core, tmp_path / "serving", window_s=0.3, api_keys={"key-acme": "acme"}, **serving
+    )
+    return candidate, url
+
+
+async def route_now(operator: ServiceRuntime) -> Any:
+    table = await RouteTable.open(operator.broker.connection.jetstream())
+    return (await table.get("support"))[0]
+
+
+async def test_a_healthy_candidate_goes_through_shadow_and_every_canary_step_and_is_promoted(
+    core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any
+) -> None:
+    candidate, url = await stack(core, tmp_path, tiny_model, running)
+    async with operator_runtime(core) as operator:
+        await passed(operator, candidate)
+        await event_of(operator, "rollout.started", timeout=20)
+        async with generating(url) as traffic:
+            promoted = await event_of(operator, "rollout.promoted")
+        js = operator.broker.connection.jetstream()
+        steps = [
+            (e.payload["phase"], e.payload["traffic_percent"])
+            for e in await stored_events(js, "rollout.step")
+        ]
+        assert steps == [
+            ("shadow", 0.0),
+            ("canary", 1.0),
+            ("canary", 10.0),
+            ("canary", 50.0),
+            ("canary", 100.0),
+        ]
+        base_version = base_only(candidate).version_id()
+        assert promoted["candidate_version"] == candidate.version_id()
+        assert promoted["rollback_target"] == base_version
+        entry = await route_now(operator)
+        assert (
+            entry.stable == candidate
+            and entry.candidate is None
+            and entry.rollback_target.version_id() == base_version
+        )
+        served = {role for _, role, _, status in traffic.answers if status == 200}
+        assert served == {"stable", "candidate"}, served
+        assert not [a for a in traffic.answers if a[3] != 200]
+
+        async def production() -> bool:
+            detail = await query(
+                operator.broker, "registry", "models.get", {"version_id": candidate.version_id()}
+            )
+            return bool(detail["summary"]["status"] == "production")
+
+        await wait_until(production, timeout=10)
+
+        # an operator rollback returns the route to the recorded target
+        await operator.bus.publish(RolloutRollbackRequested(route="support", tenant="acme", reason="drill"))
+        rolled = await event_of(operator, "rollout.rolled-back", timeout=20)
+        assert rolled["stable_version"] == base_version and "operator rollback" in rolled["reason"]
+        assert (await route_now(operator)).stable.version_id() == base_version
+
+
+@pytest.mark.parametrize(
+    ("fault", "metric"),
+    [({"error_rate": 1.0}, "error_rate"), ({"delay_ms": 400.0}, "latency_p95_ratio")],
+    ids=["erroring", "slow"],
+)
+async def test_a_failing_candidate_is_rolled_back_and_serves_nothing_afterwards(
+    core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any, fault: dict[str, float], metric: str
+) -> None:
+    # the fault hits the candidate's live (canary) answers only: it passes shadow, then breaks in canary
+    candidate, url = await stack(core, tmp_path, tiny_model, running, faults={"support/candidate": fault})
+    async with operator_runtime(core) as operator:
+        await passed(operator, candidate)
+        async with generating(url):
+            rolled = await event_of(operator, "rollout.rolled-back")
+        assert rolled["candidate_version"] == candidate.version_id()
+        assert metric in rolled["reason"], rolled["reason"]
+        breach = next(a for a in rolled["analysis"] if a["metric"] == metric)
+        assert breach["passed"] is False
+        assert not await stored_events(operator.broker.connection.jetstream(), "rollout.promoted")
+        entry = await route_now(operator)
+        assert entry.candidate is None and entry.candidate_weight == 0 and entry.rollout is None
+
+        async def replica_caught_up() -> bool:
+            async with client_for(url) as client:
+                listing = (await client.get("/v1/models")).json()
+            return listing["data"][0]["tuneline"]["candidate_version"] is None
+
+        await wait_until(replica_caught_up, timeout=5)
+        after = Traffic(url)
+        async with client_for(url) as client:
+            await asyncio.gather(*(after.one(client, n) for n in range(40)))
+        assert {(role, version) for _, role, version, _ in after.answers} == {
+            ("stable", base_only(candidate).version_id())
+        }
+
+
+async def test_an_operator_abort_rolls_back_at_once(
+    core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any
+) -> None:
+    candidate, _ = await stack(core, tmp_path, tiny_model, running)
+    async with operator_runtime(core) as operator:
+        await passed(operator, candidate)
+        await event_of(operator, "rollout.started", timeout=20)
+        await operator.bus.publish(
+            RolloutAbortRequested(route="support", tenant="acme", reason="wrong ticket")
+        )
+        rolled = await event_of(operator, "rollout.rolled-back", timeout=20)
+        assert rolled["reason"] == "operator: wrong ticket"
+        assert (await route_now(operator)).candidate is None
