@@ -35,7 +35,8 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         if not path.exists():
             raise StackError(f"{path}: not found; run the demo from the repository root")
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
-    stack = Stack(StackConfig(data_dir=DEMO_DIR, nats_port=free_port()))
+    serving_port = free_port()
+    stack = Stack(StackConfig(data_dir=DEMO_DIR, nats_port=free_port(), serving_port=serving_port))
     console.rule("[bold]tuneline demo")
     console.print(f"1. starting the embedded stack in {DEMO_DIR} …")
     stack.start()
@@ -122,22 +123,22 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         timings["merging"] = time.monotonic() - t
         merged = asyncio.run(_version_on(stack, merged_route))
         _cli(stack, console, "models", "show", merged)
+        t = time.monotonic()
+        _rollout_step(stack, console, verdict, serving_port)
+        timings["rollout"] = time.monotonic() - t
         console.print(
-            f"\n9. the registry's timeline of the approved lineage (tuneline status {correlation}):"
+            f"\n10. the registry's timeline of the approved lineage (tuneline status {correlation}):"
         )
         _cli(stack, console, "status", correlation)
         console.print(
-            "\n10. every submission and run the registry knows (tuneline datasets list; tuneline runs):"
+            "\n11. every submission and run the registry knows (tuneline datasets list; tuneline runs):"
         )
         _cli(stack, console, "datasets", "list")
         _cli(stack, console, "runs")
         console.print(
             "\nstage times: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items())
         )
-        console.print(
-            f"[green]demo finished in {time.monotonic() - started:.1f}s.[/] Later issues add "
-            "serving and rollout to this same run."
-        )
+        console.print(f"[green]demo finished in {time.monotonic() - started:.1f}s.[/]")
         if keep:
             console.print(f"stack left running: tuneline --nats-url {stack.nats_url} …; Ctrl-C stops it")
             while not stack.dead_services():
@@ -146,6 +147,44 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         pass
     finally:
         stack.stop()
+
+
+def _rollout_step(stack: Stack, console: Console, verdict: str, port: int) -> None:
+    """Step 9: a candidate that passed its gates is rolled out under synthetic traffic."""
+    url = f"http://127.0.0.1:{port}"
+    route = "support-extract"  # the recipe's route
+    if verdict != "passed":
+        console.print(
+            f"\n9. serving and rollout: the candidate's gates {verdict}, so no rollout starts and the route "
+            f"{route!r} serves nothing it has not earned. The route table (tuneline routes):"
+        )
+        _cli(stack, console, "routes")
+        return
+    console.print(
+        f"\n9. gates.passed started a rollout on {route!r}: shadow (the candidate answers mirrored requests, "
+        "never returned), then canary 1 → 10 → 50 → 100 %, each step analysed against the stable version. "
+        f"Synthetic traffic drives it (tuneline traffic {route} --requests 0):"
+    )
+    _cli(
+        stack,
+        console,
+        "traffic",
+        route,
+        "--url",
+        url,
+        "--requests",
+        "0",
+        "--max-tokens",
+        "16",
+        "--timeout",
+        "600",
+    )
+    _cli(stack, console, "rollout", "status", route)
+    console.print(
+        f"query the route yourself (with --keep): curl -s {url}/v1/chat/completions -H 'content-type: "
+        f'application/json\' -d \'{{"model": "{route}", "messages": [{{"role": "user", '
+        f'"content": "Where is my order?"}}]}}\' -D - (headers name the exact version)'
+    )
 
 
 def _cli(stack: Stack, console: Console, *args: str, live: bool = False) -> str:

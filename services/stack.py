@@ -52,6 +52,7 @@ class StackConfig:
     database_url: str | None = None  # None: SQLite in data_dir
     artifact_root: str | None = None  # None: data_dir/artifacts
     log_level: str = "INFO"
+    serving_port: int = 8000
     services: tuple[str, ...] | None = None  # None: every available service
     env: dict[str, str] = field(default_factory=dict)
 
@@ -84,6 +85,8 @@ class Stack:
                 "TUNELINE_TRAINING_WORK_DIR": str((self.config.data_dir / "work" / "training").resolve()),
                 "TUNELINE_EVALUATION_WORK_DIR": str((self.config.data_dir / "work" / "evaluation").resolve()),
                 "TUNELINE_MERGING_WORK_DIR": str((self.config.data_dir / "work" / "merging").resolve()),
+                "TUNELINE_SERVING_WORK_DIR": str((self.config.data_dir / "work" / "serving").resolve()),
+                "TUNELINE_SERVING_PORT": str(self.config.serving_port),
             }
         )
         env.update(self.config.env)
