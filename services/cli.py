@@ -1300,14 +1300,6 @@ def merge(
         raise typer.Exit(1)
 
 
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
-
-
 # -- rollout ---------------------------------------------------------------------------------
 rollout_app = typer.Typer(help="Shadow and canary rollouts on routes.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
@@ -1529,3 +1521,11 @@ def traffic(
     for (role, version, status_code), n in sorted(counts.items()):
         table.add_row(role, version, str(status_code), str(n))
     console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
