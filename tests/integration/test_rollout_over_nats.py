@@ -30,8 +30,8 @@ from services.rollout.config import RolloutSettings
 from services.rollout.controller import base_only
 from tests.conftest import wait_until
 from tests.support.merging import announce, registered
-from tests.support.serving import adapter_refs, start_serving
 from tests.support.services import operator_runtime, registry_app
+from tests.support.serving import adapter_refs, start_serving
 from tests.support.stream import stored_events
 
 pytestmark = pytest.mark.integration
