@@ -37,6 +37,8 @@ STARTUP_OUTPUT: dict[int, str] = {}
 
 def start_up(*args: str, cwd: Path, models: Path) -> subprocess.Popen[str]:
     """`models`: the session's model cache, so SmolLM2 is converted once (513 MiB), not per test."""
+    if "--serving-port" not in args:  # stacks may overlap in time; each serves on its own port
+        args = (*args, "--serving-port", str(free_port()))
     proc = subprocess.Popen(
         [*TUNELINE, "up", *args],
         cwd=cwd,
@@ -101,12 +103,24 @@ def stack(tmp_path: Path, model_cache: Path) -> Iterator[tuple[str, Path]]:
 
 def test_up_publish_status_models_tail_and_clean_stop(tmp_path: Path, model_cache: Path) -> None:
     data_dir = tmp_path / "data"
-    port = free_port()
-    proc = start_up("--data-dir", str(data_dir), "--nats-port", str(port), cwd=tmp_path, models=model_cache)
+    port, http_port = free_port(), free_port()
+    proc = start_up(
+        "--data-dir", str(data_dir), "--nats-port", str(port), "--serving-port", str(http_port),
+        cwd=tmp_path, models=model_cache,
+    )  # fmt: skip
     url = f"nats://127.0.0.1:{port}"
     children = _child_pids(proc)
-    assert len(children) == 6  # nats-server, the registry, curation, training, merging, evaluation
+    # nats-server, the registry, curation, training, merging, evaluation, rollout, serving
+    assert len(children) == 8
+    assert f"http://127.0.0.1:{http_port}/v1" in STARTUP_OUTPUT[proc.pid]
     try:
+        import httpx
+
+        health = httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=10)
+        assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+        routes = cli(url, "routes")
+        assert routes.returncode == 0 and "no routes yet" in routes.stdout, routes.stderr
+
         published = cli(url, "events", "publish", "dataset.submitted", "--data", str(EXAMPLE))
         assert published.returncode == 0, published.stderr
         correlation = published.stdout.split("correlation id:")[1].split()[0]
