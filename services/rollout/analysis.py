@@ -83,7 +83,10 @@ def analyse(state: RolloutState) -> tuple[MetricAnalysis, ...]:
             stable=stable_p95,
             candidate=cand_p95,
             threshold=policy.max_latency_p95_ratio,
-            passed=ratio is None
+            # shadow copies run after the live answer, in their own batches: their latency is
+            # reported, not judged; canary requests share batches with stable ones and are judged
+            passed=state.phase == "shadow"
+            or ratio is None
             or ratio <= policy.max_latency_p95_ratio
             or (cand_p95 or 0.0) - (stable_p95 or 0.0) <= policy.latency_slack_ms,
         )

@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from schemas.envelope import derived_event_id
 from schemas.evaluation import GatesPassed
@@ -35,6 +36,17 @@ from services.rollout import analysis
 log = logging.getLogger(__name__)
 CAS_ATTEMPTS = 20
 Change = Callable[[RouteEntry | None], tuple[RouteEntry | None, list[Event]]]
+
+
+def _about(entry: RouteEntry, state: RolloutState) -> dict[str, Any]:
+    """The fields every rollout event carries about its route and versions."""
+    return {
+        "route": entry.route,
+        "tenant": entry.tenant,
+        "candidate_version": state.candidate_version,
+        "stable_version": state.stable_version,
+        "rollout_id": state.rollout_id,
+    }
 
 
 def base_only(ref: ModelRef) -> ModelRef:
@@ -108,11 +120,7 @@ class RolloutController:
                     (
                         old,
                         RolloutRolledBack(
-                            route=entry.route,
-                            tenant=entry.tenant,
-                            candidate_version=old.candidate_version,
-                            stable_version=old.stable_version,
-                            rollout_id=old.rollout_id,
+                            **_about(entry, old),
                             reason=f"superseded by {version}, which passed its gates later",
                         ),
                     )
@@ -185,11 +193,7 @@ class RolloutController:
             update={"rollout": nxt, "candidate_weight": nxt.traffic_percent, "shadow": False}
         )
         step = RolloutStep(
-            route=entry.route,
-            tenant=entry.tenant,
-            candidate_version=state.candidate_version,
-            stable_version=state.stable_version,
-            rollout_id=state.rollout_id,
+            **_about(entry, state),
             phase="canary",
             traffic_percent=nxt.traffic_percent,
             analysis=findings,
@@ -209,11 +213,7 @@ class RolloutController:
             }
         )
         promoted = RolloutPromoted(
-            route=entry.route,
-            tenant=entry.tenant,
-            candidate_version=state.candidate_version,
-            stable_version=state.stable_version,
-            rollout_id=state.rollout_id,
+            **_about(entry, state),
             rollback_target=state.stable_version,
         )
         log.info(
@@ -228,11 +228,7 @@ class RolloutController:
             update={"candidate": None, "candidate_weight": 0.0, "shadow": False, "rollout": None}
         )
         event = RolloutRolledBack(
-            route=entry.route,
-            tenant=entry.tenant,
-            candidate_version=state.candidate_version,
-            stable_version=state.stable_version,
-            rollout_id=state.rollout_id,
+            **_about(entry, state),
             reason=reason,
             analysis=findings,
         )
@@ -267,13 +263,7 @@ class RolloutController:
             new_state = state.model_copy(
                 update={"paused": paused} | ({} if paused else {"step_started_at": time.time()})
             )
-            common = {
-                "route": entry.route,
-                "tenant": entry.tenant,
-                "candidate_version": state.candidate_version,
-                "stable_version": state.stable_version,
-                "rollout_id": state.rollout_id,
-            }
+            common = _about(entry, state)
             announced: Event = (
                 RolloutPaused(**common, reason=why)
                 if paused

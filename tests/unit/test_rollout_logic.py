@@ -127,6 +127,17 @@ def test_a_step_holds_for_its_requests_and_seconds_then_advances_and_finally_pro
     assert analysis.decide(paused, 1011)[0] == "hold"
 
 
+def test_shadow_latency_is_reported_but_not_judged() -> None:
+    slow = analysis.accumulate(
+        state("shadow"),
+        "support",
+        window(1001, stat("stable", "mv-stable", 8, p95=100), stat("shadow", "mv-cand", 8, p95=900)),
+    )
+    action, findings = analysis.decide(slow, 1011)
+    latency = next(a for a in findings if a.metric == "latency_p95_ratio")
+    assert action == "advance" and latency.candidate == 900 and latency.passed
+
+
 def test_shadow_counts_mirrored_answers_and_reports_agreement() -> None:
     shadow = analysis.accumulate(state("shadow"), "support", window(
         1001, stat("stable", "mv-stable", 8), stat("shadow", "mv-cand", 8, agreement_checked=8, agreements=6)
