@@ -116,6 +116,7 @@ async def router_overhead(
     while serving.port is None:
         await asyncio.sleep(0.05)
     body = {"model": "bench", "messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 1}
+    backend = serving.service.backend  # type: ignore[assignment]  # the very backend serving uses
     prompt = backend.chat_prompt(base_ref, body["messages"])  # type: ignore[arg-type]
     direct, routed = [], []
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{serving.port}", timeout=60) as client:
