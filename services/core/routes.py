@@ -46,8 +46,18 @@ def decode(route: str, value: bytes | None) -> RouteEntry | None:
 class RouteTable:
     """Read, compare-and-set and watch route entries. Writes are CAS on the KV revision."""
 
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
+    def __init__(self, kv: KeyValue | None = None) -> None:
+        self._kv = kv
+
+    @property
+    def kv(self) -> KeyValue:
+        if self._kv is None:
+            raise RuntimeError("the route table is not open yet (RouteTable.open at startup)")
+        return self._kv
+
+    def attach(self, other: RouteTable) -> None:
+        """Take over an opened table's bucket: for services that build handlers before connecting."""
+        self._kv = other.kv
 
     @classmethod
     async def open(cls, js: JetStreamContext, *, replicas: int = 1, history: int = 20) -> RouteTable:

@@ -11,16 +11,9 @@ from services.rollout.controller import RolloutController
 from services.rollout.handlers import SERVICE, RolloutHandlers, register
 
 
-class _LazyTable(RouteTable):
-    """The table object exists before the connection does; `open` fills it in at startup."""
-
-    def __init__(self) -> None:
-        self.kv = None  # type: ignore[assignment]
-
-
 def create_app(settings: RolloutSettings) -> FastStream:
     runtime = build_runtime(SERVICE, settings.core)
-    table = _LazyTable()
+    table = RouteTable()  # opened at startup, once connected
     controller = RolloutController(table, runtime.bus, settings.policy)
     register(
         runtime.broker,
@@ -33,9 +26,10 @@ def create_app(settings: RolloutSettings) -> FastStream:
     @runtime.app.on_startup
     async def _open_routes() -> None:
         await runtime.broker.connect()
-        opened = await RouteTable.open(
-            runtime.broker.connection.jetstream(), replicas=settings.core.stream.replicas
+        table.attach(
+            await RouteTable.open(
+                runtime.broker.connection.jetstream(), replicas=settings.core.stream.replicas
+            )
         )
-        table.kv = opened.kv
 
     return runtime.app

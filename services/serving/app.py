@@ -53,6 +53,7 @@ class Serving:
     service: ServingService
     settings: ServingSettings
     server: uvicorn.Server | None = None
+    server_task: asyncio.Task[Any] | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     routes_ready: asyncio.Event = field(default_factory=asyncio.Event)
     started: float = field(default_factory=time.time)
@@ -102,7 +103,7 @@ def build_serving(settings: ServingSettings) -> Serving:
             http, host=settings.host, port=settings.port, log_level="warning", lifespan="off"
         )
         serving.server = uvicorn.Server(config)
-        serving.tasks.append(asyncio.create_task(serving.server.serve()))
+        serving.server_task = asyncio.create_task(serving.server.serve())
         while not serving.server.started:
             await asyncio.sleep(0.05)
         log.info("serving on http://%s:%s (%s backend)", settings.host, serving.port, backend.name)
@@ -110,11 +111,10 @@ def build_serving(settings: ServingSettings) -> Serving:
     @runtime.app.on_shutdown
     async def _stop() -> None:
         if serving.server is not None:
-            serving.server.should_exit = True
+            serving.server.should_exit = True  # finishes the requests in flight, then returns
         for task in serving.tasks:
-            if task.get_coro().__name__ != "serve":  # type: ignore[union-attr]
-                task.cancel()
-        await asyncio.gather(*serving.tasks, return_exceptions=True)
+            task.cancel()
+        await asyncio.gather(*serving.tasks, *filter(None, [serving.server_task]), return_exceptions=True)
         with contextlib.suppress(Exception):
             await service.publish_window()  # the last partial window
         await service.drain()

@@ -127,7 +127,7 @@ class TransformersBackend:
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self._worker: asyncio.Task[None] | None = None
-        self._lock = threading.Lock()  # engines are touched only on the generation thread, but status reads
+        self._lock = threading.Lock()  # the generation thread changes engines; status() reads them
         self._bases: dict[str, Path] = {}
         self._tokenizers: dict[str, Any] = {}
         self.batches = 0
