@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -138,6 +139,13 @@ def up(
     nats_port: Annotated[int, typer.Option(help="Port of the embedded nats-server")] = 4222,
     serving_port: Annotated[int, typer.Option(help="Port of serving's OpenAI-compatible API")] = 8000,
     log_level: Annotated[str, typer.Option(help="Log level of the services")] = "INFO",
+    secure: Annotated[
+        bool,
+        typer.Option(
+            help="NATS with TLS and one user per service (infra/nats); the CLI's credentials are "
+            "written to <data-dir>/nats/secrets/operator.env"
+        ),
+    ] = False,
 ) -> None:
     """Start the embedded stack: nats-server (JetStream), registry and every service. Ctrl-C stops it."""
     config = StackConfig(
@@ -148,6 +156,7 @@ def up(
         artifact_root=artifact_root,
         log_level=log_level,
         serving_port=serving_port,
+        secure=secure,
     )
     stack = Stack(config)
     stopping = False
@@ -161,6 +170,7 @@ def up(
     try:
         stack.start()
         STATE.nats_url = stack.nats_url
+        os.environ.update(stack.client_env())  # this process asks for health as the operator
         health = _run(_wait_healthy(stack))
         _print_stack(stack, config, health)
         while not stopping:
@@ -199,6 +209,10 @@ def _print_stack(stack: Stack, config: StackConfig, health: dict[str, dict[str, 
     if "serving" in health:
         table.add_row("serving API (OpenAI)", f"http://127.0.0.1:{config.serving_port}/v1", "")
     table.add_row("logs", str(config.data_dir / "logs"), "")
+    if stack.secure is not None:
+        table.add_row("NATS TLS CA", str(stack.secure.tls.ca_file), "")
+        operator_env = config.data_dir / "nats" / "secrets" / "operator.env"
+        table.add_row("CLI credentials", f"source {operator_env}", "")
     console.print(table)
     console.print("Ready. Press Ctrl-C to stop.")
 
@@ -997,6 +1011,33 @@ def schemas_export(
     console.print(f"wrote {len(files)} files to {out}")
 
 
+# -- infra ------------------------------------------------------------------------------------
+infra_app = typer.Typer(help="Deployment files generated from code (NATS permissions).", no_args_is_help=True)
+app.add_typer(infra_app, name="infra")
+INFRA_FILES = ("infra/nats/auth.conf", "deploy/helm/tuneline/files/nats-auth.conf")
+
+
+@infra_app.command("export")
+def infra_export(
+    root: Annotated[Path, typer.Option(help="Repository root")] = GENERATED.parents[1],
+    check: Annotated[bool, typer.Option(help="Fail if the files on disk differ (CI)")] = False,
+) -> None:
+    """Write the NATS users and permissions (services/core/access.py) to infra/ and the Helm chart."""
+    from services.core.access import auth_conf
+
+    text = auth_conf()
+    if check:
+        stale = [n for n in INFRA_FILES if not (root / n).exists() or (root / n).read_text() != text]
+        if stale:
+            raise _fail(f"{', '.join(stale)} out of date; run `tuneline infra export` and commit the result")
+        console.print(f"[green]NATS permissions are up to date[/] ({len(INFRA_FILES)} files)")
+        return
+    for name in INFRA_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    console.print(f"wrote {', '.join(INFRA_FILES)}")
+
+
 # -- demo ------------------------------------------------------------------------------------
 @app.command()
 def demo(
@@ -1309,10 +1350,13 @@ ReasonOpt = Annotated[str, typer.Option(help="Recorded with the request")]
 
 
 async def _route_entry(runtime: ServiceRuntime, alias: str) -> tuple[Any, int]:
-    from services.core.routes import RouteTable
+    from services.core.routes import NoRouteTable, RouteTable
 
-    table = await RouteTable.open(runtime.broker.connection.jetstream())
-    entry, revision = await table.get(alias)
+    try:
+        table = await RouteTable.open(runtime.broker.connection.jetstream(), create=False)
+        entry, revision = await table.get(alias)
+    except NoRouteTable:
+        entry, revision = None, 0
     if entry is None:
         raise _fail(f"route {alias!r} does not exist; `tuneline routes` lists the routes")
     return entry, revision
@@ -1424,11 +1468,14 @@ def rollback(alias: AliasArg, tenant: TenantOpt = None, reason: ReasonOpt = "") 
 @app.command()
 def routes(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every route in the route table: stable and candidate versions, weight, shadow."""
-    from services.core.routes import RouteTable
+    from services.core.routes import NoRouteTable, RouteTable
 
     async def read() -> dict[str, Any]:
         async with _connected() as runtime:
-            table = await RouteTable.open(runtime.broker.connection.jetstream())
+            try:
+                table = await RouteTable.open(runtime.broker.connection.jetstream(), create=False)
+            except NoRouteTable:
+                return {}
             return await table.entries()
 
     entries = _run(read())

@@ -16,7 +16,7 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 
-from services.core.nats_server import EmbeddedNats, NatsServerError
+from services.core.nats_server import EmbeddedNats, NatsServerError, SecureNats, secure_nats
 from services.core.rpc import RpcError, query
 
 # In start order. A service exists when its package has a __main__; later issues add theirs.
@@ -54,6 +54,7 @@ class StackConfig:
     log_level: str = "INFO"
     serving_port: int = 8000
     services: tuple[str, ...] | None = None  # None: every available service
+    secure: bool = False  # TLS and one NATS user per service (infra/nats), embedded server only
     env: dict[str, str] = field(default_factory=dict)
 
     def resolved_database_url(self) -> str:
@@ -69,6 +70,7 @@ class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.nats: EmbeddedNats | None = None
+        self.secure: SecureNats | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.nats_url = config.nats_url or ""
 
@@ -92,13 +94,37 @@ class Stack:
         env.update(self.config.env)
         return env
 
+    def env_for(self, name: str) -> dict[str, str]:
+        """One service's environment: with --secure, its own NATS user; only the registry manages
+        the streams' limits (the others may only create a missing stream)."""
+        env = self.service_env()
+        if self.secure is not None:
+            env.update(self.secure.client_env(name))
+            env["TUNELINE_STREAM_MANAGE"] = "true" if name == "registry" else "false"
+        return env
+
+    def client_env(self, user: str = "operator") -> dict[str, str]:
+        """What the CLI needs to reach this stack's NATS as `user`."""
+        if self.secure is not None:
+            return self.secure.client_env(user)
+        return {"TUNELINE_NATS_URL": self.nats_url}
+
     def start(self) -> None:
         data_dir = self.config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / "logs").mkdir(exist_ok=True)
         Path(self.config.resolved_artifact_root()).mkdir(parents=True, exist_ok=True)
+        if self.config.secure and self.config.nats_url is not None:
+            raise StackError("--secure starts its own nats-server; leave out --nats-url")
         if self.config.nats_url is None:
-            self.nats = EmbeddedNats(data_dir / "nats", port=self.config.nats_port)
+            if self.config.secure:
+                self.secure = secure_nats(data_dir / "nats", port=self.config.nats_port)
+                self.nats = self.secure.server
+                operator = data_dir / "nats" / "secrets" / "operator.env"
+                operator.write_text("".join(f"export {k}={v}\n" for k, v in self.client_env().items()))
+                operator.chmod(0o600)
+            else:
+                self.nats = EmbeddedNats(data_dir / "nats", port=self.config.nats_port)
             try:
                 self.nats.start()
             except NatsServerError as error:
@@ -108,12 +134,11 @@ class Stack:
                 ) from error
             self.nats_url = self.nats.url
         names = self.config.services or tuple(available_services())
-        env = self.service_env()
         for name in names:
             log = open(data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (child owns it)
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{name}"],
-                env=env,
+                env=self.env_for(name),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches us; we stop children in order

@@ -19,7 +19,7 @@ from faststream.nats import (
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from schemas.envelope import Envelope, derived_event_id, new_event_id, now
 from schemas.events import Event
@@ -31,6 +31,7 @@ from schemas.subjects import (
     EVENTS_PREFIX,
     EVENTS_STREAM,
 )
+from services.core.access import inbox_prefix
 from services.core.metrics import ServiceMetrics
 from services.core.settings import CoreSettings, NatsSettings, StreamSettings
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 DAY = 86_400.0
+STREAM_NAME_IN_USE = 10058
 
 
 def nats_security(settings: NatsSettings) -> NatsSecurity | None:
@@ -67,6 +69,19 @@ def nats_security(settings: NatsSettings) -> NatsSecurity | None:
     return None
 
 
+class _TlsEofNoise(logging.Filter):
+    """asyncio warns on every TLS connection nats-py closes ("returning true from eof_received()
+    has no effect when using ssl"): harmless, and it buried real warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received" not in record.getMessage()
+
+
+def client_inbox(settings: NatsSettings, service: str) -> str:
+    """Where this client's replies arrive: the one inbox its NATS permissions let it read."""
+    return settings.inbox_prefix or inbox_prefix(settings.user or service)
+
+
 def build_broker(
     settings: CoreSettings,
     service: str,
@@ -76,6 +91,10 @@ def build_broker(
     max_reconnect_attempts: int = -1,
 ) -> NatsBroker:
     """A NATS broker with tracing and Prometheus middlewares (services reconnect forever)."""
+    if settings.nats.uses_tls:
+        asyncio_logger = logging.getLogger("asyncio")
+        if not any(isinstance(f, _TlsEofNoise) for f in asyncio_logger.filters):
+            asyncio_logger.addFilter(_TlsEofNoise())
     middlewares: list[Any] = [NatsTelemetryMiddleware(tracer_provider=tracer_provider)]
     if metrics is not None:
         middlewares.append(
@@ -84,6 +103,7 @@ def build_broker(
     return NatsBroker(
         settings.nats.servers,
         name=f"tuneline-{service}",
+        inbox_prefix=client_inbox(settings.nats, service),
         security=nats_security(settings.nats),
         middlewares=middlewares,
         connect_timeout=settings.nats.connect_timeout_s,
@@ -126,16 +146,21 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
 
 
 async def ensure_streams(js: JetStreamContext, settings: StreamSettings) -> None:
-    """Create the streams, or bring an existing stream's limits up to date (idempotent)."""
+    """Create missing streams; with `settings.manage`, bring existing ones' limits up to date."""
     for config in stream_configs(settings):
         assert config.name is not None
         try:
             await js.stream_info(config.name)
         except NotFoundError:
-            await js.add_stream(config)
-            logger.info("created stream %s", config.name)
+            try:
+                await js.add_stream(config)
+                logger.info("created stream %s", config.name)
+            except BadRequestError as error:
+                if error.err_code != STREAM_NAME_IN_USE:  # another service created it meanwhile
+                    raise
         else:
-            await js.update_stream(config)
+            if settings.manage:
+                await js.update_stream(config)
 
 
 def events_stream() -> JStream:
@@ -157,9 +182,12 @@ class EventBus:
         *,
         default_tenant: str = "default",
         metrics: ServiceMetrics | None = None,
+        inbox: str = "_INBOX",
     ) -> None:
         self.broker = broker
         self.service = service
+        # JetStream pull subscriptions name their own inbox: subscribers take this one
+        self.subscriber_inbox = f"{inbox}.".encode()
         self.default_tenant = default_tenant
         self.metrics = metrics
 

@@ -268,6 +268,7 @@ def subscribe_event(
         event_cls.subject(),
         stream=events_stream(),
         durable=durable_name(service, event_cls.event_type),
+        inbox_prefix=bus.subscriber_inbox,
         pull_sub=PullSub(batch_size=delivery.fetch_batch, timeout=delivery.fetch_timeout_s),
         config=consumer_config(delivery),
         ack_policy=AckPolicy.MANUAL,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import sysconfig
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from services.core.pki import ServerTls
 
 
 class NatsServerError(RuntimeError):
@@ -56,17 +61,23 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         monitor_port: int | None = None,
         extra_args: tuple[str, ...] = (),
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+        tls: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
         self.host = host
         self.monitor_port = monitor_port
         self.extra_args = extra_args
+        self.config = config
+        self.env = env
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -75,9 +86,12 @@ class EmbeddedNats:
         offset = log.stat().st_size if log.exists() else 0
         args = [
             str(nats_server_binary()),
-            "--jetstream",
-            "--store_dir",
-            str(self.data_dir / "jetstream"),
+            # a configuration names its own JetStream directory (see secure_nats)
+            *(
+                ("--config", str(self.config))
+                if self.config
+                else ("--jetstream", "--store_dir", str(self.data_dir / "jetstream"))
+            ),
             "--addr",
             self.host,
             "--port",
@@ -90,7 +104,8 @@ class EmbeddedNats:
         ]
         if self.monitor_port:
             args += ["--http_port", str(self.monitor_port)]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env = None if self.env is None else {**os.environ, **self.env}
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -123,3 +138,67 @@ class EmbeddedNats:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+INFRA_NATS = Path(__file__).resolve().parents[2] / "infra" / "nats"
+
+
+@dataclass(frozen=True)
+class SecureNats:
+    """nats-server with infra/nats's configuration: TLS required, one user per service."""
+
+    server: EmbeddedNats
+    passwords: dict[str, str]
+    tls: ServerTls
+
+    def client_env(self, user: str) -> dict[str, str]:
+        """The TUNELINE_NATS_* variables a service (or the operator's CLI) connects with."""
+        return {
+            "TUNELINE_NATS_URL": self.server.url,
+            "TUNELINE_NATS_USER": user,
+            "TUNELINE_NATS_PASSWORD": self.passwords[user],
+            "TUNELINE_NATS_TLS_CA_FILE": str(self.tls.ca_file),
+        }
+
+
+def secure_nats(data_dir: Path, *, port: int, host: str = "127.0.0.1") -> SecureNats:
+    """Certificates, passwords and the configuration of infra/nats, written under `data_dir`.
+
+    Passwords and certificates are made once and kept, so a restart keeps its clients' settings.
+    """
+    from services.core.access import ADMIN_USER, auth_conf, password_variable, service_access
+    from services.core.pki import make_server_tls, new_password
+
+    source = INFRA_NATS / "nats-server.conf"
+    if not source.exists():
+        raise NatsServerError(f"{source} not found: --secure needs tuneline's source checkout")
+    conf_dir = data_dir / "conf"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    (conf_dir / "nats-server.conf").write_text(source.read_text())
+    (conf_dir / "auth.conf").write_text(auth_conf())
+    secrets = data_dir / "secrets"
+    tls_dir = secrets / "tls"
+    tls = (
+        ServerTls(tls_dir / "ca.pem", tls_dir / "server.pem", tls_dir / "server-key.pem")
+        if (tls_dir / "server.pem").exists()
+        else make_server_tls(tls_dir, hosts=(host, "localhost"))
+    )
+    passwords_file = secrets / "passwords.json"
+    passwords: dict[str, str] = json.loads(passwords_file.read_text()) if passwords_file.exists() else {}
+    for user in [*service_access(), ADMIN_USER]:
+        passwords.setdefault(user, new_password())
+    passwords_file.write_text(json.dumps(passwords, indent=2))
+    passwords_file.chmod(0o600)
+    env = {password_variable(user): password for user, password in passwords.items()}
+    env.update(
+        {
+            "TUNELINE_NATS_STORE_DIR": str(data_dir / "jetstream"),
+            "TUNELINE_NATS_TLS_CERT": str(tls.cert_file),
+            "TUNELINE_NATS_TLS_KEY": str(tls.key_file),
+            "TUNELINE_NATS_TLS_CA": str(tls.ca_file),
+        }
+    )
+    server = EmbeddedNats(
+        data_dir, port=port, host=host, config=conf_dir / "nats-server.conf", env=env, tls=True
+    )
+    return SecureNats(server, passwords, tls)

@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 RouteListener = Callable[[str, RouteEntry | None, int], Awaitable[None] | None]
 
 
+class NoRouteTable(LookupError):
+    pass
+
+
 class RouteConflict(Exception):
     """Someone else wrote the route since it was read; read it again and retry."""
 
@@ -60,11 +64,18 @@ class RouteTable:
         self._kv = other.kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext, *, replicas: int = 1, history: int = 20) -> RouteTable:
-        """The bucket, created on first use (history keeps the last route changes for forensics)."""
+    async def open(
+        cls, js: JetStreamContext, *, replicas: int = 1, history: int = 20, create: bool = True
+    ) -> RouteTable:
+        """The bucket, created on first use (history keeps the last route changes for forensics).
+
+        `create=False` (readers such as the CLI): a missing bucket raises `NoRouteTable`.
+        """
         try:
             kv = await js.key_value(ROUTES_BUCKET)
         except BucketNotFoundError:
+            if not create:
+                raise NoRouteTable(f"no route table ({ROUTES_BUCKET}) yet: no rollout has run") from None
             kv = await js.create_key_value(
                 KeyValueConfig(
                     bucket=ROUTES_BUCKET,

@@ -13,7 +13,7 @@ from faststream.middlewares import AckPolicy
 from faststream.nats import NatsBroker
 
 from schemas.subjects import rpc_subject
-from services.core.bus import EventBus, build_broker, ensure_streams
+from services.core.bus import EventBus, build_broker, client_inbox, ensure_streams
 from services.core.metrics import ServiceMetrics
 from services.core.settings import CoreSettings
 from services.core.telemetry import build_tracer_provider
@@ -86,7 +86,13 @@ def build_runtime(
         metrics=metrics,
         max_reconnect_attempts=max_reconnect_attempts,
     )
-    bus = EventBus(broker, service, default_tenant=settings.tenant, metrics=metrics)
+    bus = EventBus(
+        broker,
+        service,
+        default_tenant=settings.tenant,
+        metrics=metrics,
+        inbox=client_inbox(settings.nats, service),
+    )
     return ServiceRuntime(
         service=service,
         settings=settings,

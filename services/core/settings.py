@@ -25,6 +25,11 @@ class NatsSettings(BaseSettings):
     tls_key_file: Path | None = None
     tls_hostname: str | None = None
     connect_timeout_s: int = Field(default=5, ge=1)
+    inbox_prefix: str | None = Field(
+        default=None,
+        description="Reply subjects of this client; default `_INBOX.<user>` (or `.<service>`), "
+        "the only inbox its NATS permissions let it read",
+    )
 
     @model_validator(mode="after")
     def _one_credential_kind(self) -> NatsSettings:
@@ -94,6 +99,11 @@ class StreamSettings(BaseSettings):
     duplicate_window_s: float = Field(default=600.0, gt=0)
     replicas: int = Field(default=1, ge=1, le=5, description="3 on a NATS cluster")
     dlq_max_age_days: float = Field(default=90.0, gt=0)
+    manage: bool = Field(
+        default=True,
+        description="Bring existing streams' limits up to date at startup; false: only create missing "
+        "ones (every service but the registry under NATS permissions)",
+    )
 
 
 class TelemetrySettings(BaseSettings):

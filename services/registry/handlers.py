@@ -29,6 +29,7 @@ from schemas.queries import (
     TimelineQuery,
 )
 from schemas.subjects import DLQ_PREFIX
+from services.core.access import REGISTRY_DLQ_DURABLE
 from services.core.bus import EventBus, dlq_stream
 from services.core.delivery import (
     DLQ_KIND,
@@ -169,7 +170,8 @@ def register(
     broker.subscriber(
         f"{DLQ_PREFIX}.>",
         stream=dlq_stream(),
-        durable="registry_dead_letters",
+        durable=REGISTRY_DLQ_DURABLE,
+        inbox_prefix=bus.subscriber_inbox,
         pull_sub=PullSub(batch_size=delivery.fetch_batch, timeout=delivery.fetch_timeout_s),
         config=consumer_config(delivery),
         ack_policy=AckPolicy.MANUAL,

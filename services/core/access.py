@@ -1,0 +1,306 @@
+"""Who may publish and subscribe to what on NATS: one user per service, least privilege.
+
+This table is the single source of the NATS permissions. `tuneline infra export` renders it into
+`infra/nats/auth.conf` and the Helm chart's copy (`deploy/helm/tuneline/files/nats-auth.conf`);
+`make test` fails when either drifts. Tests check each service's real subscribers against
+`consumes`, and the secure embedded stack (`tuneline up --secure`) runs a lineage with nothing more
+than these permissions.
+
+What a service may do:
+- publish the events it produces, and dead-letter the events it consumes;
+- create, read and pull from its own durable consumers (`<service>_<event>`) and ack their
+  messages, never another service's: the evaluation user cannot take training's work;
+- receive replies only on its own inbox prefix (`_INBOX.<user>.>`), so no user reads another's
+  fetched messages or RPC answers;
+- answer its own queries (`tuneline.rpc.<service>.>`) and ask the services it depends on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from schemas.catalogue import EVENTS
+from schemas.subjects import (
+    DECISIONS_PREFIX,
+    DECISIONS_STREAM,
+    DLQ_PREFIX,
+    DLQ_STREAM,
+    EVENTS_STREAM,
+    ROUTES_BUCKET,
+    dlq_subject,
+    durable_name,
+    event_subject,
+    rpc_subject,
+)
+
+JS_API = "$JS.API"
+UPLOADS_BUCKET = "tuneline_uploads"  # services.core.uploads.BUCKET
+TRAINING_BUCKET = "tuneline_training"  # services.training.control.BUCKET (services never import core's users)
+MANAGED_STREAMS = (EVENTS_STREAM, DLQ_STREAM, DECISIONS_STREAM)
+REGISTRY_DLQ_DURABLE = "registry_dead_letters"
+OPERATOR_EVENTS = (
+    "dataset.submitted",
+    "training.cancel-requested",
+    "merge.requested",
+    "rollout.pause-requested",
+    "rollout.resume-requested",
+    "rollout.abort-requested",
+    "rollout.promote-requested",
+    "rollout.rollback-requested",
+    "drift.check-requested",
+)
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one NATS user (a service, or the operator's CLI) needs to do its job."""
+
+    user: str
+    service: str  # the runtime's service name: its health query lives under tuneline.rpc.<service>
+    consumes: tuple[str, ...] = ()  # event types, each through the durable `<service>_<event>`
+    publishes: tuple[str, ...] = ()  # event types
+    calls: tuple[str, ...] = ()  # services whose queries it sends (`*` for every service's health)
+    manages_streams: bool = False  # updates the streams' limits (the registry)
+    reads_dead_letters: bool = False
+    # KV and object-store buckets: (`KV` or `OBJ`, bucket, "read" | "create" | "write");
+    # read: get and watch; create: also create it when missing; write: also put and purge
+    buckets: tuple[tuple[str, str, str], ...] = ()
+    publishes_decisions: bool = False
+    reads_events: bool = False  # core subscriptions, ordered consumers on the events and DLQ streams
+    extra_publish: tuple[str, ...] = field(default=())
+
+    def publish_allow(self) -> list[str]:
+        subjects = [f"{JS_API}.INFO"]
+        # any service may create a missing stream (whoever starts first); only the registry may
+        # change an existing one's limits (TUNELINE_STREAM_MANAGE=false everywhere else)
+        subjects += [
+            f"{JS_API}.STREAM.{verb}.{name}" for verb in ("INFO", "CREATE") for name in MANAGED_STREAMS
+        ]
+        if self.manages_streams:
+            subjects += [f"{JS_API}.STREAM.UPDATE.{name}" for name in MANAGED_STREAMS]
+        subjects += [event_subject(event) for event in self.publishes]
+        for event in self.consumes:
+            subjects.append(dlq_subject(event_subject(event)))
+            subjects += durable_api(EVENTS_STREAM, durable_name(self.service, event))
+        if self.reads_dead_letters:
+            subjects += durable_api(DLQ_STREAM, REGISTRY_DLQ_DURABLE)
+        if self.reads_events:
+            subjects += ordered_consumer_api(EVENTS_STREAM) + ordered_consumer_api(DLQ_STREAM)
+        if self.publishes_decisions:
+            subjects.append(f"{DECISIONS_PREFIX}.>")
+        for kind, bucket, level in self.buckets:
+            subjects += bucket_api(
+                f"{kind}_{bucket}",
+                f"${'KV' if kind == 'KV' else 'O'}.{bucket}",
+                create=level in ("create", "write"),
+                put=level == "write",
+            )
+        for target in self.calls:
+            subjects.append(rpc_subject("*", "health") if target == "*" else f"{rpc_subject(target, '>')}")
+        subjects += self.extra_publish
+        return _unique(subjects)
+
+    def subscribe_allow(self) -> list[str]:
+        subjects = [f"{self.inbox_prefix}.>", rpc_subject(self.service, ">")]
+        if self.reads_events:
+            subjects.append(f"{event_subject('>')}")
+        return _unique(subjects)
+
+    @property
+    def inbox_prefix(self) -> str:
+        return inbox_prefix(self.user)
+
+
+def inbox_prefix(user: str) -> str:
+    """Replies to this user arrive under `_INBOX.<user>`: no other user may subscribe there."""
+    return f"_INBOX.{user}"
+
+
+def durable_api(stream: str, durable: str) -> list[str]:
+    """Create, inspect and pull from one durable consumer, and ack what it delivered."""
+    return [
+        f"{JS_API}.CONSUMER.CREATE.{stream}.{durable}",
+        f"{JS_API}.CONSUMER.CREATE.{stream}.{durable}.>",
+        f"{JS_API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+        f"{JS_API}.CONSUMER.INFO.{stream}.{durable}",
+        f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        f"$JS.ACK.{stream}.{durable}.>",
+    ]
+
+
+def ordered_consumer_api(stream: str) -> list[str]:
+    """Read a stream through short-lived ordered consumers (watch, tail, object get)."""
+    return [
+        f"{JS_API}.STREAM.NAMES",  # which stream holds a subject (stream names only, no data)
+        f"{JS_API}.STREAM.INFO.{stream}",
+        f"{JS_API}.CONSUMER.CREATE.{stream}",
+        f"{JS_API}.CONSUMER.CREATE.{stream}.>",
+        f"{JS_API}.CONSUMER.INFO.{stream}.>",
+        f"{JS_API}.CONSUMER.DELETE.{stream}.>",
+        f"{JS_API}.DIRECT.GET.{stream}",
+        f"{JS_API}.DIRECT.GET.{stream}.>",
+        f"{JS_API}.STREAM.MSG.GET.{stream}",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
+def bucket_api(stream: str, prefix: str, *, create: bool, put: bool) -> list[str]:
+    """A KV or object-store bucket: read it; `create` it when missing; `put` into it."""
+    subjects = ordered_consumer_api(stream)
+    if create:
+        subjects.append(f"{JS_API}.STREAM.CREATE.{stream}")
+    if put:
+        subjects += [f"{JS_API}.STREAM.PURGE.{stream}", f"{prefix}.>"]
+    return subjects
+
+
+def _unique(subjects: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(subjects))
+
+
+def service_access() -> dict[str, Access]:
+    """Every NATS user of a deployment, by user name."""
+    table = [
+        Access(
+            "registry",
+            "registry",
+            consumes=tuple(EVENTS),
+            manages_streams=True,
+            reads_dead_letters=True,
+        ),
+        Access(
+            "curation",
+            "curation",
+            consumes=("dataset.submitted",),
+            publishes=("dataset.approved", "dataset.rejected"),
+            buckets=(("OBJ", UPLOADS_BUCKET, "read"),),
+        ),
+        Access(
+            "training",
+            "training",
+            consumes=("dataset.approved", "training.cancel-requested"),
+            publishes=(
+                "training.started",
+                "training.progress",
+                "training.failed",
+                "training.cancelled",
+                "candidate.ready",
+            ),
+            buckets=(("KV", TRAINING_BUCKET, "write"),),  # cancel requests, the one result of a run
+        ),
+        Access(
+            "merging",
+            "merging",
+            consumes=("merge.requested",),
+            publishes=("candidate.ready", "merge.failed"),
+            calls=("registry", "evaluation"),
+        ),
+        Access(
+            "evaluation",
+            "evaluation",
+            consumes=("candidate.ready", "drift.check-requested"),
+            publishes=(
+                "eval.completed",
+                "eval.failed",
+                "gates.passed",
+                "gates.failed",
+                "drift.detected",
+                "drift.check-requested",  # its drift scheduler
+            ),
+            calls=("registry",),
+        ),
+        Access(
+            "rollout",
+            "rollout",
+            consumes=(
+                "gates.passed",
+                "serving.window",
+                "rollout.pause-requested",
+                "rollout.resume-requested",
+                "rollout.abort-requested",
+                "rollout.promote-requested",
+                "rollout.rollback-requested",
+            ),
+            publishes=(
+                "rollout.started",
+                "rollout.step",
+                "rollout.promoted",
+                "rollout.rolled-back",
+                "rollout.paused",
+            ),
+            buckets=(("KV", ROUTES_BUCKET, "write"),),
+        ),
+        Access(
+            "serving",
+            "serving",
+            publishes=("serving.window",),
+            publishes_decisions=True,
+            buckets=(("KV", ROUTES_BUCKET, "create"),),
+        ),
+        Access(
+            "operator",
+            "cli",
+            publishes=OPERATOR_EVENTS,
+            calls=("registry", "evaluation", "*"),
+            buckets=(("KV", ROUTES_BUCKET, "read"), ("OBJ", UPLOADS_BUCKET, "write")),
+            reads_events=True,
+        ),
+    ]
+    return {access.user: access for access in table}
+
+
+def password_variable(user: str) -> str:
+    """The environment variable nats-server reads the user's password from."""
+    return f"TUNELINE_NATS_PASSWORD_{user.upper()}"
+
+
+ADMIN_USER = "admin"
+HEADER = (
+    "# GENERATED by `tuneline infra export` from services/core/access.py: edit that table, not this file.\n"
+    "# One user per tuneline service, least privilege. Passwords are read from the environment\n"
+    "# (TUNELINE_NATS_PASSWORD_<USER>), which Kubernetes fills from a Secret.\n"
+)
+
+
+def _listed(key: str, subjects: Iterable[str]) -> list[str]:
+    return [f"        {key}: {{ allow: [", *(f'          "{subject}"' for subject in subjects), "        ] }"]
+
+
+def auth_conf(table: dict[str, Access] | None = None) -> str:
+    """The `authorization` block of nats-server.conf for every user in the table, plus an admin."""
+    table = table or service_access()
+    lines = [HEADER, "authorization {", "  timeout: 2", "  users: ["]
+    for access in table.values():
+        lines += [
+            "    {",
+            f'      user: "{access.user}"',
+            f"      password: ${password_variable(access.user)}",
+            "      permissions: {",
+            *_listed("publish", access.publish_allow()),
+            *_listed("subscribe", access.subscribe_allow()),
+            "        # answer requests sent to this user (its own queries, health) on their reply subject",
+            "        allow_responses: true",
+            "      }",
+            "    }",
+        ]
+    lines += [
+        "    # streams, consumers and buckets by hand (nats CLI, nats-box); never given to a service",
+        f'    {{ user: "{ADMIN_USER}", password: ${password_variable(ADMIN_USER)} }}',
+        "  ]",
+        "}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+__all__ = [
+    "ADMIN_USER",
+    "DLQ_PREFIX",
+    "OPERATOR_EVENTS",
+    "Access",
+    "auth_conf",
+    "inbox_prefix",
+    "password_variable",
+    "service_access",
+]

@@ -1,0 +1,298 @@
+"""infra/nats on a real nats-server: TLS and one user per service, each able to do its job only.
+
+The server runs infra/nats/nats-server.conf with the generated auth.conf, as `tuneline up --secure`
+and the Helm chart do. The users' permissions come from services/core/access.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js.api import ConsumerConfig
+
+from schemas.subjects import EVENTS_STREAM, ROUTES_BUCKET, durable_name, event_subject
+from services.core import uploads
+from services.core.access import ADMIN_USER, TRAINING_BUCKET, Access, inbox_prefix, service_access
+from services.core.bus import ensure_streams
+from services.core.nats_server import SecureNats, free_port, secure_nats
+from services.core.routes import RouteTable
+from services.core.settings import StreamSettings
+from services.training.control import BUCKET as RUN_CONTROL_BUCKET
+from services.training.control import KvRunControl
+
+pytestmark = pytest.mark.integration
+TABLE = service_access()
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureNats]:
+    server = secure_nats(tmp_path_factory.mktemp("secure-nats"), port=free_port())
+    with server.server:
+        yield server
+
+
+class Session:
+    """One user's connection, with the permission errors the server reported to it."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.nc: Client | None = None
+
+    async def connect(self, secure: SecureNats, user: str) -> Session:
+        async def on_error(error: Exception) -> None:
+            self.errors.append(str(error))
+
+        self.nc = await nats.connect(
+            secure.server.url,
+            user=user,
+            password=secure.passwords[user],
+            tls=ssl.create_default_context(cafile=str(secure.tls.ca_file)),
+            inbox_prefix=inbox_prefix(user),
+            error_cb=on_error,
+            allow_reconnect=False,
+        )
+        return self
+
+    def violations(self) -> list[str]:
+        return [e for e in self.errors if "permissions violation" in e.lower()]
+
+
+@pytest.fixture
+async def as_user(secure: SecureNats, tmp_path: Path) -> AsyncIterator[Any]:
+    sessions: list[Session] = []
+
+    async def connect(user: str) -> Session:
+        session = await Session().connect(secure, user)
+        sessions.append(session)
+        return session
+
+    # what exists before anyone works: the streams, the buckets, one uploaded file
+    admin = await connect(ADMIN_USER)
+    assert admin.nc is not None
+    js = admin.nc.jetstream()
+    await ensure_streams(js, StreamSettings())
+    await RouteTable.open(js)
+    await KvRunControl.open(js)
+    (tmp_path / "probe.jsonl").write_text('{"probe": 1}\n')
+    uri, _ = await uploads.upload(js, tmp_path / "probe.jsonl")
+    connect.upload_uri = uri  # type: ignore[attr-defined]
+    connect.work = tmp_path  # type: ignore[attr-defined]
+    yield connect
+    for session in sessions:
+        if session.nc is not None and not session.nc.is_closed:
+            await session.nc.close()
+
+
+def envelope(event_type: str, event_id: str) -> dict[str, str]:
+    return {"Nats-Msg-Id": event_id, "ce-type": f"tuneline.{event_type}.v1", "ce-id": event_id}
+
+
+async def test_an_anonymous_client_or_a_wrong_password_is_refused(secure: SecureNats) -> None:
+    context = ssl.create_default_context(cafile=str(secure.tls.ca_file))
+    for credentials in ({}, {"user": "training", "password": "not-the-password"}):
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(
+                secure.server.url, tls=context, allow_reconnect=False, max_reconnect_attempts=0, **credentials
+            )
+
+
+def test_a_plaintext_client_is_refused(secure: SecureNats) -> None:
+    """Speak the NATS protocol without TLS, with valid credentials: the server never says PONG."""
+    with socket.create_connection(("127.0.0.1", secure.server.port), timeout=5) as sock:
+        info = sock.recv(4096).decode()
+        assert info.startswith("INFO ") and json.loads(info[5:])["tls_required"] is True
+        connect = {
+            "user": "training",
+            "pass": secure.passwords["training"],
+            "verbose": False,
+            "tls_required": False,
+        }
+        sock.sendall(f"CONNECT {json.dumps(connect)}\r\nPING\r\n".encode())
+        received = b""
+        try:
+            while chunk := sock.recv(4096):
+                received += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert b"PONG" not in received  # the connection was closed, no session started
+
+
+async def test_the_training_user_cannot_publish_gates_passed_but_publishes_its_own_events(
+    as_user: Any,
+) -> None:
+    training = await as_user("training")
+    js = training.nc.jetstream()
+    ack = await js.publish(
+        event_subject("training.started"), b"{}", headers=envelope("training.started", "t-1")
+    )
+    assert ack.stream == EVENTS_STREAM
+    with pytest.raises(nats.errors.TimeoutError):
+        await js.publish(
+            event_subject("gates.passed"), b"{}", headers=envelope("gates.passed", "g-1"), timeout=2
+        )
+    await asyncio.sleep(0.2)
+    assert any('publish to "tuneline.events.gates.passed"' in v for v in training.violations())
+    admin = await as_user(ADMIN_USER)
+    info = await admin.nc.jetstream().stream_info(
+        EVENTS_STREAM, subjects_filter=event_subject("gates.passed")
+    )
+    assert not (info.state.subjects or {})  # nothing reached the stream
+
+
+async def test_the_evaluation_user_cannot_take_trainings_work(as_user: Any) -> None:
+    training, evaluation, curation = (
+        await as_user("training"),
+        await as_user("evaluation"),
+        await as_user("curation"),
+    )
+    durable = durable_name("training", "dataset.approved")
+    subject = event_subject("dataset.approved")
+    tjs = training.nc.jetstream()
+    await tjs.add_consumer(EVENTS_STREAM, ConsumerConfig(durable_name=durable, filter_subject=subject))
+    await curation.nc.jetstream().publish(
+        subject, b'{"work": 1}', headers=envelope("dataset.approved", "a-1")
+    )
+
+    # pulling from training's durable, reading the subject directly, or reading training's inbox
+    ejs = evaluation.nc.jetstream()
+    stolen = await ejs.pull_subscribe_bind(
+        durable, EVENTS_STREAM, inbox_prefix=f"{inbox_prefix('evaluation')}.".encode()
+    )
+    with pytest.raises(nats.errors.TimeoutError):
+        await stolen.fetch(1, timeout=2)
+    await evaluation.nc.subscribe(subject)
+    await evaluation.nc.subscribe(f"{inbox_prefix('training')}.>")
+    await asyncio.sleep(0.3)
+    violations = " ".join(evaluation.violations())  # nats-py lower-cases the server's message
+    assert f"consumer.msg.next.{EVENTS_STREAM}.{durable}".lower() in violations
+    assert f'subscription to "{subject}"' in violations
+    assert f'subscription to "{inbox_prefix("training")}.>"'.lower() in violations
+
+    # the work is still there, and training takes it
+    mine = await tjs.pull_subscribe_bind(
+        durable, EVENTS_STREAM, inbox_prefix=f"{inbox_prefix('training')}.".encode()
+    )
+    [message] = await mine.fetch(1, timeout=5)
+    assert json.loads(message.data) == {"work": 1}
+    await message.ack()
+    assert training.violations() == []
+
+
+@pytest.mark.parametrize("user", sorted(TABLE))
+async def test_each_user_can_do_its_job(as_user: Any, user: str) -> None:
+    """Its durable consumers (create, pull, ack), its events (acked), its buckets, its queries."""
+    access: Access = TABLE[user]
+    session = await as_user(user)
+    js = session.nc.jetstream()
+    own_inbox = f"{inbox_prefix(user)}.".encode()
+    for event in access.consumes:
+        durable = durable_name(access.service, event)
+        await js.add_consumer(
+            EVENTS_STREAM, ConsumerConfig(durable_name=durable, filter_subject=event_subject(event))
+        )
+        subscription = await js.pull_subscribe_bind(durable, EVENTS_STREAM, inbox_prefix=own_inbox)
+        try:
+            for message in await subscription.fetch(1, timeout=0.5):
+                await message.ack()
+        except nats.errors.TimeoutError:
+            pass  # nothing to pull is fine; a refused pull shows up as a violation below
+    for n, event in enumerate(access.publishes):
+        ack = await js.publish(event_subject(event), b"{}", headers=envelope(event, f"{user}-{n}"))
+        assert ack.stream == EVENTS_STREAM
+    for kind, bucket, level in access.buckets:
+        if bucket == ROUTES_BUCKET:
+            table = await RouteTable.open(js, create=level != "read")
+            await table.entries()
+            if level == "write":
+                await table.kv.put("probe", b"{}")
+                await table.kv.delete("probe")  # readers skip a deleted route
+        elif bucket == TRAINING_BUCKET:
+            control = await KvRunControl.open(js)
+            await control.claim_result(f"probe-{user}", {"ok": True})
+            assert await control.result(f"probe-{user}") == {"ok": True}
+        else:
+            assert kind == "OBJ" and bucket == uploads.BUCKET
+            fetched = await uploads.download(js, as_user.upload_uri, as_user.work / user)
+            assert fetched.read_text() == '{"probe": 1}\n'
+            if level == "write":
+                (as_user.work / f"{user}.jsonl").write_text("{}\n")
+                await uploads.upload(js, as_user.work / f"{user}.jsonl")
+    for target in access.calls:
+        if target != "*":
+            with pytest.raises(nats.errors.NoRespondersError):  # allowed to ask; nobody answers here
+                await session.nc.request(f"tuneline.rpc.{target}.health", b"{}", timeout=1)
+    await session.nc.flush()
+    await asyncio.sleep(0.2)
+    assert session.violations() == []
+
+
+def test_the_bucket_names_of_the_access_table_are_the_services_own() -> None:
+    assert TRAINING_BUCKET == RUN_CONTROL_BUCKET
+    assert ("OBJ", uploads.BUCKET, "write") in TABLE["operator"].buckets
+
+
+SERVICE_SETTINGS = {
+    "registry": ("services.registry.config", "RegistrySettings"),
+    "curation": ("services.curation.config", "CurationSettings"),
+    "training": ("services.training.config", "TrainingSettings"),
+    "merging": ("services.merging.config", "MergingSettings"),
+    "evaluation": ("services.evaluation.config", "EvaluationSettings"),
+    "rollout": ("services.rollout.config", "RolloutSettings"),
+    "serving": ("services.serving.config", "ServingSettings"),
+}
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, `>` the rest."""
+    wanted, given = pattern.split("."), subject.split(".")
+    for i, token in enumerate(wanted):
+        if token == ">":
+            return len(given) > i
+        if i >= len(given) or (token != "*" and token != given[i]):
+            return False
+    return len(wanted) == len(given)
+
+
+@pytest.mark.parametrize("service", sorted(SERVICE_SETTINGS))
+def test_the_access_table_matches_what_each_service_subscribes(
+    service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built from its real app: the durables it creates are the table's `consumes`, its pull
+    subscriptions use its own inbox, and its core subscriptions are within its permissions."""
+    import importlib
+
+    monkeypatch.setenv("TUNELINE_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("TUNELINE_REGISTRY_DATABASE_URL", f"sqlite:///{tmp_path / 'registry.db'}")
+    monkeypatch.setenv("TUNELINE_NATS_USER", service)
+    monkeypatch.setenv("TUNELINE_NATS_PASSWORD", "unused")
+    for name in SERVICE_SETTINGS:
+        monkeypatch.setenv(f"TUNELINE_{name.upper()}_WORK_DIR", str(tmp_path / name))
+    module, cls = SERVICE_SETTINGS[service]
+    settings = getattr(importlib.import_module(module), cls)()
+    app_module = importlib.import_module(f"services.{service}.app")
+    if service == "serving":
+        app = app_module.build_serving(settings).runtime.app
+    else:
+        app = app_module.create_app(settings)
+    access = next(a for a in TABLE.values() if a.service == service)
+    subscribers = list(app.broker.subscribers)
+    pulled = [s for s in subscribers if s.extra_options.get("durable")]
+    expected = {durable_name(service, event) for event in access.consumes}
+    if access.reads_dead_letters:
+        expected.add("registry_dead_letters")
+    assert {s.extra_options["durable"] for s in pulled} == expected
+    assert {s.extra_options["inbox_prefix"] for s in pulled} <= {f"{inbox_prefix(service)}.".encode()}
+    allowed = access.subscribe_allow()
+    for subscriber in subscribers:
+        if subscriber not in pulled:
+            subject = subscriber.subject.broker_address
+            assert any(matches(pattern, subject) for pattern in allowed), (subject, allowed)
