@@ -209,6 +209,7 @@ def service_access() -> dict[str, Access]:
                 "drift.check-requested",  # its drift scheduler
             ),
             calls=("registry",),
+            buckets=(("OBJ", UPLOADS_BUCKET, "read"),),  # `tuneline suites add` sends its file there
         ),
         Access(
             "rollout",

@@ -22,14 +22,23 @@ TICKETS = EXAMPLE.parent / "support-tickets" / "tickets.jsonl"
 RECIPE = EXAMPLE.parent / "support-tickets" / "recipe.yaml"
 
 
+# a --secure stack's URL → the operator's credentials (<data-dir>/nats/secrets/operator.env)
+CLIENT_ENV: dict[str, dict[str, str]] = {}
+
+
 def cli(nats_url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*TUNELINE, "--nats-url", nats_url, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", **CLIENT_ENV.get(nats_url, {})},
     )
+
+
+def operator_env(data_dir: Path) -> dict[str, str]:
+    lines = (data_dir / "nats" / "secrets" / "operator.env").read_text().splitlines()
+    return dict(line.removeprefix("export ").split("=", 1) for line in lines if line)
 
 
 STARTUP_OUTPUT: dict[int, str] = {}
@@ -93,12 +102,25 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture
 def stack(tmp_path: Path, model_cache: Path) -> Iterator[tuple[str, Path]]:
+    """`tuneline up --secure`: TLS and one NATS user per service (infra/nats), the CLI as operator.
+
+    Every test on this stack runs its lineage with nothing more than those permissions, and the
+    server must not have refused anything any service or the CLI tried.
+    """
     data_dir = tmp_path / "data"
     port = free_port()
-    proc = start_up("--data-dir", str(data_dir), "--nats-port", str(port), cwd=tmp_path, models=model_cache)
-    yield f"nats://127.0.0.1:{port}", data_dir
+    proc = start_up(
+        "--secure", "--data-dir", str(data_dir), "--nats-port", str(port), cwd=tmp_path, models=model_cache
+    )
+    env = operator_env(data_dir)
+    url = env["TUNELINE_NATS_URL"]
+    assert url == f"tls://127.0.0.1:{port}"
+    CLIENT_ENV[url] = env
+    yield url, data_dir
     if proc.poll() is None:
         stop(proc)
+    log = (data_dir / "nats" / "nats-server.log").read_text()
+    assert "Violation" not in log, [line for line in log.splitlines() if "Violation" in line]
 
 
 def test_up_publish_status_models_tail_and_clean_stop(tmp_path: Path, model_cache: Path) -> None:
