@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-gpu lint typecheck schemas bench clean up
+.PHONY: demo test test-gpu test-chart chart-deps lint typecheck schemas infra bench clean up
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,12 +28,21 @@ up: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/tuneline schemas export --check
-	$(BIN)/python -m pytest -m "not gpu"
+	$(BIN)/tuneline infra export --check
+	$(BIN)/python -m pytest -m "not gpu and not chart_deps"
 
 # on a CUDA machine: QLoRA (bitsandbytes) and the other CUDA-only paths
 test-gpu: $(STAMP)
 	$(BIN)/pip install --quiet bitsandbytes
 	$(BIN)/python -m pytest -m gpu tests/gpu
+
+# the official NATS chart into deploy/helm/tuneline/charts (needs its Helm repository), then the
+# tests that render the chart with it
+chart-deps: $(STAMP)
+	$(BIN)/python -c "import helm_python; helm_python.dependency_update('deploy/helm/tuneline')"
+
+test-chart: chart-deps
+	$(BIN)/python -m pytest tests/unit/test_helm_chart.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check schemas services tests bench examples
@@ -44,6 +53,10 @@ typecheck: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/tuneline schemas export
+
+# NATS users and permissions (services/core/access.py) → infra/nats and the Helm chart
+infra: $(STAMP)
+	$(BIN)/tuneline infra export
 
 bench: $(STAMP)
 	$(BIN)/python bench/bus.py

@@ -1014,7 +1014,17 @@ def schemas_export(
 # -- infra ------------------------------------------------------------------------------------
 infra_app = typer.Typer(help="Deployment files generated from code (NATS permissions).", no_args_is_help=True)
 app.add_typer(infra_app, name="infra")
-INFRA_FILES = ("infra/nats/auth.conf", "deploy/helm/tuneline/files/nats-auth.conf")
+
+
+def _infra_files() -> dict[str, str]:
+    from services.core.access import auth_conf, helm_users_template
+
+    auth = auth_conf()
+    return {
+        "infra/nats/auth.conf": auth,
+        "deploy/helm/tuneline/files/nats-auth.conf": auth,
+        "deploy/helm/tuneline/templates/_nats_users.tpl": helm_users_template(),
+    }
 
 
 @infra_app.command("export")
@@ -1023,19 +1033,17 @@ def infra_export(
     check: Annotated[bool, typer.Option(help="Fail if the files on disk differ (CI)")] = False,
 ) -> None:
     """Write the NATS users and permissions (services/core/access.py) to infra/ and the Helm chart."""
-    from services.core.access import auth_conf
-
-    text = auth_conf()
+    files = _infra_files()
     if check:
-        stale = [n for n in INFRA_FILES if not (root / n).exists() or (root / n).read_text() != text]
+        stale = [n for n, text in files.items() if not (root / n).exists() or (root / n).read_text() != text]
         if stale:
             raise _fail(f"{', '.join(stale)} out of date; run `tuneline infra export` and commit the result")
-        console.print(f"[green]NATS permissions are up to date[/] ({len(INFRA_FILES)} files)")
+        console.print(f"[green]NATS permissions are up to date[/] ({len(files)} files)")
         return
-    for name in INFRA_FILES:
+    for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
-    console.print(f"wrote {', '.join(INFRA_FILES)}")
+    console.print(f"wrote {', '.join(files)}")
 
 
 # -- demo ------------------------------------------------------------------------------------
