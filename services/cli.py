@@ -1046,6 +1046,41 @@ def infra_export(
     console.print(f"wrote {', '.join(files)}")
 
 
+@infra_app.command("secrets")
+def infra_secrets(
+    out: Annotated[Path, typer.Option(help="Where compose.yaml lives")] = GENERATED.parents[1] / "infra",
+) -> None:
+    """Passwords (infra/.env) and a development CA and NATS certificate (infra/tls/) for compose.
+
+    Existing passwords and certificates are kept, so running it again changes nothing.
+    """
+    from services.core.access import ADMIN_USER, password_variable, service_access
+    from services.core.pki import make_server_tls, new_password
+
+    out.mkdir(parents=True, exist_ok=True)
+    env_file = out / ".env"
+    values: dict[str, str] = {}
+    if env_file.exists():
+        values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    wanted = [password_variable(u) for u in [*service_access(), ADMIN_USER]]
+    for name in [*wanted, "TUNELINE_POSTGRES_PASSWORD", "TUNELINE_MINIO_PASSWORD"]:
+        values.setdefault(name, new_password())
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    env_file.chmod(0o600)
+    tls = out / "tls"
+    if not (tls / "server.pem").exists():
+        make_server_tls(tls, hosts=("nats", "localhost", "127.0.0.1"))
+    operator = out / ".env.operator"
+    operator.write_text(
+        "TUNELINE_NATS_URL=tls://127.0.0.1:4222\n"
+        "TUNELINE_NATS_USER=operator\n"
+        f"TUNELINE_NATS_PASSWORD={values[password_variable('operator')]}\n"
+        f"TUNELINE_NATS_TLS_CA_FILE={(tls / 'ca.pem').resolve()}\n"
+    )
+    operator.chmod(0o600)
+    console.print(f"wrote {env_file}, {operator} and {tls}/ (CA, NATS certificate)")
+
+
 # -- demo ------------------------------------------------------------------------------------
 @app.command()
 def demo(
