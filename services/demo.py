@@ -22,7 +22,7 @@ from schemas.envelope import Envelope, new_event_id, now
 from services.core.nats_server import free_port
 from services.core.rpc import query
 from services.core.runtime import build_runtime
-from services.core.settings import CoreSettings, NatsSettings
+from services.core.settings import CoreSettings
 from services.stack import Stack, StackConfig, StackError, wait_healthy
 
 DEMO_DIR = Path(".tuneline/demo")
@@ -36,7 +36,10 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
             raise StackError(f"{path}: not found; run the demo from the repository root")
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     serving_port = free_port()
-    stack = Stack(StackConfig(data_dir=DEMO_DIR, nats_port=free_port(), serving_port=serving_port))
+    # secure, as production runs: NATS requires TLS and each service connects as its own user
+    stack = Stack(
+        StackConfig(data_dir=DEMO_DIR, nats_port=free_port(), serving_port=serving_port, secure=True)
+    )
     console.rule("[bold]tuneline demo")
     console.print(f"1. starting the embedded stack in {DEMO_DIR} …")
     stack.start()
@@ -140,7 +143,8 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         )
         console.print(f"[green]demo finished in {time.monotonic() - started:.1f}s.[/]")
         if keep:
-            console.print(f"stack left running: tuneline --nats-url {stack.nats_url} …; Ctrl-C stops it")
+            operator_env = stack.config.data_dir / "nats" / "secrets" / "operator.env"
+            console.print(f"stack left running: source {operator_env}; tuneline …; Ctrl-C stops it")
             while not stack.dead_services():
                 time.sleep(0.5)
     except KeyboardInterrupt:
@@ -191,7 +195,7 @@ def _cli(stack: Stack, console: Console, *args: str, live: bool = False) -> str:
     """Run `tuneline ARGS`; `live` lets its output (a progress bar) through as it happens."""
     command = [sys.executable, "-m", "services.cli", "--nats-url", stack.nats_url, *args]
     console.print(f"[dim]$ tuneline {' '.join(args)}[/]")
-    env = {**stack.service_env(), "COLUMNS": str(max(console.width, 150))}
+    env = {**stack.service_env(), **stack.client_env(), "COLUMNS": str(max(console.width, 150))}
     if live:
         code = subprocess.run(command, env=env, check=False).returncode
         result = subprocess.CompletedProcess(command, code, "", "see the output above")
@@ -227,21 +231,20 @@ def _write_broken(data: Path, out: Path) -> None:
 
 
 async def _wait_up(stack: Stack, console: Console) -> None:
-    runtime = build_runtime(
-        "cli", CoreSettings(nats=NatsSettings(url=stack.nats_url)), max_reconnect_attempts=0
-    )
+    runtime = build_runtime("cli", CoreSettings(nats=stack.nats_settings()), max_reconnect_attempts=0)
     await runtime.broker.connect()
     try:
         await wait_healthy(runtime.broker, stack)
     finally:
         await runtime.broker.stop()
-    console.print(f"   nats-server {stack.nats_url}; services: {', '.join(stack.processes)}")
+    console.print(
+        f"   nats-server {stack.nats_url} (TLS required; one NATS user per service, permissions "
+        f"from infra/nats/auth.conf); services: {', '.join(stack.processes)}"
+    )
 
 
 async def _malformed(stack: Stack, correlation: str, console: Console) -> None:
-    runtime = build_runtime(
-        "cli", CoreSettings(nats=NatsSettings(url=stack.nats_url)), max_reconnect_attempts=0
-    )
+    runtime = build_runtime("cli", CoreSettings(nats=stack.nats_settings()), max_reconnect_attempts=0)
     await runtime.broker.connect()
     try:
         bad = Envelope(
@@ -309,9 +312,7 @@ async def _verdict_of(stack: Stack, version: str) -> str:
 
 
 async def _with_runtime(stack: Stack, fn: Any, *, what: str, timeout: float = 60.0) -> Any:
-    runtime = build_runtime(
-        "cli", CoreSettings(nats=NatsSettings(url=stack.nats_url)), max_reconnect_attempts=0
-    )
+    runtime = build_runtime("cli", CoreSettings(nats=stack.nats_settings()), max_reconnect_attempts=0)
     await runtime.broker.connect()
     try:
         return await _wait_for(lambda: fn(runtime), what=what, stack=stack, timeout=timeout)

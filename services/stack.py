@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from faststream.nats import NatsBroker
+from pydantic import SecretStr
 
 from services.core.nats_server import EmbeddedNats, NatsServerError, SecureNats, secure_nats
 from services.core.rpc import RpcError, query
+from services.core.settings import NatsSettings
 
 # In start order. A service exists when its package has a __main__; later issues add theirs.
 KNOWN_SERVICES = (
@@ -102,6 +104,17 @@ class Stack:
             env.update(self.secure.client_env(name))
             env["TUNELINE_STREAM_MANAGE"] = "true" if name == "registry" else "false"
         return env
+
+    def nats_settings(self, user: str = "operator") -> NatsSettings:
+        """How an in-process client reaches this stack's NATS as `user` (the operator by default)."""
+        if self.secure is None:
+            return NatsSettings(url=self.nats_url)
+        return NatsSettings(
+            url=self.nats_url,
+            user=user,
+            password=SecretStr(self.secure.passwords[user]),
+            tls_ca_file=self.secure.tls.ca_file,
+        )
 
     def client_env(self, user: str = "operator") -> dict[str, str]:
         """What the CLI needs to reach this stack's NATS as `user`."""

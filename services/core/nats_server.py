@@ -172,10 +172,9 @@ def secure_nats(data_dir: Path, *, port: int, host: str = "127.0.0.1") -> Secure
     source = INFRA_NATS / "nats-server.conf"
     if not source.exists():
         raise NatsServerError(f"{source} not found: --secure needs tuneline's source checkout")
+    data_dir = data_dir.resolve()
     conf_dir = data_dir / "conf"
     conf_dir.mkdir(parents=True, exist_ok=True)
-    (conf_dir / "nats-server.conf").write_text(source.read_text())
-    (conf_dir / "auth.conf").write_text(auth_conf())
     secrets = data_dir / "secrets"
     tls_dir = secrets / "tls"
     tls = (
@@ -183,6 +182,19 @@ def secure_nats(data_dir: Path, *, port: int, host: str = "127.0.0.1") -> Secure
         if (tls_dir / "server.pem").exists()
         else make_server_tls(tls_dir, hosts=(host, "localhost"))
     )
+    # paths go into the configuration as quoted strings: nats-server parses a value it reads from
+    # the environment as configuration, and a path such as `.tuneline/x` would not be a string
+    paths = {
+        "$TUNELINE_NATS_STORE_DIR": data_dir / "jetstream",
+        "$TUNELINE_NATS_TLS_CERT": tls.cert_file,
+        "$TUNELINE_NATS_TLS_KEY": tls.key_file,
+        "$TUNELINE_NATS_TLS_CA": tls.ca_file,
+    }
+    conf = source.read_text()
+    for variable, path in paths.items():
+        conf = conf.replace(variable, json.dumps(str(path)))
+    (conf_dir / "nats-server.conf").write_text(conf)
+    (conf_dir / "auth.conf").write_text(auth_conf())
     passwords_file = secrets / "passwords.json"
     passwords: dict[str, str] = json.loads(passwords_file.read_text()) if passwords_file.exists() else {}
     for user in [*service_access(), ADMIN_USER]:
@@ -190,14 +202,6 @@ def secure_nats(data_dir: Path, *, port: int, host: str = "127.0.0.1") -> Secure
     passwords_file.write_text(json.dumps(passwords, indent=2))
     passwords_file.chmod(0o600)
     env = {password_variable(user): password for user, password in passwords.items()}
-    env.update(
-        {
-            "TUNELINE_NATS_STORE_DIR": str(data_dir / "jetstream"),
-            "TUNELINE_NATS_TLS_CERT": str(tls.cert_file),
-            "TUNELINE_NATS_TLS_KEY": str(tls.key_file),
-            "TUNELINE_NATS_TLS_CA": str(tls.ca_file),
-        }
-    )
     server = EmbeddedNats(
         data_dir, port=port, host=host, config=conf_dir / "nats-server.conf", env=env, tls=True
     )
