@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-gpu test-chart chart-deps lint typecheck schemas infra bench clean up
+.PHONY: demo test browser test-gpu test-chart chart-deps lint typecheck schemas infra bench clean up
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,13 @@ demo: $(STAMP)
 up: $(STAMP)
 	$(BIN)/tuneline up
 
-test: $(STAMP) lint typecheck
+# Debian's Chromium renders the registry's dashboard in the browser tests (installed when missing)
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "the dashboard tests need Debian's chromium: sudo apt-get install chromium"; exit 1; }
+
+test: $(STAMP) browser lint typecheck
 	$(BIN)/tuneline schemas export --check
 	$(BIN)/tuneline infra export --check
 	$(BIN)/python -m pytest -m "not gpu and not chart_deps"

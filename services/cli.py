@@ -138,6 +138,7 @@ def up(
     ] = None,
     nats_port: Annotated[int, typer.Option(help="Port of the embedded nats-server")] = 4222,
     serving_port: Annotated[int, typer.Option(help="Port of serving's OpenAI-compatible API")] = 8000,
+    dashboard_port: Annotated[int, typer.Option(help="Port of the registry's dashboard (0: off)")] = 8090,
     log_level: Annotated[str, typer.Option(help="Log level of the services")] = "INFO",
     secure: Annotated[
         bool,
@@ -156,6 +157,7 @@ def up(
         artifact_root=artifact_root,
         log_level=log_level,
         serving_port=serving_port,
+        dashboard_port=dashboard_port,
         secure=secure,
     )
     stack = Stack(config)
@@ -208,6 +210,8 @@ def _print_stack(stack: Stack, config: StackConfig, health: dict[str, dict[str, 
     table.add_row("artifact store", config.resolved_artifact_root(), "")
     if "serving" in health:
         table.add_row("serving API (OpenAI)", f"http://127.0.0.1:{config.serving_port}/v1", "")
+    if "registry" in health and config.dashboard_port:
+        table.add_row("dashboard", f"http://127.0.0.1:{config.dashboard_port}/", "")
     table.add_row("logs", str(config.data_dir / "logs"), "")
     if stack.secure is not None:
         table.add_row("NATS TLS CA", str(stack.secure.tls.ca_file), "")

@@ -38,7 +38,13 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
     serving_port = free_port()
     # secure, as production runs: NATS requires TLS and each service connects as its own user
     stack = Stack(
-        StackConfig(data_dir=DEMO_DIR, nats_port=free_port(), serving_port=serving_port, secure=True)
+        StackConfig(
+            data_dir=DEMO_DIR,
+            nats_port=free_port(),
+            serving_port=serving_port,
+            dashboard_port=free_port(),
+            secure=True,
+        )
     )
     console.rule("[bold]tuneline demo")
     console.print(f"1. starting the embedded stack in {DEMO_DIR} …")

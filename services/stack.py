@@ -55,6 +55,7 @@ class StackConfig:
     artifact_root: str | None = None  # None: data_dir/artifacts
     log_level: str = "INFO"
     serving_port: int = 8000
+    dashboard_port: int = 8090  # the registry's read-only dashboard; 0: off
     services: tuple[str, ...] | None = None  # None: every available service
     secure: bool = False  # TLS and one NATS user per service (infra/nats), embedded server only
     env: dict[str, str] = field(default_factory=dict)
@@ -91,6 +92,7 @@ class Stack:
                 "TUNELINE_MERGING_WORK_DIR": str((self.config.data_dir / "work" / "merging").resolve()),
                 "TUNELINE_SERVING_WORK_DIR": str((self.config.data_dir / "work" / "serving").resolve()),
                 "TUNELINE_SERVING_PORT": str(self.config.serving_port),
+                "TUNELINE_REGISTRY_HTTP_PORT": str(self.config.dashboard_port),
             }
         )
         env.update(self.config.env)
@@ -148,15 +150,31 @@ class Stack:
             self.nats_url = self.nats.url
         names = self.config.services or tuple(available_services())
         for name in names:
-            log = open(data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (child owns it)
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
-                env=self.env_for(name),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches us; we stop children in order
-            )
-            log.close()
+            self._spawn(name)
+
+    def _spawn(self, name: str) -> None:
+        log = open(self.config.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (child owns it)
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            env=self.env_for(name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us; we stop children in order
+        )
+        log.close()
+
+    def kill(self, name: str) -> int:
+        """SIGKILL one service (no shutdown hooks run: a crash); returns its pid."""
+        proc = self.processes[name]
+        proc.kill()
+        proc.wait()
+        return proc.pid
+
+    def restart(self, name: str) -> None:
+        """Start a service again with the same environment (after `kill` or a crash)."""
+        if self.processes[name].poll() is None:
+            raise StackError(f"{name} is still running; kill or stop it first")
+        self._spawn(name)
 
     def dead_services(self) -> dict[str, int]:
         return {name: code for name, proc in self.processes.items() if (code := proc.poll()) is not None}

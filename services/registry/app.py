@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from faststream import FastStream
 
@@ -13,6 +14,8 @@ from services.registry.config import RegistrySettings
 from services.registry.database import create_registry_engine, migrate
 from services.registry.handlers import SERVICE, RegistryHandlers, register
 from services.registry.store import RegistryStore
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -53,6 +56,32 @@ def build_registry(
     @runtime.app.on_startup
     async def _migrate() -> None:
         await asyncio.to_thread(migrate, engine)
+
+    dashboard: dict[str, Any] = {}
+    if settings.http_port:
+
+        @runtime.app.after_startup
+        async def _serve_dashboard() -> None:
+            import uvicorn
+
+            from services.registry.dashboard import create_dashboard
+
+            config = uvicorn.Config(
+                create_dashboard(store),
+                host=settings.http_host,
+                port=settings.http_port,
+                log_level="warning",
+                lifespan="off",
+            )
+            server = uvicorn.Server(config)
+            dashboard["server"], dashboard["task"] = server, asyncio.create_task(server.serve())
+            log.info("dashboard on http://%s:%s/", settings.http_host, settings.http_port)
+
+        @runtime.app.on_shutdown
+        async def _stop_dashboard() -> None:
+            if "server" in dashboard:
+                dashboard["server"].should_exit = True
+                await asyncio.gather(dashboard["task"], return_exceptions=True)
 
     @runtime.app.after_shutdown
     async def _close() -> None:

@@ -16,4 +16,6 @@ class RegistrySettings(BaseSettings):
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user:pw@host/db",
     )
     db_pool_size: int = Field(default=5, ge=1)
+    http_host: str = Field(default="127.0.0.1", description="Dashboard bind address (0.0.0.0 in containers)")
+    http_port: int = Field(default=0, ge=0, le=65535, description="Read-only dashboard and JSON API; 0: off")
     core: CoreSettings = Field(default_factory=CoreSettings)

@@ -153,6 +153,62 @@ class RegistryStore:
                 entries=tuple(_entry(i + 1, row) for i, row in enumerate(rows)),
             )
 
+    def lineages(self, *, tenant: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The most recent lineages: first and last event, how many, the latest type."""
+        with self.sessions() as session:
+            query = (
+                select(
+                    EventRecord.correlation_id,
+                    func.min(EventRecord.time),
+                    func.max(EventRecord.time),
+                    func.count(EventRecord.id),
+                )
+                .group_by(EventRecord.correlation_id)
+                .order_by(func.max(EventRecord.time).desc())
+                .limit(limit)
+            )
+            if tenant:
+                query = query.where(EventRecord.tenant == tenant)
+            found = []
+            for correlation, first, last, count in session.execute(query).all():
+                latest = session.scalars(
+                    select(EventRecord)
+                    .where(EventRecord.correlation_id == correlation)
+                    .order_by(EventRecord.time.desc(), EventRecord.id.desc())
+                    .limit(1)
+                ).one()
+                found.append(
+                    {
+                        "correlation_id": correlation,
+                        "first": first.isoformat(),
+                        "last": last.isoformat(),
+                        "events": int(count),
+                        "latest": latest.type,
+                        "tenant": latest.tenant,
+                    }
+                )
+            return found
+
+    def events_of_types(self, prefix: str, *, limit: int = 500) -> list[dict[str, Any]]:
+        """Events whose type starts with `prefix` (e.g. `tuneline.rollout.`), oldest first, with payloads."""
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(EventRecord)
+                .where(EventRecord.type.startswith(prefix))
+                .order_by(EventRecord.time.desc(), EventRecord.id.desc())
+                .limit(limit)
+            ).all()
+            return [
+                {
+                    "type": row.type,
+                    "time": row.time.isoformat(),
+                    "correlation_id": row.correlation_id,
+                    "subject": row.subject,
+                    "payload": row.payload,
+                }
+                for row in reversed(rows)
+            ]
+
     def list_versions(
         self,
         *,

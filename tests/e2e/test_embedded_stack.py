@@ -48,6 +48,8 @@ def start_up(*args: str, cwd: Path, models: Path) -> subprocess.Popen[str]:
     """`models`: the session's model cache, so SmolLM2 is converted once (513 MiB), not per test."""
     if "--serving-port" not in args:  # stacks may overlap in time; each serves on its own port
         args = (*args, "--serving-port", str(free_port()))
+    if "--dashboard-port" not in args:
+        args = (*args, "--dashboard-port", str(free_port()))
     proc = subprocess.Popen(
         [*TUNELINE, "up", *args],
         cwd=cwd,
