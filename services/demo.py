@@ -27,6 +27,13 @@ from services.stack import Stack, StackConfig, StackError, wait_healthy
 
 DEMO_DIR = Path(".tuneline/demo")
 TENANT = "demo"
+# the demo holds each canary step for 10 s and 10 candidate requests (production default: 60 s, 20)
+DEMO_ROLLOUT = {
+    "TUNELINE_ROLLOUT_POLICY__MIN_SECONDS": "10",
+    "TUNELINE_ROLLOUT_POLICY__MIN_REQUESTS": "10",
+    "TUNELINE_ROLLOUT_POLICY__SHADOW_MIN_REQUESTS": "10",
+    "TUNELINE_SERVING_WINDOW_S": "2",
+}
 
 
 def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Console) -> None:
@@ -44,6 +51,7 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
             serving_port=serving_port,
             dashboard_port=free_port(),
             secure=True,
+            env=DEMO_ROLLOUT,
         )
     )
     console.rule("[bold]tuneline demo")
@@ -144,10 +152,8 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         )
         _cli(stack, console, "datasets", "list")
         _cli(stack, console, "runs")
-        console.print(
-            "\nstage times: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items())
-        )
-        console.print(f"[green]demo finished in {time.monotonic() - started:.1f}s.[/]")
+        detail = asyncio.run(_with_runtime(stack, lambda r: _evals(r, version), what="the evaluation"))
+        _summary(console, detail, verdict, timings, card, stack, time.monotonic() - started)
         if keep:
             operator_env = stack.config.data_dir / "nats" / "secrets" / "operator.env"
             console.print(f"stack left running: source {operator_env}; tuneline …; Ctrl-C stops it")
@@ -315,6 +321,63 @@ async def _verdict_of(stack: Stack, version: str) -> str:
         return "passed" if detail["decisions"][-1]["passed"] else "failed"
 
     return str(await _with_runtime(stack, decided, what="the gate verdict", timeout=1800))
+
+
+async def _evals(runtime: Any, version: str) -> dict[str, Any]:
+    return dict(await query(runtime.broker, "registry", "evals.get", {"version_id": version}))
+
+
+def _metric(detail: dict[str, Any], kind: str, metric: str, arm: str) -> float | None:
+    for suite in detail["evaluations"][-1]["suites"]:
+        if suite["kind"] == kind:
+            for score in suite["scores"]:
+                if score["arm"] == arm and metric in score["metrics"]:
+                    return float(score["metrics"][metric])
+    return None
+
+
+def _summary(
+    console: Console,
+    detail: dict[str, Any],
+    verdict: str,
+    timings: dict[str, float],
+    card: Path,
+    stack: Stack,
+    elapsed: float,
+) -> None:
+    """The closing summary: what the adapter gained, what it kept, how long each stage took."""
+    from rich.table import Table
+
+    def pair(kind: str, metric: str, unit: str = "") -> str:
+        candidate, base = (
+            _metric(detail, kind, metric, "candidate"),
+            _metric(detail, kind, metric, "baseline"),
+        )
+        if candidate is None or base is None:
+            return "not measured"
+        return f"{candidate:.1f}{unit} vs base {base:.1f}{unit} ({candidate - base:+.1f})"
+
+    few_shot = _metric(detail, "target", "score", "few-shot")
+    table = Table(title="summary", show_header=False)
+    table.add_row("task gain (target, points)", pair("target", "score"))
+    if few_shot is not None:
+        table.add_row("  vs the 3-shot prompt", f"few-shot base {few_shot:.1f}")
+    table.add_row("capability (forgetting)", pair("capability", "score"))
+    table.add_row("safety: harmful requests refused", pair("safety", "refusal_rate_harmful", "%"))
+    table.add_row("safety: benign requests refused", pair("safety", "refusal_rate_benign", "%"))
+    table.add_row("latency p95 ms/token", pair("latency", "p95_ms_per_token"))
+    table.add_row("release gates", verdict)
+    table.add_row("time per stage", ", ".join(f"{name} {seconds:.0f}s" for name, seconds in timings.items()))
+    table.add_row("adaptation card", f"{card.with_suffix('.md')} (and .json)")
+    table.add_row("dashboard (with --keep)", f"http://127.0.0.1:{stack.config.dashboard_port}/")
+    route, url = "support-extract", f"http://127.0.0.1:{stack.config.serving_port}"
+    table.add_row(
+        "query the route (with --keep)",
+        f"curl -s {url}/v1/chat/completions -H 'content-type: application/json' "
+        f'-d \'{{"model": "{route}", "messages": [{{"role": "user", "content": "Where is my order?"}}]}}\'',
+    )
+    console.print(table)
+    console.print(f"[green]demo finished in {elapsed:.1f}s.[/]")
 
 
 async def _with_runtime(stack: Stack, fn: Any, *, what: str, timeout: float = 60.0) -> Any:

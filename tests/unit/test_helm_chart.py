@@ -226,6 +226,9 @@ def test_defaults_one_deployment_per_service_each_with_its_own_nats_user() -> No
     registry = deployments["tl-tuneline-registry"]
     assert registry["spec"]["replicas"] == 1 and registry["spec"]["strategy"]["type"] == "Recreate"
     assert env_of(registry)["TUNELINE_REGISTRY_DATABASE_URL"] == "sqlite:////data/registry.db"
+    assert env_of(registry)["TUNELINE_REGISTRY_HTTP_PORT"] == "8090"  # the dashboard
+    ports = of_kind(docs, "Service")["tl-tuneline-registry"]["spec"]["ports"]
+    assert {"name": "dashboard", "port": 8090, "targetPort": "dashboard"} in ports
     assert "tl-tuneline-registry-data" in of_kind(docs, "PersistentVolumeClaim")
     assert of_kind(docs, "PodDisruptionBudget")["tl-tuneline-serving"]["spec"]["minAvailable"] == 1
     hpa = of_kind(docs, "HorizontalPodAutoscaler")["tl-tuneline-serving"]
