@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 import shutil
 import struct
-import tempfile
 import subprocess
+import tempfile
 import threading
 import time
 import zlib
