@@ -29,10 +29,22 @@ class DataSource(Contract):
     )
 
 
+SELF_REPLAY_KEY = "answer_from"
+"""Key curation sets to "base-model" on a training-split row whose last answer the training worker
+must replace with the base model's own answer (a mix component with `answers: base-model`)."""
+
+
 class MixComponent(Contract):
     name: Literal["task", "general-replay", "safety", "golden"]
     ratio: float = Field(ge=0, le=1, description="Share of the training split")
     source: DataSource | None = Field(default=None, description="None: the shipped set")
+    answers: Literal["written", "base-model"] = Field(
+        default="written",
+        description="written: train on the set's own answers. base-model: the training worker first "
+        "replaces each of these rows' last answer with the base model's own greedy answer "
+        "(self-replay), so the rows hold the adapter to what the base already does instead of "
+        "teaching a new style. Chat (sft) rows only; not for the task component",
+    )
 
 
 class MixSpec(Contract):
@@ -52,6 +64,8 @@ class MixSpec(Contract):
         total = sum(c.ratio for c in self.components)
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ValueError(f"mix ratios must sum to 1, they sum to {total:g}")
+        if task[0].answers != "written":
+            raise ValueError("the `task` component trains on its written answers (answers: written)")
         if any(c.name == "golden" and c.source is None for c in self.components):
             raise ValueError("the `golden` mix component needs a `source` (golden examples are yours)")
         return self

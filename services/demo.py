@@ -34,10 +34,21 @@ DEMO_ROLLOUT = {
     "TUNELINE_ROLLOUT_POLICY__SHADOW_MIN_REQUESTS": "10",
     "TUNELINE_SERVING_WINDOW_S": "2",
 }
+QUICK_ROLLOUT = {  # the tiny model answers in milliseconds: 4 s and 6 requests a step show the same
+    "TUNELINE_ROLLOUT_POLICY__MIN_SECONDS": "4",
+    "TUNELINE_ROLLOUT_POLICY__MIN_REQUESTS": "6",
+    "TUNELINE_ROLLOUT_POLICY__SHADOW_MIN_REQUESTS": "6",
+    "TUNELINE_SERVING_WINDOW_S": "1",
+}
+# the tiny random model writes no JSON and its unmerged adapter costs a large share of its few
+# milliseconds per token: its recipe waives the format and latency gates, and says so
+QUICK_RECIPE = Path("examples/support-tickets/recipe-quick.yaml")
 
 
 def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Console) -> None:
     started = time.monotonic()
+    if quick and recipe == Path("examples/support-tickets/recipe.yaml"):
+        recipe = QUICK_RECIPE
     for path in (data, recipe):
         if not path.exists():
             raise StackError(f"{path}: not found; run the demo from the repository root")
@@ -51,7 +62,7 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
             serving_port=serving_port,
             dashboard_port=free_port(),
             secure=True,
-            env=DEMO_ROLLOUT,
+            env=DEMO_ROLLOUT | (QUICK_ROLLOUT if quick else {}),
         )
     )
     console.rule("[bold]tuneline demo")
@@ -61,7 +72,7 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
     try:
         asyncio.run(_wait_up(stack, console))
         # the tiny model's 488-token vocabulary spends ~2x SmolLM2's tokens on the same text
-        base = ["--base-model", "tiny-llama", "--max-seq-len", "1024"] if quick else []
+        base: list[str] = []  # the QUICK recipe names the tiny model itself
 
         def submit(path: Path) -> str:
             args = ["submit", str(path), "--recipe", str(recipe), "--tenant", TENANT, *base, "--wait", "600"]
@@ -109,7 +120,8 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
             "suite and the planted canaries; latency is timed; then the release gates decide …"
         )
         t = time.monotonic()
-        verdict = asyncio.run(_verdict_of(stack, version))
+        with console.status("evaluating: candidate, base and few-shot base answer every suite …") as status:
+            verdict = asyncio.run(_verdict_of(stack, version, status))
         timings["evaluation"] = time.monotonic() - t
         _cli(stack, console, "evals", "show", version)
         card = DEMO_DIR / "card"
@@ -311,8 +323,12 @@ async def _version_on(stack: Stack, route: str) -> str:
     return str(await _with_runtime(stack, newest, what=f"the version on route {route}"))
 
 
-async def _verdict_of(stack: Stack, version: str) -> str:
+async def _verdict_of(stack: Stack, version: str, status: Any = None) -> str:
+    started = time.monotonic()
+
     async def decided(runtime: Any) -> str | None:
+        if status is not None:  # progress: the wait is minutes long on SmolLM2
+            status.update(f"evaluating {version}: {time.monotonic() - started:.0f} s …")
         detail = await query(runtime.broker, "registry", "evals.get", {"version_id": version})
         if detail["failures"]:
             raise StackError(f"evaluation failed: {detail['failures'][-1]['error']}")

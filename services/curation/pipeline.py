@@ -18,12 +18,13 @@ import re
 import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from schemas.curation_policy import CurationPolicy
 from schemas.dataset import (
+    SELF_REPLAY_KEY,
     AuditCheck,
     DatasetSubmitted,
     DataSource,
@@ -569,6 +570,14 @@ class Curator:
             picked = [pool[i] for i in rng.sample(range(len(pool)), min(want, len(pool)))]
             while len(picked) < want:  # upsample a small set deterministically
                 picked.append(pool[rng.randrange(len(pool))])
+            if component.answers == "base-model":
+                if any(row.kind != "sft" for row in picked):
+                    problems.append(
+                        f"{component.name}: answers: base-model needs chat (sft) rows; "
+                        "use answers: written for this set"
+                    )
+                    continue
+                picked = [replace(row, data={**row.data, SELF_REPLAY_KEY: "base-model"}) for row in picked]
             mixed += picked
             counts.append(
                 MixCount(
@@ -579,7 +588,12 @@ class Curator:
                     sha256=sha,
                 )
             )
-        detail = "; ".join(f"{c.name} {c.rows} rows ({c.ratio:.0%})" for c in counts)
+        base_answered = {c.name for c in spec.components if c.answers == "base-model"}
+        detail = "; ".join(
+            f"{c.name} {c.rows} rows ({c.ratio:.0%}"
+            + (", answers from the base model)" if c.name in base_answered else ")")
+            for c in counts
+        )
         self.audit.check(
             "mix", not problems, detail=detail + ("; " + "; ".join(problems) if problems else "")
         )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, EarlyStoppingCallback, TrainerCallback
 
+from schemas.dataset import SELF_REPLAY_KEY
 from schemas.recipe import TrainingRecipe
 from services.training.checkpoints import SafeCheckpointMixin
 from services.training.job import ADAPTER_METHODS, TrainingJob
@@ -43,6 +46,60 @@ def _user(text: str) -> list[dict[str, str]]:
 
 def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
+
+
+SELF_REPLAY_TOKENS = 128
+SELF_REPLAY_BATCH = 16
+
+
+def answer_with_base(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], *, max_new_tokens: int
+) -> tuple[int, float]:
+    """Self-replay: each chat row curation marked `answer_from: base-model` gets the base model's own
+    greedy answer as its last assistant turn, in place, before any adapter exists. Such rows cost
+    the base almost no loss, so they pull the adapter back wherever it would drift from what the
+    base already does. Returns (rows answered, seconds)."""
+    marked = [r for r in rows if r.get(SELF_REPLAY_KEY) == "base-model"]
+    if not marked:
+        return 0, 0.0
+    started = time.monotonic()
+    prompts: dict[str, list[dict[str, str]]] = {}
+    for row in marked:
+        messages = row["messages"]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        prompts.setdefault(json.dumps(messages[:last], sort_keys=True), messages[:last])
+    keys = sorted(prompts, key=len)  # similar lengths batch with little padding
+    answers: dict[str, str] = {}
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(keys), SELF_REPLAY_BATCH):
+            chunk = keys[start : start + SELF_REPLAY_BATCH]
+            texts = [
+                tokenizer.apply_chat_template(prompts[k], add_generation_prompt=True, tokenize=False)
+                for k in chunk
+            ]
+            encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            with torch.inference_mode():
+                output = model.generate(
+                    **encoded,
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+            new = output[:, encoded["input_ids"].shape[1] :]
+            for key, ids in zip(chunk, new.tolist(), strict=True):
+                answers[key] = tokenizer.decode(ids, skip_special_tokens=True).strip()
+    finally:
+        tokenizer.padding_side = side
+    for row in marked:
+        messages = row["messages"]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        answer = answers[json.dumps(messages[:last], sort_keys=True)]
+        row["messages"] = [*messages[:last], {"role": "assistant", "content": answer}]
+    return len(marked), time.monotonic() - started
 
 
 def build_dataset(rows: list[dict[str, Any]], job: TrainingJob) -> Dataset | None:
@@ -229,8 +286,8 @@ def _distill_trainer_class() -> type:
 
 def build_trainer(job: TrainingJob, tokenizer: Any, callbacks: list[TrainerCallback]) -> Any:
     recipe = job.recipe
-    train = build_dataset(read_rows(job.train_file), job)
-    if train is None:
+    rows = read_rows(job.train_file)
+    if not rows:
         raise ValueError(f"training split {job.train_file} holds no rows")
     evaluation = build_dataset(read_rows(job.eval_file), job)
     common = common_arguments(job, evaluation is not None)
@@ -241,6 +298,15 @@ def build_trainer(job: TrainingJob, tokenizer: Any, callbacks: list[TrainerCallb
         ]
     peft = lora_config(recipe) if recipe.method in ADAPTER_METHODS else None
     model = load_model(job.base_dir, job, quantize=recipe.method == "sft-qlora")
+    if use_cuda(job) and recipe.method != "sft-qlora":
+        model.to("cuda")
+    answered, seconds = answer_with_base(
+        model, tokenizer, rows, max_new_tokens=min(SELF_REPLAY_TOKENS, recipe.max_seq_len // 2)
+    )
+    if answered:
+        print(f"self-replay: the base model answered {answered} rows in {seconds:.1f} s", file=sys.stderr)
+    train = build_dataset(rows, job)
+    assert train is not None
     method = recipe.method
     shared = {
         "model": model,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from schemas.curation_policy import CurationPolicy
-from schemas.dataset import DataSource, MixComponent, MixSpec
+from schemas.dataset import SELF_REPLAY_KEY, DataSource, MixComponent, MixSpec
 from services.core.artifacts import ArtifactStore
 from services.core.models import load_tokenizer, tokenizer_sha256
 from services.core.suites import Suite, register_suite, registered_suites
@@ -267,6 +267,30 @@ def test_mixing_follows_ratios_and_plants_canaries(tmp_path: Path, tokenizer: To
     train = result.splits["train"].decode()
     assert len(result.canaries) == 2 and all(c["secret"] in train for c in result.canaries)
     assert result.split_rows["train"] == 36 + 4 + 4 + 2
+
+
+def test_base_model_answers_mark_their_components_rows_for_self_replay(
+    tmp_path: Path, tokenizer: Tokenizer
+) -> None:
+    src = write_jsonl(tmp_path / "d.jsonl", task_rows(40))
+    mix = MixSpec(
+        seed=3,
+        components=(
+            MixComponent(name="task", ratio=0.8),
+            MixComponent(name="general-replay", ratio=0.1, answers="base-model"),
+            MixComponent(name="safety", ratio=0.1),
+        ),
+    )
+    result = run(tokenizer, DataSource(uri=str(src)), mix=mix)
+    assert result.approved
+    rows = lines(result.splits["train"])
+    marked = [r for r in rows if r.get(SELF_REPLAY_KEY) == "base-model"]
+    replay = {json.loads(x)["messages"][0]["content"] for x in SHIPPED_SETS["general-replay"].open()}
+    assert len(marked) == 4 and all(r["messages"][0]["content"] in replay for r in marked)
+    assert all(r["messages"][0]["content"] not in replay for r in rows if r not in marked)
+    assert "general-replay 4 rows (10%, answers from the base model)" in check(result, "mix").detail
+    with pytest.raises(ValueError, match="answers: written"):
+        MixSpec(components=(MixComponent(name="task", ratio=1.0, answers="base-model"),))
 
 
 def test_shipped_sets_cannot_be_mixed_into_preference_data(tmp_path: Path, tokenizer: Tokenizer) -> None:

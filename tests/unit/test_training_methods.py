@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from schemas.dataset import SELF_REPLAY_KEY
 from services.core.models import PICKLE_SUFFIXES
 from services.training.job import TrainingJob
 from services.training.worker import run
@@ -141,3 +142,44 @@ def test_a_checkpoint_holding_a_pickle_is_refused(tiny_model: Path, tmp_path: Pa
     job = job_for(tmp_path, recipe("sft-lora"), base_dir=tiny_model, resume_from=str(bad))
     with pytest.raises((CheckpointError, ValueError)):
         train(job)
+
+
+def test_self_replay_rows_train_on_the_base_models_own_answers(tiny_model: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from services.core.models import load_tokenizer
+    from services.training.methods import answer_with_base, read_rows
+
+    job = job_for(tmp_path, recipe("sft-lora"), base_dir=tiny_model, rows=8)
+    rows = read_rows(job.train_file)
+    for row in rows[:5]:
+        row[SELF_REPLAY_KEY] = "base-model"
+    rows.append(json.loads(json.dumps(rows[0])))  # an upsampled duplicate gets the same answer
+    written = [r["messages"][-1]["content"] for r in rows]
+    tokenizer = load_tokenizer(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    answered, _ = answer_with_base(model, tokenizer, rows, max_new_tokens=12)
+    assert answered == 6
+    # one prompt alone, unpadded: the answer the batched pass must have written
+    prompt = tokenizer.apply_chat_template(
+        rows[2]["messages"][:-1], add_generation_prompt=True, tokenize=False
+    )
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    alone = model.generate(**ids, do_sample=False, max_new_tokens=12, pad_token_id=tokenizer.eos_token_id)
+    expected = tokenizer.decode(alone[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    assert rows[2]["messages"][-1] == {"role": "assistant", "content": expected}
+    assert [r["messages"][-1]["content"] for r in rows[5:8]] == written[5:8]  # unmarked: as written
+    assert all(rows[i]["messages"][-1]["content"] != written[i] for i in range(5))
+    assert rows[-1]["messages"] == rows[0]["messages"]
+
+
+def test_a_run_whose_split_marks_rows_for_self_replay_trains_on_the_base_answers(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = job_for(tmp_path, recipe("sft-lora"), base_dir=tiny_model, rows=16)
+    rows = [json.loads(line) for line in Path(job.train_file).read_text().splitlines()]
+    marked = [{**row, SELF_REPLAY_KEY: "base-model"} if i % 2 else row for i, row in enumerate(rows)]
+    Path(job.train_file).write_text("".join(json.dumps(r) + "\n" for r in marked))
+    report = train(job)
+    assert len(report.of("done")) == 1
+    assert "self-replay: the base model answered 8 rows" in capsys.readouterr().err
