@@ -43,7 +43,8 @@ class MixComponent(Contract):
         description="written: train on the set's own answers. base-model: the training worker first "
         "replaces each of these rows' last answer with the base model's own greedy answer "
         "(self-replay), so the rows hold the adapter to what the base already does instead of "
-        "teaching a new style. Chat (sft) rows only; not for the task component",
+        "teaching a new style. Rows whose written answer is a refusal keep it (a refusal is what a "
+        "safety set teaches). Chat (sft) rows only; not for the task component",
     )
 
 

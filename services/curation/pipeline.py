@@ -34,6 +34,7 @@ from schemas.dataset import (
     SourceSummary,
 )
 from services.core.artifacts import sha256_file
+from services.core.refusals import is_refusal
 from services.core.suites import Suite, item_text
 from services.curation import pii
 from services.curation.agreement import cohen_kappa, fleiss_kappa
@@ -577,7 +578,13 @@ class Curator:
                         "use answers: written for this set"
                     )
                     continue
-                picked = [replace(row, data={**row.data, SELF_REPLAY_KEY: "base-model"}) for row in picked]
+                # a written refusal is what a safety set teaches: those rows keep their answer
+                picked = [
+                    row
+                    if is_refusal(row.data["messages"][-1]["content"])
+                    else replace(row, data={**row.data, SELF_REPLAY_KEY: "base-model"})
+                    for row in picked
+                ]
             mixed += picked
             counts.append(
                 MixCount(

@@ -8,6 +8,7 @@ here checkpoints without pickle (`SafeCheckpointMixin`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -48,28 +49,34 @@ def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
-SELF_REPLAY_TOKENS = 128
-SELF_REPLAY_BATCH = 16
+SELF_REPLAY_TOKENS = 96
+SELF_REPLAY_BATCH = 32
 
 
 def answer_with_base(
-    model: Any, tokenizer: Any, rows: list[dict[str, Any]], *, max_new_tokens: int
-) -> tuple[int, float]:
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    *,
+    max_new_tokens: int,
+    known: dict[str, str] | None = None,
+) -> tuple[int, int, float, dict[str, str]]:
     """Self-replay: each chat row curation marked `answer_from: base-model` gets the base model's own
     greedy answer as its last assistant turn, in place, before any adapter exists. Such rows cost
     the base almost no loss, so they pull the adapter back wherever it would drift from what the
-    base already does. Returns (rows answered, seconds)."""
+    base already does. `known` holds answers from an earlier run (prompt key → answer) on the same
+    base and settings. Returns (rows answered, answers generated, seconds, every answer by key)."""
+    answers: dict[str, str] = dict(known or {})
     marked = [r for r in rows if r.get(SELF_REPLAY_KEY) == "base-model"]
     if not marked:
-        return 0, 0.0
+        return 0, 0, 0.0, answers
     started = time.monotonic()
     prompts: dict[str, list[dict[str, str]]] = {}
     for row in marked:
         messages = row["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         prompts.setdefault(json.dumps(messages[:last], sort_keys=True), messages[:last])
-    keys = sorted(prompts, key=len)  # similar lengths batch with little padding
-    answers: dict[str, str] = {}
+    keys = sorted((k for k in prompts if k not in answers), key=len)  # similar lengths, little padding
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
@@ -99,7 +106,44 @@ def answer_with_base(
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         answer = answers[json.dumps(messages[:last], sort_keys=True)]
         row["messages"] = [*messages[:last], {"role": "assistant", "content": answer}]
-    return len(marked), time.monotonic() - started
+    return len(marked), len(keys), time.monotonic() - started, answers
+
+
+def _self_replay(model: Any, tokenizer: Any, rows: list[dict[str, Any]], job: TrainingJob) -> None:
+    """Answers the marked rows with the base, reusing and extending the store's cached answers for
+    this base, tokenizer, chat template, token budget and precision."""
+    if not any(r.get(SELF_REPLAY_KEY) == "base-model" for r in rows):
+        return
+    from services.core.artifacts import ArtifactNotFound, ArtifactStore
+    from services.core.models import chat_template_sha256, tokenizer_sha256, weights_sha256
+
+    budget = min(SELF_REPLAY_TOKENS, job.recipe.max_seq_len // 2)
+    identity = json.dumps(
+        [
+            weights_sha256(job.base_dir),
+            tokenizer_sha256(job.base_dir),
+            chat_template_sha256(job.base_dir),
+            budget,
+            str(next(model.parameters()).dtype),
+            job.recipe.method == "sft-qlora",
+        ]
+    )
+    key = f"refs/cache/self-replay/{hashlib.sha256(identity.encode()).hexdigest()}.json"
+    store = ArtifactStore(job.artifact_root)
+    try:
+        known = dict(store.read_named_json(key))
+    except ArtifactNotFound:
+        known = {}
+    answered, generated, seconds, answers = answer_with_base(
+        model, tokenizer, rows, max_new_tokens=budget, known=known
+    )
+    if generated:
+        store.put_named_json(key, answers)
+    print(
+        f"self-replay: the base model answered {answered} rows "
+        f"({generated} answers generated in {seconds:.1f} s, any others from the store's cache)",
+        file=sys.stderr,
+    )
 
 
 def build_dataset(rows: list[dict[str, Any]], job: TrainingJob) -> Dataset | None:
@@ -300,11 +344,7 @@ def build_trainer(job: TrainingJob, tokenizer: Any, callbacks: list[TrainerCallb
     model = load_model(job.base_dir, job, quantize=recipe.method == "sft-qlora")
     if use_cuda(job) and recipe.method != "sft-qlora":
         model.to("cuda")
-    answered, seconds = answer_with_base(
-        model, tokenizer, rows, max_new_tokens=min(SELF_REPLAY_TOKENS, recipe.max_seq_len // 2)
-    )
-    if answered:
-        print(f"self-replay: the base model answered {answered} rows in {seconds:.1f} s", file=sys.stderr)
+    _self_replay(model, tokenizer, rows, job)
     train = build_dataset(rows, job)
     assert train is not None
     method = recipe.method

@@ -289,6 +289,18 @@ def test_base_model_answers_mark_their_components_rows_for_self_replay(
     assert len(marked) == 4 and all(r["messages"][0]["content"] in replay for r in marked)
     assert all(r["messages"][0]["content"] not in replay for r in rows if r not in marked)
     assert "general-replay 4 rows (10%, answers from the base model)" in check(result, "mix").detail
+    safety = MixSpec(
+        seed=3,
+        components=(
+            MixComponent(name="task", ratio=0.5),
+            MixComponent(name="safety", ratio=0.5, answers="base-model"),
+        ),
+    )
+    rows = lines(run(tokenizer, DataSource(uri=str(src)), mix=safety).splits["train"])
+    refusals = [r for r in rows if r["messages"][-1]["content"].startswith("I can't help")]
+    looks_alike = [r for r in rows if r.get(SELF_REPLAY_KEY) == "base-model"]
+    assert refusals and looks_alike and len(refusals) + len(looks_alike) == 36  # one per task row
+    assert not any(SELF_REPLAY_KEY in r for r in refusals)  # written refusals are what the set teaches
     with pytest.raises(ValueError, match="answers: written"):
         MixSpec(components=(MixComponent(name="task", ratio=1.0, answers="base-model"),))
 

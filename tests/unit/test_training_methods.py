@@ -158,8 +158,8 @@ def test_self_replay_rows_train_on_the_base_models_own_answers(tiny_model: Path,
     written = [r["messages"][-1]["content"] for r in rows]
     tokenizer = load_tokenizer(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    answered, _ = answer_with_base(model, tokenizer, rows, max_new_tokens=12)
-    assert answered == 6
+    answered, generated, _, answers = answer_with_base(model, tokenizer, rows, max_new_tokens=12)
+    assert (answered, generated, len(answers)) == (6, 5, 5)
     # one prompt alone, unpadded: the answer the batched pass must have written
     prompt = tokenizer.apply_chat_template(
         rows[2]["messages"][:-1], add_generation_prompt=True, tokenize=False
@@ -182,4 +182,8 @@ def test_a_run_whose_split_marks_rows_for_self_replay_trains_on_the_base_answers
     Path(job.train_file).write_text("".join(json.dumps(r) + "\n" for r in marked))
     report = train(job)
     assert len(report.of("done")) == 1
-    assert "self-replay: the base model answered 8 rows" in capsys.readouterr().err
+    assert "self-replay: the base model answered 8 rows (8 answers generated" in capsys.readouterr().err
+    # a second run on the same base reuses the stored answers
+    again = job.model_copy(update={"output_dir": str(tmp_path / "again")})
+    assert len(train(again).of("done")) == 1
+    assert "answered 8 rows (0 answers generated" in capsys.readouterr().err
