@@ -28,11 +28,14 @@ from services.stack import Stack, StackConfig, StackError, wait_healthy
 DEMO_DIR = Path(".tuneline/demo")
 TENANT = "demo"
 # the demo holds each canary step for 10 s and 10 candidate requests (production default: 60 s, 20)
-DEMO_ROLLOUT = {
+# and evaluates in larger batches
+DEMO_ENV = {
     "TUNELINE_ROLLOUT_POLICY__MIN_SECONDS": "10",
     "TUNELINE_ROLLOUT_POLICY__MIN_REQUESTS": "10",
     "TUNELINE_ROLLOUT_POLICY__SHADOW_MIN_REQUESTS": "10",
     "TUNELINE_SERVING_WINDOW_S": "2",
+    # 64 prompts per generate() call: on 2 cores, 40 % less time than 16 (EvaluationSettings)
+    "TUNELINE_EVALUATION_BATCH_SIZE": "64",
 }
 QUICK_ROLLOUT = {  # the tiny model answers in milliseconds: 4 s and 6 requests a step show the same
     "TUNELINE_ROLLOUT_POLICY__MIN_SECONDS": "4",
@@ -62,7 +65,7 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
             serving_port=serving_port,
             dashboard_port=free_port(),
             secure=True,
-            env=DEMO_ROLLOUT | (QUICK_ROLLOUT if quick else {}),
+            env=DEMO_ENV | (QUICK_ROLLOUT if quick else {}),
         )
     )
     console.rule("[bold]tuneline demo")

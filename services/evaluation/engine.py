@@ -54,7 +54,7 @@ def check_adapter(adapter_dir: Path, base_modules: set[str]) -> dict[str, Any]:
 
 
 class Engine:
-    def __init__(self, base_dir: str | Path, *, device: str = "cpu", batch_size: int = 16) -> None:
+    def __init__(self, base_dir: str | Path, *, device: str = "cpu", batch_size: int = 32) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 

@@ -56,7 +56,7 @@ class EvaluationError(Exception):
 class EvalOptions:
     device: str = "cpu"
     suites: tuple[str, ...] = ()
-    batch_size: int = 16
+    batch_size: int = 32
     max_new_tokens: int = 128
     latency_tokens: int = 16
     latency_items: int = 8

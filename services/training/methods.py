@@ -50,7 +50,7 @@ def _assistant(text: str) -> list[dict[str, str]]:
 
 
 SELF_REPLAY_TOKENS = 96
-SELF_REPLAY_BATCH = 32
+SELF_REPLAY_BATCH = 64
 
 
 def answer_with_base(
