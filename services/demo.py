@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,14 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
             raise StackError(f"{path}: not found; run the demo from the repository root")
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     serving_port = free_port()
+    # the route belongs to the demo tenant: serving takes a key for it and no anonymous requests,
+    # and the CLI's traffic generator sends it (TUNELINE_API_KEY)
+    api_key = f"sk-demo-{secrets.token_hex(12)}"
+    keys = {
+        "TUNELINE_SERVING_API_KEYS": json.dumps({api_key: TENANT}),
+        "TUNELINE_SERVING_ALLOW_ANONYMOUS": "false",
+        "TUNELINE_API_KEY": api_key,
+    }
     # secure, as production runs: NATS requires TLS and each service connects as its own user
     stack = Stack(
         StackConfig(
@@ -65,7 +74,7 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
             serving_port=serving_port,
             dashboard_port=free_port(),
             secure=True,
-            env=DEMO_ENV | (QUICK_ROLLOUT if quick else {}),
+            env=DEMO_ENV | (QUICK_ROLLOUT if quick else {}) | keys,
         )
     )
     console.rule("[bold]tuneline demo")
@@ -212,9 +221,17 @@ def _rollout_step(stack: Stack, console: Console, verdict: str, port: int) -> No
     )
     _cli(stack, console, "rollout", "status", route)
     console.print(
-        f"query the route yourself (with --keep): curl -s {url}/v1/chat/completions -H 'content-type: "
-        f'application/json\' -d \'{{"model": "{route}", "messages": [{{"role": "user", '
-        f'"content": "Where is my order?"}}]}}\' -D - (headers name the exact version)'
+        f"query the route yourself (with --keep): {_curl(stack, url, route)} -D - (headers name the exact "
+        "version)"
+    )
+
+
+def _curl(stack: Stack, url: str, route: str) -> str:
+    body = {"model": route, "messages": [{"role": "user", "content": "Where is my order?"}]}
+    key = stack.config.env["TUNELINE_API_KEY"]
+    return (
+        f"curl -s {url}/v1/chat/completions -H 'authorization: Bearer {key}' "
+        f"-H 'content-type: application/json' -d '{json.dumps(body)}'"
     )
 
 
@@ -390,11 +407,7 @@ def _summary(
     table.add_row("adaptation card", f"{card.with_suffix('.md')} (and .json)")
     table.add_row("dashboard (with --keep)", f"http://127.0.0.1:{stack.config.dashboard_port}/")
     route, url = "support-extract", f"http://127.0.0.1:{stack.config.serving_port}"
-    table.add_row(
-        "query the route (with --keep)",
-        f"curl -s {url}/v1/chat/completions -H 'content-type: application/json' "
-        f'-d \'{{"model": "{route}", "messages": [{{"role": "user", "content": "Where is my order?"}}]}}\'',
-    )
+    table.add_row("query the route (with --keep)", _curl(stack, url, route))
     console.print(table)
     console.print(f"[green]demo finished in {elapsed:.1f}s.[/]")
 

@@ -130,6 +130,9 @@ class TransformersBackend:
         self._lock = threading.Lock()  # the generation thread changes engines; status() reads them
         self._bases: dict[str, Path] = {}
         self._tokenizers: dict[str, Any] = {}
+        # chat prompts are rendered on executor threads: the first requests on a base arrive
+        # together, and transformers' lazy import is not safe to race (ImportError under load)
+        self._tokenizer_lock = threading.Lock()
         self.batches = 0
         self.batch_rows = 0
         self.adapter_loads = 0
@@ -172,9 +175,10 @@ class TransformersBackend:
 
     def _tokenizer_for(self, ref: ModelRef) -> Any:
         sha = ref.base.sha256
-        if sha not in self._tokenizers:
-            self._tokenizers[sha] = load_tokenizer(self._base_dir(ref))
-        return self._tokenizers[sha]
+        with self._tokenizer_lock:
+            if sha not in self._tokenizers:
+                self._tokenizers[sha] = load_tokenizer(self._base_dir(ref))
+            return self._tokenizers[sha]
 
     async def _batch_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -96,3 +96,47 @@ async def test_adapter_for_another_architecture_is_refused_before_loading(
     with pytest.raises(BackendError, match="targets modules the base does not have: c_attn"):
         await answers(engine, [(bad, "x")])
     assert engine.adapter_loads == 0
+
+
+RACE = """
+import sys, threading
+from pathlib import Path
+from services.core.artifacts import ArtifactStore
+from services.serving.transformers_backend import TransformersBackend
+from tests.support.serving import base_ref
+
+tiny, cache, root = (Path(p) for p in sys.argv[1:4])
+store = ArtifactStore(str(root / "artifacts"))
+engine = TransformersBackend(store, model_cache=str(cache), work_dir=root / "serving")
+ref = base_ref(tiny)
+start, errors = threading.Barrier(16), []
+
+def render():
+    start.wait()
+    try:
+        engine.chat_prompt(ref, [{"role": "user", "content": "hi"}])
+    except Exception as error:
+        errors.append(repr(error))
+
+threads = [threading.Thread(target=render) for _ in range(16)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(len(errors), errors[:1])
+"""
+
+
+def test_the_first_requests_on_a_base_render_their_prompts_together(
+    tiny_model: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    """The first chat requests on a base arrive at once, each rendering its prompt on an
+    executor thread, in a fresh interpreter where transformers is not imported yet (the demo's
+    canary once answered 5 of them with HTTP 500: ImportError from transformers' lazy import)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", RACE, str(tiny_model), str(model_cache), str(tmp_path)],
+        capture_output=True, text=True, cwd=Path(__file__).parents[2], check=False, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[0] == "0", result.stdout
