@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.settings import CoreSettings
+from services.evaluation.engine import BATCH_SIZE
 
 
 class EvaluationSettings(BaseSettings):
@@ -20,12 +21,7 @@ class EvaluationSettings(BaseSettings):
         description="Catalogue suites to run (shipped and registered, by name); empty: all of them. "
         "The target suite (the dataset's held-out split) and memorization (its canaries) always run",
     )
-    batch_size: int = Field(
-        default=32,
-        ge=1,
-        description="Prompts per generate() call. On 2 CPU cores, SmolLM2-135M answered 64 prompts "
-        "(48 tokens) in 26.9 s at 16, 20.8 s at 32, 16.3 s at 64",
-    )
+    batch_size: int = Field(default=BATCH_SIZE, ge=1, description="Prompts per generate() call")
     max_new_tokens: int = Field(default=128, ge=1, description="Upper bound on any answer's length")
     latency_tokens: int = Field(default=16, ge=1, description="Tokens generated per latency probe")
     latency_items: int = Field(default=8, ge=0, description="Latency probes per arm (0: no latency gate)")

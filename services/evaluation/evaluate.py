@@ -23,7 +23,7 @@ from schemas.refs import ArtifactRef, ModelRef
 from services.core.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
 from services.core.models import BaseMismatch, ModelResolutionError, resolve_exact_base
 from services.core.suites import Suite, all_suites
-from services.evaluation.engine import Engine, EngineError
+from services.evaluation.engine import BATCH_SIZE, Engine, EngineError
 from services.evaluation.gates import evaluate_gates
 from services.evaluation.harness import HarnessMissing, score_task
 from services.evaluation.metrics import ArmOutcome, compare, score_outputs
@@ -56,7 +56,7 @@ class EvaluationError(Exception):
 class EvalOptions:
     device: str = "cpu"
     suites: tuple[str, ...] = ()
-    batch_size: int = 32
+    batch_size: int = BATCH_SIZE
     max_new_tokens: int = 128
     latency_tokens: int = 16
     latency_items: int = 8
