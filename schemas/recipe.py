@@ -30,6 +30,17 @@ class DistillSettings(Contract):
     alpha: float = Field(default=0.5, ge=0, le=1, description="Weight of the soft-label loss")
 
 
+class ReplayAnchorSettings(Contract):
+    alpha: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Weight of the KL term on self-replay rows; 1 - alpha goes to cross-entropy on the "
+        "base's greedy answer",
+    )
+    temperature: float = Field(default=1.0, gt=0, description="Softmax temperature of the base's soft labels")
+
+
 class TrainingRecipe(Contract):
     """What to train and how. Every field has a documented default."""
 
@@ -63,9 +74,27 @@ class TrainingRecipe(Contract):
     )
     seed: int = 42
     distill: DistillSettings | None = None
+    replay_anchor: ReplayAnchorSettings | None = Field(
+        default=None,
+        description="On self-replay rows (mix `answers: base-model`), train toward the base model's whole "
+        "next-token distribution (KL against the base, which is the same model with the adapter switched "
+        "off) rather than only its greedy answer; other rows keep cross-entropy. sft-lora and sft-qlora "
+        "only, without packing",
+    )
 
     @model_validator(mode="after")
-    def _distill_needs_teacher(self) -> Self:
+    def _method_settings(self) -> Self:
         if self.method == "distill" and self.distill is None:
             raise ValueError("method 'distill' needs a `distill` block naming the teacher model")
+        if self.replay_anchor is not None:
+            if self.method not in ("sft-lora", "sft-qlora"):
+                raise ValueError(
+                    f"replay_anchor needs method sft-lora or sft-qlora (the base is the model with its "
+                    f"adapter switched off), not {self.method!r}: drop replay_anchor or change the method"
+                )
+            if self.packing:
+                raise ValueError(
+                    "replay_anchor weights each row by whether it is self-replay, and packing merges rows: "
+                    "set packing: false or drop replay_anchor"
+                )
         return self

@@ -146,12 +146,17 @@ def _self_replay(model: Any, tokenizer: Any, rows: list[dict[str, Any]], job: Tr
     )
 
 
-def build_dataset(rows: list[dict[str, Any]], job: TrainingJob) -> Dataset | None:
+def build_dataset(rows: list[dict[str, Any]], job: TrainingJob, *, anchors: bool = False) -> Dataset | None:
+    """The TRL dataset of the method. `anchors`: each SFT example also says whether it is a self-replay
+    row (the recipe's replay_anchor trains those toward the base's distribution)."""
     if not rows:
         return None
     method, fmt = job.recipe.method, job.data_format
     if fmt == "sft":
         examples = [_sft_example(r) for r in rows]
+        if anchors:
+            for example, row in zip(examples, rows, strict=True):
+                example[ANCHOR_COLUMN] = int(row.get(SELF_REPLAY_KEY) == "base-model")
     elif method == "kto" and fmt == "preference":
         examples = []
         for r in rows:  # unpaired: each preference pair gives one desirable and one undesirable example
@@ -271,6 +276,34 @@ def _sft_trainer_classes() -> tuple[type, type]:
     return SFTConfig, SafeSFTTrainer
 
 
+def _shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position cross-entropy on the next-token targets (position i predicts labels[i + 1]) and the
+    mask of positions that count (labels other than -100)."""
+    targets = labels[:, 1:]
+    logits = logits[:, :-1, :].float()
+    ce = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="none"
+    )
+    return ce.view_as(targets), targets != -100
+
+
+def _shifted_kl(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-position T² · KL(teacher_T ‖ student_T), aligned with `_shifted_cross_entropy`."""
+    t = temperature
+    kl = F.kl_div(
+        F.log_softmax(logits[:, :-1, :].float() / t, dim=-1),
+        F.log_softmax(teacher_logits[:, :-1, :].float() / t, dim=-1),
+        log_target=True,
+        reduction="none",
+    ).sum(-1)
+    return kl * t * t
+
+
+def _item_count(num_items_in_batch: Any, mask: torch.Tensor) -> torch.Tensor:
+    count = torch.as_tensor(num_items_in_batch if num_items_in_batch is not None else mask.sum())
+    return count.to(mask.device).clamp(min=1)
+
+
 class _Distiller:
     """Soft-label knowledge distillation on the completion tokens.
 
@@ -285,29 +318,85 @@ class _Distiller:
     def __call__(
         self, outputs: Any, labels: torch.Tensor, inputs: dict[str, Any], num_items_in_batch: Any = None
     ) -> torch.Tensor:
-        logits = outputs.logits[:, :-1, :].float()
-        targets = labels[:, 1:]
-        mask = targets != -100
-        count = torch.as_tensor(num_items_in_batch if num_items_in_batch is not None else mask.sum())
-        count = count.to(logits.device).clamp(min=1)
-        ce = F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="sum"
-        )
         with torch.no_grad():
-            teacher_logits = (
-                self.teacher(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
-                .logits[:, :-1, :]
-                .float()
-            )
-        t = self.temperature
-        kl = F.kl_div(
-            F.log_softmax(logits / t, dim=-1),
-            F.log_softmax(teacher_logits / t, dim=-1),
-            log_target=True,
-            reduction="none",
-        ).sum(-1)
-        kd = (kl * mask).sum() * t * t
-        return (self.alpha * kd + (1 - self.alpha) * ce) / count
+            teacher_logits = self.teacher(
+                input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
+            ).logits
+        ce, mask = _shifted_cross_entropy(outputs.logits, labels)
+        kd = _shifted_kl(outputs.logits, teacher_logits, self.temperature)
+        per_token = self.alpha * kd + (1 - self.alpha) * ce
+        return (per_token * mask).sum() / _item_count(num_items_in_batch, mask)
+
+
+ANCHOR_COLUMN = "replay_anchor"
+
+
+class _WithAnchorColumn:
+    """Wraps TRL's collator: each batch also carries which of its rows are self-replay (1) or not (0)."""
+
+    def __init__(self, collate: Any) -> None:
+        self.collate = collate
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.collate(examples)
+        batch[ANCHOR_COLUMN] = torch.tensor([int(e.get(ANCHOR_COLUMN, 0)) for e in examples])
+        return batch
+
+
+def _replay_anchor_trainer_class() -> type:
+    """SFT whose self-replay rows are trained toward the base's full next-token distribution.
+
+    On a self-replay row the loss per completion token is alpha · T² · KL(base_T ‖ adapter_T) +
+    (1 - alpha) · cross-entropy; on every other row it is cross-entropy. The base is the model with
+    its adapter switched off, so no second copy is loaded, and it runs on the self-replay rows only.
+    A greedy answer says what the base would say; the distribution says how sure it was of every
+    alternative, which holds the adapter closer to the base off the task (learning without forgetting).
+    Evaluation batches get plain cross-entropy, comparable with every other recipe's eval loss.
+    """
+    _, base = _sft_trainer_classes()
+
+    class ReplayAnchorTrainer(base):  # type: ignore[misc, valid-type]
+        anchor_alpha: float = 1.0
+        anchor_temperature: float = 1.0
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            trainer: Any = self  # TRL's attributes are untyped
+            trainer.data_collator = _WithAnchorColumn(trainer.data_collator)
+
+        def _set_signature_columns_if_needed(self) -> None:
+            super()._set_signature_columns_if_needed()
+            trainer: Any = self
+            if ANCHOR_COLUMN not in trainer._signature_columns:
+                trainer._signature_columns = [*trainer._signature_columns, ANCHOR_COLUMN]
+
+        def compute_loss(
+            self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            anchored = inputs.pop(ANCHOR_COLUMN).bool()
+            forward = {k: v for k, v in inputs.items() if k != "labels"}
+            forward["use_cache"] = False
+            outputs = model(**forward)
+            labels = inputs["labels"]
+            rows = anchored if model.training else torch.zeros_like(anchored)
+            teacher_logits = None
+            if rows.any():
+                with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
+                    teacher_logits = model(
+                        input_ids=forward["input_ids"][rows],
+                        attention_mask=forward["attention_mask"][rows],
+                        use_cache=False,
+                    ).logits
+            per_token, mask = _shifted_cross_entropy(outputs.logits, labels)
+            if teacher_logits is not None:
+                kd = _shifted_kl(outputs.logits[rows], teacher_logits, self.anchor_temperature)
+                alpha = self.anchor_alpha
+                per_token = per_token.clone()
+                per_token[rows] = alpha * kd + (1 - alpha) * per_token[rows]
+            loss = (per_token * mask).sum() / _item_count(num_items_in_batch, mask)
+            return (loss, outputs) if return_outputs else loss
+
+    return ReplayAnchorTrainer
 
 
 def _distill_trainer_class() -> type:
@@ -345,7 +434,8 @@ def build_trainer(job: TrainingJob, tokenizer: Any, callbacks: list[TrainerCallb
     if use_cuda(job) and recipe.method != "sft-qlora":
         model.to("cuda")
     _self_replay(model, tokenizer, rows, job)
-    train = build_dataset(rows, job)
+    anchor = recipe.replay_anchor if job.data_format == "sft" else None
+    train = build_dataset(rows, job, anchors=anchor is not None)
     assert train is not None
     method = recipe.method
     shared = {
@@ -365,6 +455,10 @@ def build_trainer(job: TrainingJob, tokenizer: Any, callbacks: list[TrainerCallb
             completion_only_loss=True,
             dataset_num_proc=None,
         )
+        if method != "distill" and anchor is not None:
+            anchored = _replay_anchor_trainer_class()(args=config, **shared)
+            anchored.anchor_alpha, anchored.anchor_temperature = anchor.alpha, anchor.temperature
+            return anchored
         if method != "distill":
             return trainer_cls(args=config, **shared)
         assert recipe.distill is not None and job.teacher_dir is not None

@@ -123,3 +123,12 @@ def test_sha256_fields_reject_non_hex() -> None:
     data["candidate"]["base"]["sha256"] = "not-a-hash"
     with pytest.raises(ValidationError, match=r"candidate\.base\.sha256"):
         type(candidate()).model_validate(data)
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [({"method": "dpo"}, "sft-lora or sft-qlora"), ({"packing": True}, "packing: false")],
+)
+def test_replay_anchor_is_refused_where_it_cannot_apply(fields: dict[str, object], named: str) -> None:
+    with pytest.raises(ValidationError, match=named):
+        TrainingRecipe(base_model="m", replay_anchor={"alpha": 1.0}, **fields)  # type: ignore[arg-type]

@@ -187,3 +187,94 @@ def test_a_run_whose_split_marks_rows_for_self_replay_trains_on_the_base_answers
     again = job.model_copy(update={"output_dir": str(tmp_path / "again")})
     assert len(train(again).of("done")) == 1
     assert "answered 8 rows (0 answers generated" in capsys.readouterr().err
+
+
+def _mark_every_other_row_for_self_replay(job: TrainingJob) -> None:
+    rows = [json.loads(line) for line in Path(job.train_file).read_text().splitlines()]
+    marked = [{**row, SELF_REPLAY_KEY: "base-model"} if i % 2 else row for i, row in enumerate(rows)]
+    Path(job.train_file).write_text("".join(json.dumps(r) + "\n" for r in marked))
+
+
+def _anchor_trainer(job: TrainingJob, tiny_model: Path) -> Any:
+    from services.core.models import load_tokenizer
+    from services.training.methods import build_trainer
+
+    trainer = build_trainer(job, load_tokenizer(tiny_model), [])
+    trainer.model.train()
+    return trainer
+
+
+def test_replay_anchor_loss_is_kl_to_the_base_on_self_replay_rows_and_cross_entropy_elsewhere(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from services.training.methods import ANCHOR_COLUMN
+
+    job = job_for(tmp_path, recipe("sft-lora", replay_anchor={"alpha": 1.0}), base_dir=tiny_model, rows=8)
+    _mark_every_other_row_for_self_replay(job)
+    trainer = _anchor_trainer(job, tiny_model)
+    batch = next(iter(trainer.get_train_dataloader()))
+    anchored = batch[ANCHOR_COLUMN].bool()
+    assert 0 < int(anchored.sum()) < len(anchored)  # the batch holds both kinds of row
+
+    def loss_of(rows: torch.Tensor) -> float:
+        sub = {k: v[rows] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        with torch.no_grad():
+            return float(trainer.compute_loss(trainer.model, dict(sub)))
+
+    # LoRA's B starts at zero: the adapter is the base, so the KL of self-replay rows is exactly 0
+    assert loss_of(anchored) == pytest.approx(0.0, abs=1e-6)
+    plain = {k: v[~anchored] for k, v in batch.items() if k != ANCHOR_COLUMN}
+    with torch.no_grad():
+        cross_entropy = trainer.model(**plain).loss
+    assert loss_of(~anchored) == pytest.approx(float(cross_entropy), rel=1e-4)
+    # alpha 0: self-replay rows are plain cross-entropy again
+    trainer.anchor_alpha = 0.0
+    assert loss_of(anchored) > 0.1
+
+
+def _kl_to_base(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> float:
+    """Mean KL(base ‖ adapter) per answer token of `rows`, teacher-forced on their answers."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in rows:
+            prompt = tokenizer.apply_chat_template(
+                row["messages"][:-1], add_generation_prompt=True, tokenize=False
+            )
+            start = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) - 1
+            text = tokenizer.apply_chat_template(row["messages"], tokenize=False)
+            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+            tuned = model(**ids).logits[0, start:-1].log_softmax(-1)
+            with model.disable_adapter():
+                base = model(**ids).logits[0, start:-1].log_softmax(-1)
+            total += float((base.exp() * (base - tuned)).sum())
+            count += tuned.shape[0]
+    return total / count
+
+
+def test_replay_anchor_holds_an_adapter_trained_on_self_replay_rows_to_the_base(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """KL to the base is smallest at the base itself, so on self-replay rows alone the anchored
+    adapter stays at the base's distributions; cross-entropy on the base's greedy answers sharpens
+    them and moves the adapter away."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from services.core.models import load_tokenizer
+    from services.training.methods import answer_with_base, read_rows
+
+    tokenizer = load_tokenizer(tiny_model)
+    distance: dict[str, float] = {}
+    for name, anchor in (("plain", None), ("anchored", {"alpha": 1.0})):
+        job = job_for(tmp_path / name, recipe("sft-lora", replay_anchor=anchor), base_dir=tiny_model)
+        rows = [{**r, SELF_REPLAY_KEY: "base-model"} for r in read_rows(job.train_file)]
+        Path(job.train_file).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        report = train(job)
+        assert len(report.train_losses()) == 12
+        model = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(tiny_model), report.of("done")[0]["model_dir"]
+        ).eval()
+        with model.disable_adapter():  # what the worker trained on: the base's greedy answers
+            answer_with_base(model, tokenizer, rows[:8], max_new_tokens=24)
+        distance[name] = _kl_to_base(model, tokenizer, rows[:8])
+    assert distance["anchored"] < distance["plain"] / 5, distance
