@@ -38,6 +38,12 @@ class ReplayAnchorSettings(Contract):
         description="Weight of the KL term on self-replay rows; 1 - alpha goes to cross-entropy on the "
         "base's greedy answer",
     )
+    task_alpha: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Weight of the same KL term on every other row (0: the task keeps plain cross-entropy)",
+    )
     temperature: float = Field(default=1.0, gt=0, description="Softmax temperature of the base's soft labels")
 
 

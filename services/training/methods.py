@@ -357,6 +357,7 @@ def _replay_anchor_trainer_class() -> type:
 
     class ReplayAnchorTrainer(base):  # type: ignore[misc, valid-type]
         anchor_alpha: float = 1.0
+        anchor_task_alpha: float = 0.0
         anchor_temperature: float = 1.0
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -378,7 +379,10 @@ def _replay_anchor_trainer_class() -> type:
             forward["use_cache"] = False
             outputs = model(**forward)
             labels = inputs["labels"]
-            rows = anchored if model.training else torch.zeros_like(anchored)
+            alpha = torch.where(anchored, self.anchor_alpha, self.anchor_task_alpha)
+            if not model.training:
+                alpha = torch.zeros_like(alpha)
+            rows = alpha > 0
             teacher_logits = None
             if rows.any():
                 with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
@@ -390,9 +394,9 @@ def _replay_anchor_trainer_class() -> type:
             per_token, mask = _shifted_cross_entropy(outputs.logits, labels)
             if teacher_logits is not None:
                 kd = _shifted_kl(outputs.logits[rows], teacher_logits, self.anchor_temperature)
-                alpha = self.anchor_alpha
+                weight = alpha[rows, None].to(kd.dtype)
                 per_token = per_token.clone()
-                per_token[rows] = alpha * kd + (1 - alpha) * per_token[rows]
+                per_token[rows] = weight * kd + (1 - weight) * per_token[rows]
             loss = (per_token * mask).sum() / _item_count(num_items_in_batch, mask)
             return (loss, outputs) if return_outputs else loss
 
@@ -458,6 +462,7 @@ def build_trainer(job: TrainingJob, tokenizer: Any, callbacks: list[TrainerCallb
         if method != "distill" and anchor is not None:
             anchored = _replay_anchor_trainer_class()(args=config, **shared)
             anchored.anchor_alpha, anchored.anchor_temperature = anchor.alpha, anchor.temperature
+            anchored.anchor_task_alpha = anchor.task_alpha
             return anchored
         if method != "distill":
             return trainer_cls(args=config, **shared)

@@ -204,7 +204,7 @@ def _anchor_trainer(job: TrainingJob, tiny_model: Path) -> Any:
     return trainer
 
 
-def test_replay_anchor_loss_is_kl_to_the_base_on_self_replay_rows_and_cross_entropy_elsewhere(
+def test_replay_anchor_loss_weighs_kl_to_the_base_and_cross_entropy_by_row(
     tiny_model: Path, tmp_path: Path
 ) -> None:
     from services.training.methods import ANCHOR_COLUMN
@@ -230,6 +230,11 @@ def test_replay_anchor_loss_is_kl_to_the_base_on_self_replay_rows_and_cross_entr
     # alpha 0: self-replay rows are plain cross-entropy again
     trainer.anchor_alpha = 0.0
     assert loss_of(anchored) > 0.1
+    # task_alpha 1: the other rows are held to the base too (KL 0 at the start)
+    trainer.anchor_task_alpha = 1.0
+    assert loss_of(~anchored) == pytest.approx(0.0, abs=1e-6)
+    trainer.anchor_task_alpha = 0.5
+    assert loss_of(~anchored) == pytest.approx(float(cross_entropy) / 2, rel=1e-4)
 
 
 def _kl_to_base(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> float:
