@@ -43,6 +43,9 @@ QUICK_ROLLOUT = {  # the tiny model answers in milliseconds: 4 s and 6 requests 
     "TUNELINE_ROLLOUT_POLICY__MIN_REQUESTS": "6",
     "TUNELINE_ROLLOUT_POLICY__SHADOW_MIN_REQUESTS": "6",
     "TUNELINE_SERVING_WINDOW_S": "1",
+    # the same latency waiver as recipe-quick.yaml's gates: on a loaded 2-core machine the tiny
+    # model's request p95 is queueing noise (a CI run rolled back on candidate 3.1 s vs stable 1.0 s)
+    "TUNELINE_ROLLOUT_POLICY__MAX_LATENCY_P95_RATIO": "100",
 }
 # the tiny random model writes no JSON and its unmerged adapter costs a large share of its few
 # milliseconds per token: its recipe waives the format and latency gates, and says so
