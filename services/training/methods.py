@@ -347,8 +347,9 @@ def _replay_anchor_trainer_class() -> type:
     """SFT whose self-replay rows are trained toward the base's full next-token distribution.
 
     On a self-replay row the loss per completion token is alpha · T² · KL(base_T ‖ adapter_T) +
-    (1 - alpha) · cross-entropy; on every other row it is cross-entropy. The base is the model with
-    its adapter switched off, so no second copy is loaded, and it runs on the self-replay rows only.
+    (1 - alpha) · cross-entropy; every other row takes task_alpha (default 0) in place of alpha. The
+    base is the model with its adapter switched off, so no second copy is loaded, and it runs only
+    on the rows whose weight is above 0.
     A greedy answer says what the base would say; the distribution says how sure it was of every
     alternative, which holds the adapter closer to the base off the task (learning without forgetting).
     Evaluation batches get plain cross-entropy, comparable with every other recipe's eval loss.
