@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,27 @@ class ModelResolutionError(Exception):
 
 class BaseMismatch(ModelResolutionError):
     """The base found here is not the exact base (by sha256) a model version was built on."""
+
+
+MODEL_BUILD_LOCK = threading.RLock()
+"""Held by every model construction in tuneline (`from_pretrained`, `from_config`, `PeftModel`).
+
+transformers 5 swaps process-global functions while it builds a model (`PreTrainedModel.tie_weights`,
+the `torch.nn.init` functions, `torch.linspace`) and puts back what it found on exit. Two threads
+building at once put back each other's patches: `tie_weights` then stays a no-op for the life of the
+process, and every tied model loaded afterwards keeps its output embedding on the meta device. A
+serving process loads base models and adapters from worker threads, so loads must not overlap.
+"""
+
+
+def load_causal_lm(path: str | os.PathLike[str], **kwargs: Any) -> Any:
+    """`AutoModelForCausalLM.from_pretrained` from local files, no remote code, under MODEL_BUILD_LOCK."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs.setdefault("local_files_only", True)
+    kwargs["trust_remote_code"] = False
+    with MODEL_BUILD_LOCK:
+        return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -204,11 +226,14 @@ def _build_smollm2(out: Path) -> None:
 
     gguf = smollm2_gguf()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # the weights are plain float32 now
-    clean = type(loaded)(config)
+    with MODEL_BUILD_LOCK:
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config  # the weights are plain float32 now
+        clean = type(loaded)(config)
     clean.load_state_dict(loaded.state_dict())
     clean.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -263,7 +288,9 @@ def _build_tiny(out: Path) -> None:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
+    with MODEL_BUILD_LOCK:
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from schemas.refs import QuantizationConfig
+from services.core.models import MODEL_BUILD_LOCK, load_tokenizer
 from services.core.models import check_adapter as core_check_adapter
-from services.core.models import load_tokenizer
 from services.core.models import refuse_pickles as core_refuse_pickles
 
 Messages = list[dict[str, str]]
@@ -97,7 +97,8 @@ class Engine:
                 bnb_4bit_compute_dtype=self._dtype,
             )
             kwargs["device_map"] = {"": 0}
-        model: Any = self._auto.from_pretrained(folder, **kwargs)
+        with MODEL_BUILD_LOCK:
+            model: Any = self._auto.from_pretrained(folder, **kwargs)
         if method not in ("bnb-8bit", "bnb-4bit"):
             model.to(self.device)
         if method == "int8-dynamic":
@@ -122,16 +123,19 @@ class Engine:
             # a quantized adapter version: its own quantized copy of the base with the adapter merged
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(self._load(self.base_dir), str(adapter_dir))
+            base = self._load(self.base_dir)
+            with MODEL_BUILD_LOCK:
+                model = PeftModel.from_pretrained(base, str(adapter_dir))
             merged = model.merge_and_unload()
             self.arms[name] = _Arm(self._quantized(merged, quantization), None)
             return
         from peft import PeftModel
 
-        if isinstance(self.model, PeftModel):
-            self.model.load_adapter(str(adapter_dir), adapter_name=name)
-        else:
-            self.model = PeftModel.from_pretrained(self.base, str(adapter_dir), adapter_name=name)
+        with MODEL_BUILD_LOCK:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(adapter_dir), adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.base, str(adapter_dir), adapter_name=name)
         self.model.eval()
         for arm in self.arms.values():  # arms made before the wrap now run through the PeftModel
             if arm.model is self.base:

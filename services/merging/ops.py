@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.refs import MergeDifference
-from services.core.models import TOKENIZER_FILES, load_tokenizer
+from services.core.models import MODEL_BUILD_LOCK, TOKENIZER_FILES, load_causal_lm, load_tokenizer
 
 PROBES = (
     "What is the capital of France?",
@@ -40,10 +40,7 @@ class MergeError(Exception):
 
 
 def _load(path: Path) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-    return model.eval()
+    return load_causal_lm(path).eval()
 
 
 def _probe(model: Any, tokenizer: Any, tokens: int) -> tuple[list[Any], list[list[int]]]:
@@ -74,7 +71,8 @@ def merge_into_base(
     from peft import PeftModel
 
     tokenizer = load_tokenizer(base_dir)
-    model = PeftModel.from_pretrained(_load(base_dir), str(adapter_dir)).eval()
+    with MODEL_BUILD_LOCK:
+        model = PeftModel.from_pretrained(_load(base_dir), str(adapter_dir)).eval()
     unmerged_logits, unmerged_greedy = _probe(model, tokenizer, tokens)
     merged = model.merge_and_unload().eval()
     merged_logits, merged_greedy = _probe(merged, tokenizer, tokens)
@@ -104,11 +102,12 @@ def combine_adapters(
     """The combined adapter in `out_dir`; returns its adapter_config."""
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(_load(base_dir), str(adapters[0]), adapter_name="input0")
-    names = ["input0"]
-    for n, adapter in enumerate(adapters[1:], start=1):
-        model.load_adapter(str(adapter), adapter_name=f"input{n}")
-        names.append(f"input{n}")
+    with MODEL_BUILD_LOCK:
+        model = PeftModel.from_pretrained(_load(base_dir), str(adapters[0]), adapter_name="input0")
+        names = ["input0"]
+        for n, adapter in enumerate(adapters[1:], start=1):
+            model.load_adapter(str(adapter), adapter_name=f"input{n}")
+            names.append(f"input{n}")
     kwargs: dict[str, Any] = {}
     if method in ("ties", "dare_ties", "dare_linear", "magnitude_prune"):
         kwargs["density"] = density if density is not None else 0.7

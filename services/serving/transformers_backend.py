@@ -23,8 +23,10 @@ from typing import Any
 from schemas.refs import ModelRef
 from services.core.artifacts import ArtifactError, ArtifactStore
 from services.core.models import (
+    MODEL_BUILD_LOCK,
     ModelResolutionError,
     check_adapter,
+    load_causal_lm,
     load_tokenizer,
     refuse_pickles,
     resolve_exact_base,
@@ -269,13 +271,10 @@ class TransformersBackend:
 
     def _load_model(self, folder: Path) -> Any:
         import torch
-        from transformers import AutoModelForCausalLM
 
         refuse_pickles(folder, "model weights", BackendError)
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=dtype, local_files_only=True, trust_remote_code=False
-        )
+        model: Any = load_causal_lm(folder, dtype=dtype)
         return model.to(self.device).eval()
 
     def _engine(self, ref: ModelRef) -> _Engine:
@@ -327,10 +326,11 @@ class TransformersBackend:
                     engine.model.delete_adapter(victim)
                     del engine.adapters[victim]
                     self.adapter_evictions += 1
-                if isinstance(engine.model, PeftModel):
-                    engine.model.load_adapter(str(folder), adapter_name=name)
-                else:
-                    engine.model = PeftModel.from_pretrained(engine.model, str(folder), adapter_name=name)
+                with MODEL_BUILD_LOCK:
+                    if isinstance(engine.model, PeftModel):
+                        engine.model.load_adapter(str(folder), adapter_name=name)
+                    else:
+                        engine.model = PeftModel.from_pretrained(engine.model, str(folder), adapter_name=name)
                 engine.model.eval()
                 engine.adapters[name] = folder
                 self.adapter_loads += 1

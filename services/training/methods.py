@@ -19,10 +19,11 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, EarlyStoppingCallback, TrainerCallback
+from transformers import EarlyStoppingCallback, TrainerCallback
 
 from schemas.dataset import SELF_REPLAY_KEY
 from schemas.recipe import TrainingRecipe
+from services.core.models import load_causal_lm
 from services.training.checkpoints import SafeCheckpointMixin
 from services.training.job import ADAPTER_METHODS, TrainingJob
 
@@ -208,7 +209,7 @@ def load_model(path: str, job: TrainingJob, *, quantize: bool = False) -> Any:
             bnb_4bit_compute_dtype=_dtype(cuda),
         )
         kwargs["device_map"] = {"": 0}
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = load_causal_lm(path, **kwargs)
     if quantize:
         from peft import prepare_model_for_kbit_training
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.recipe import TrainingRecipe
+from services.core.models import MODEL_BUILD_LOCK
 from services.training.job import METHOD_FORMATS
 
 
@@ -38,7 +39,7 @@ class ModuleMap:
         from transformers import AutoConfig, AutoModelForCausalLM
 
         config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
-        with torch.device("meta"):
+        with MODEL_BUILD_LOCK, torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
         modules = [(name, module) for name, module in model.named_modules() if name]
         return cls(

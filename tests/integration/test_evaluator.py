@@ -20,11 +20,12 @@ pytestmark = pytest.mark.integration
 def make_adapter(base: Path, out: Path, targets: list[str], seed: int = 0) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+
+    from services.core.models import load_causal_lm
 
     torch.manual_seed(seed)
     model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(base),
+        load_causal_lm(base),
         LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False),
     )
     model.save_pretrained(out)

@@ -147,11 +147,10 @@ async def test_inputs_on_different_bases_are_refused_with_the_mismatch(
 def perturbed_copy(base: Path, out: Path, seed: int, scale: float = 0.01) -> Path:
     """A full model on the same base: each weight tensor plus Gaussian noise of `scale` times its std."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from services.core.models import load_tokenizer
+    from services.core.models import load_causal_lm, load_tokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(base)
+    model = load_causal_lm(base)
     torch.manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():

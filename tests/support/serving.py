@@ -20,10 +20,11 @@ def random_adapter(base_dir: Path, out: Path, seed: int) -> Path:
     """A LoRA adapter with random (non-zero) weights: its answers differ from the base's."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+
+    from services.core.models import load_causal_lm
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    model = load_causal_lm(base_dir)
     config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     peft_model = get_peft_model(model, config)
     with torch.no_grad():

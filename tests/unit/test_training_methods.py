@@ -48,12 +48,10 @@ def train(job: TrainingJob, stop_after: int | None = None) -> Collect:
 @pytest.fixture(scope="module")
 def teacher(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Same architecture and tokenizer as the student, different weights."""
-    from transformers import AutoModelForCausalLM
-
-    from services.core.models import load_tokenizer
+    from services.core.models import load_causal_lm, load_tokenizer
 
     out = tmp_path_factory.mktemp("teacher")
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model = load_causal_lm(tiny_model)
     torch.manual_seed(7)
     with torch.no_grad():
         for parameter in model.parameters():
@@ -145,9 +143,7 @@ def test_a_checkpoint_holding_a_pickle_is_refused(tiny_model: Path, tmp_path: Pa
 
 
 def test_self_replay_rows_train_on_the_base_models_own_answers(tiny_model: Path, tmp_path: Path) -> None:
-    from transformers import AutoModelForCausalLM
-
-    from services.core.models import load_tokenizer
+    from services.core.models import load_causal_lm, load_tokenizer
     from services.training.methods import answer_with_base, read_rows
 
     job = job_for(tmp_path, recipe("sft-lora"), base_dir=tiny_model, rows=8)
@@ -157,7 +153,7 @@ def test_self_replay_rows_train_on_the_base_models_own_answers(tiny_model: Path,
     rows.append(json.loads(json.dumps(rows[0])))  # an upsampled duplicate gets the same answer
     written = [r["messages"][-1]["content"] for r in rows]
     tokenizer = load_tokenizer(tiny_model)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model = load_causal_lm(tiny_model)
     answered, generated, _, answers = answer_with_base(model, tokenizer, rows, max_new_tokens=12)
     assert (answered, generated, len(answers)) == (6, 5, 5)
     # one prompt alone, unpadded: the answer the batched pass must have written
@@ -263,9 +259,8 @@ def test_replay_anchor_holds_an_adapter_trained_on_self_replay_rows_to_the_base(
     adapter stays at the base's distributions; cross-entropy on the base's greedy answers sharpens
     them and moves the adapter away."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    from services.core.models import load_tokenizer
+    from services.core.models import load_causal_lm, load_tokenizer
     from services.training.methods import answer_with_base, read_rows
 
     tokenizer = load_tokenizer(tiny_model)
@@ -277,7 +272,7 @@ def test_replay_anchor_holds_an_adapter_trained_on_self_replay_rows_to_the_base(
         report = train(job)
         assert len(report.train_losses()) == 12
         model = PeftModel.from_pretrained(
-            AutoModelForCausalLM.from_pretrained(tiny_model), report.of("done")[0]["model_dir"]
+            load_causal_lm(tiny_model), report.of("done")[0]["model_dir"]
         ).eval()
         with model.disable_adapter():  # what the worker trained on: the base's greedy answers
             answer_with_base(model, tokenizer, rows[:8], max_new_tokens=24)
