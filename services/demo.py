@@ -10,6 +10,7 @@ import json
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -52,6 +53,10 @@ QUICK_ROLLOUT = {  # the tiny model answers in milliseconds: 4 s and 6 requests 
 QUICK_RECIPE = Path("examples/support-tickets/recipe-quick.yaml")
 
 
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Console) -> None:
     started = time.monotonic()
     if quick and recipe == Path("examples/support-tickets/recipe.yaml"):
@@ -82,9 +87,10 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
     )
     console.rule("[bold]tuneline demo")
     console.print(f"1. starting the embedded stack in {DEMO_DIR} …")
-    stack.start()
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill <demo>` stops the stack as Ctrl-C does
     timings: dict[str, float] = {}
     try:
+        stack.start()
         asyncio.run(_wait_up(stack, console))
         # the tiny model's 488-token vocabulary spends ~2x SmolLM2's tokens on the same text
         base: list[str] = []  # the QUICK recipe names the tiny model itself
