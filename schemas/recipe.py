@@ -45,6 +45,13 @@ class ReplayAnchorSettings(Contract):
         description="Weight of the same KL term on every other row (0: the task keeps plain cross-entropy)",
     )
     temperature: float = Field(default=1.0, gt=0, description="Softmax temperature of the base's soft labels")
+    prompt_alpha: float = Field(
+        default=0.0,
+        ge=0,
+        description="Weight of the same KL term at the prompt positions of every row (the text the model "
+        "reads but is not trained to write), summed and divided by the answer-token count like the rest "
+        "of the loss: holds the adapter's reading of any text, task prompts included, to the base's",
+    )
 
 
 class TrainingRecipe(Contract):

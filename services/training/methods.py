@@ -220,11 +220,13 @@ def load_model(path: str, job: TrainingJob, *, quantize: bool = False) -> Any:
 def lora_config(recipe: TrainingRecipe) -> Any:
     from peft import LoraConfig
 
+    targets = list(recipe.lora.target_modules)
     return LoraConfig(
         r=recipe.lora.rank,
         lora_alpha=cast(int, recipe.lora.alpha),  # typed int in PEFT; a float works too
         lora_dropout=recipe.lora.dropout,
-        target_modules=list(recipe.lora.target_modules),
+        # PEFT knows 'all-linear' only as the whole value, not as one name in a list
+        target_modules="all-linear" if "all-linear" in targets else targets,
         task_type="CAUSAL_LM",
     )
 
@@ -348,9 +350,10 @@ def _replay_anchor_trainer_class() -> type:
     """SFT whose self-replay rows are trained toward the base's full next-token distribution.
 
     On a self-replay row the loss per completion token is alpha · T² · KL(base_T ‖ adapter_T) +
-    (1 - alpha) · cross-entropy; every other row takes task_alpha (default 0) in place of alpha. The
-    base is the model with its adapter switched off, so no second copy is loaded, and it runs only
-    on the rows whose weight is above 0.
+    (1 - alpha) · cross-entropy; every other row takes task_alpha (default 0) in place of alpha.
+    prompt_alpha (default 0) adds the same KL at every row's prompt positions, which no other term
+    trains. The base is the model with its adapter switched off, so no second copy is loaded, and it
+    runs only on the rows some KL term needs.
     A greedy answer says what the base would say; the distribution says how sure it was of every
     alternative, which holds the adapter closer to the base off the task (learning without forgetting).
     Evaluation batches get plain cross-entropy, comparable with every other recipe's eval loss.
@@ -361,6 +364,7 @@ def _replay_anchor_trainer_class() -> type:
         anchor_alpha: float = 1.0
         anchor_task_alpha: float = 0.0
         anchor_temperature: float = 1.0
+        anchor_prompt_alpha: float = 0.0
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -382,9 +386,10 @@ def _replay_anchor_trainer_class() -> type:
             outputs = model(**forward)
             labels = inputs["labels"]
             alpha = torch.where(anchored, self.anchor_alpha, self.anchor_task_alpha)
+            prompt_alpha = self.anchor_prompt_alpha
             if not model.training:
-                alpha = torch.zeros_like(alpha)
-            rows = alpha > 0
+                alpha, prompt_alpha = torch.zeros_like(alpha), 0.0
+            rows = (alpha > 0) | (prompt_alpha > 0)
             teacher_logits = None
             if rows.any():
                 with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
@@ -394,12 +399,16 @@ def _replay_anchor_trainer_class() -> type:
                         use_cache=False,
                     ).logits
             per_token, mask = _shifted_cross_entropy(outputs.logits, labels)
+            reading = per_token.new_zeros(())
             if teacher_logits is not None:
                 kd = _shifted_kl(outputs.logits[rows], teacher_logits, self.anchor_temperature)
                 weight = alpha[rows, None].to(kd.dtype)
                 per_token = per_token.clone()
                 per_token[rows] = weight * kd + (1 - weight) * per_token[rows]
-            loss = (per_token * mask).sum() / _item_count(num_items_in_batch, mask)
+                if prompt_alpha > 0:  # positions that read the prompt: attended, not trained on
+                    prompt = forward["attention_mask"][rows][:, 1:].bool() & ~mask[rows]
+                    reading = prompt_alpha * (kd * prompt).sum()
+            loss = ((per_token * mask).sum() + reading) / _item_count(num_items_in_batch, mask)
             return (loss, outputs) if return_outputs else loss
 
     return ReplayAnchorTrainer
@@ -464,7 +473,7 @@ def build_trainer(job: TrainingJob, tokenizer: Any, callbacks: list[TrainerCallb
         if method != "distill" and anchor is not None:
             anchored = _replay_anchor_trainer_class()(args=config, **shared)
             anchored.anchor_alpha, anchored.anchor_temperature = anchor.alpha, anchor.temperature
-            anchored.anchor_task_alpha = anchor.task_alpha
+            anchored.anchor_task_alpha, anchored.anchor_prompt_alpha = anchor.task_alpha, anchor.prompt_alpha
             return anchored
         if method != "distill":
             return trainer_cls(args=config, **shared)

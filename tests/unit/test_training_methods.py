@@ -233,6 +233,46 @@ def test_replay_anchor_loss_weighs_kl_to_the_base_and_cross_entropy_by_row(
     assert loss_of(~anchored) == pytest.approx(float(cross_entropy) / 2, rel=1e-4)
 
 
+def test_replay_anchor_prompt_alpha_adds_the_kl_at_the_positions_that_read_the_prompt(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    anchor = {"alpha": 1.0, "prompt_alpha": 0.5}
+    lora = {"dropout": 0.0, "target_modules": ["all-linear"]}  # as the preflight's error suggests
+    training = recipe("sft-lora", replay_anchor=anchor, lora=lora)
+    job = job_for(tmp_path, training, base_dir=tiny_model, rows=8)
+    _mark_every_other_row_for_self_replay(job)
+    trainer = _anchor_trainer(job, tiny_model)
+    assert trainer.anchor_prompt_alpha == 0.5
+    adapted = {name.rsplit(".", 1)[-1] for name in trainer.model.peft_config["default"].target_modules}
+    assert {"q_proj", "v_proj", "gate_proj", "down_proj"} <= adapted  # all-linear reached PEFT as such
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.2)  # the adapter now differs from the base everywhere
+
+    def loss(prompt_alpha: float) -> float:
+        trainer.anchor_prompt_alpha = prompt_alpha
+        with torch.no_grad():
+            return float(trainer.compute_loss(model, dict(batch)))
+
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        tuned = model(**inputs).logits[:, :-1].log_softmax(-1)
+        with model.disable_adapter():
+            base = model(**inputs).logits[:, :-1].log_softmax(-1)
+    kl = (base.exp() * (base - tuned)).sum(-1)
+    answer = batch["labels"][:, 1:] != -100
+    prompt = batch["attention_mask"][:, 1:].bool() & ~answer
+    assert int(prompt.sum()) > 0 and int(answer.sum()) > 0
+    expected = 0.5 * float((kl * prompt).sum()) / int(answer.sum())
+    assert expected > 1e-3
+    assert loss(0.5) - loss(0.0) == pytest.approx(expected, rel=1e-3)
+    model.eval()  # evaluation batches: plain cross-entropy, whatever the anchor
+    assert loss(0.5) == pytest.approx(loss(0.0), rel=1e-6)
+
+
 def _kl_to_base(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> float:
     """Mean KL(base ‖ adapter) per answer token of `rows`, teacher-forced on their answers."""
     total, count = 0.0, 0
