@@ -30,8 +30,12 @@ from services.stack import Stack, StackConfig, StackError, wait_healthy
 DEMO_DIR = Path(".tuneline/demo")
 TENANT = "demo"
 # the demo holds each canary step for 10 s and 10 candidate requests (production default: 60 s, 20)
-# and evaluates in larger batches
+# and evaluates in larger batches. SmolLM2 answers about 2 requests a second on 2 cores, so a 1 %
+# step would need some 1,000 requests (8 minutes) to reach 10 candidate requests: the demo's canary
+# starts at 10 %
+DEMO_STEPS = (10, 50, 100)
 DEMO_ENV = {
+    "TUNELINE_ROLLOUT_POLICY__STEPS": json.dumps(DEMO_STEPS),
     "TUNELINE_ROLLOUT_POLICY__MIN_SECONDS": "10",
     "TUNELINE_ROLLOUT_POLICY__MIN_REQUESTS": "10",
     "TUNELINE_ROLLOUT_POLICY__SHADOW_MIN_REQUESTS": "10",
@@ -39,7 +43,9 @@ DEMO_ENV = {
     # 64 prompts per generate() call: on 2 cores, 40 % less time than 16 (evaluation.engine.BATCH_SIZE)
     "TUNELINE_EVALUATION_BATCH_SIZE": "64",
 }
+QUICK_STEPS = (1, 10, 50, 100)  # the production default
 QUICK_ROLLOUT = {  # the tiny model answers in milliseconds: 4 s and 6 requests a step show the same
+    "TUNELINE_ROLLOUT_POLICY__STEPS": json.dumps(QUICK_STEPS),
     "TUNELINE_ROLLOUT_POLICY__MIN_SECONDS": "4",
     "TUNELINE_ROLLOUT_POLICY__MIN_REQUESTS": "6",
     "TUNELINE_ROLLOUT_POLICY__SHADOW_MIN_REQUESTS": "6",
@@ -148,8 +154,13 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         card = DEMO_DIR / "card"
         _cli(stack, console, "card", version, "--out", str(card))
         console.print(f"the adaptation card: {card.with_suffix('.md')} (and .json); gates {verdict}")
+        # the rollout runs before merging: the merged version's evaluation would share the 2 cores
+        # with serving (a measured run served 0.25 requests a second beside it)
+        t = time.monotonic()
+        _rollout_step(stack, console, verdict, serving_port, QUICK_STEPS if quick else DEMO_STEPS)
+        timings["rollout"] = time.monotonic() - t
         console.print(
-            "\n8. merging: the adapter merged into its base weights (merge_and_unload), after the "
+            "\n9. merging: the adapter merged into its base weights (merge_and_unload), after the "
             "compatibility gate; the merged-vs-unmerged logit difference and greedy agreement on probe "
             "prompts are recorded in the new candidate's lineage (it is evaluated like any candidate)"
         )
@@ -173,9 +184,6 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         timings["merging"] = time.monotonic() - t
         merged = asyncio.run(_version_on(stack, merged_route))
         _cli(stack, console, "models", "show", merged)
-        t = time.monotonic()
-        _rollout_step(stack, console, verdict, serving_port)
-        timings["rollout"] = time.monotonic() - t
         console.print(
             f"\n10. the registry's timeline of the approved lineage (tuneline status {correlation}):"
         )
@@ -198,21 +206,21 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         stack.stop()
 
 
-def _rollout_step(stack: Stack, console: Console, verdict: str, port: int) -> None:
-    """Step 9: a candidate that passed its gates is rolled out under synthetic traffic."""
+def _rollout_step(stack: Stack, console: Console, verdict: str, port: int, steps: tuple[int, ...]) -> None:
+    """Step 8: a candidate that passed its gates is rolled out under synthetic traffic."""
     url = f"http://127.0.0.1:{port}"
     route = "support-extract"  # the recipe's route
     if verdict != "passed":
         console.print(
-            f"\n9. serving and rollout: the candidate's gates {verdict}, so no rollout starts and the route "
+            f"\n8. serving and rollout: the candidate's gates {verdict}, so no rollout starts and the route "
             f"{route!r} serves nothing it has not earned. The route table (tuneline routes):"
         )
         _cli(stack, console, "routes")
         return
     console.print(
-        f"\n9. gates.passed started a rollout on {route!r}: shadow (the candidate answers mirrored requests, "
-        "never returned), then canary 1 → 10 → 50 → 100 %, each step analysed against the stable version. "
-        f"Synthetic traffic drives it (tuneline traffic {route} --requests 0):"
+        f"\n8. gates.passed started a rollout on {route!r}: shadow (the candidate answers mirrored requests, "
+        f"never returned), then canary {' → '.join(map(str, steps))} %, each step analysed against the "
+        f"stable version. Synthetic traffic drives it (tuneline traffic {route} --requests 0):"
     )
     _cli(
         stack,
