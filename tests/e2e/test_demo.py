@@ -85,7 +85,8 @@ def test_sigterm_to_the_demo_stops_its_whole_stack(tmp_path: Path) -> None:
         assert line or demo.poll() is None, "".join(lines)
         lines.append(line)
     children = _children(demo.pid)
-    assert len(children) == 8, (children, "".join(lines))  # nats-server and seven services
+    # nats-server and seven services, and the `tuneline submit` under way when it has started
+    assert len(children) >= 8, (children, "".join(lines))
     demo.send_signal(signal.SIGTERM)
     out, _ = demo.communicate(timeout=90)
     still = {pid: _state(pid) for pid in children if _state(pid) not in (None, "Z")}
