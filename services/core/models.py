@@ -76,6 +76,18 @@ def load_causal_lm(path: str | os.PathLike[str], **kwargs: Any) -> Any:
         return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
 
 
+def attach_adapter(model: Any, adapter_dir: str | os.PathLike[str], name: str) -> Any:
+    """`model` with the adapter in `adapter_dir` loaded as `name`, under MODEL_BUILD_LOCK: the first
+    adapter wraps a plain model in a PeftModel (returned), later ones load into the same wrapper."""
+    from peft import PeftModel
+
+    with MODEL_BUILD_LOCK:
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(adapter_dir), adapter_name=name)
+            return model
+        return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name)
+
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 """Files tuneline never loads: pickles can run code when read."""
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.refs import QuantizationConfig
-from services.core.models import MODEL_BUILD_LOCK, load_tokenizer
+from services.core.models import MODEL_BUILD_LOCK, attach_adapter, load_tokenizer
 from services.core.models import check_adapter as core_check_adapter
 from services.core.models import refuse_pickles as core_refuse_pickles
 
@@ -121,21 +121,10 @@ class Engine:
         check_adapter(adapter_dir, self.base_module_names())
         if quantization is not None and quantization.method != "none":
             # a quantized adapter version: its own quantized copy of the base with the adapter merged
-            from peft import PeftModel
-
-            base = self._load(self.base_dir)
-            with MODEL_BUILD_LOCK:
-                model = PeftModel.from_pretrained(base, str(adapter_dir))
-            merged = model.merge_and_unload()
+            merged = attach_adapter(self._load(self.base_dir), adapter_dir, "default").merge_and_unload()
             self.arms[name] = _Arm(self._quantized(merged, quantization), None)
             return
-        from peft import PeftModel
-
-        with MODEL_BUILD_LOCK:
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(str(adapter_dir), adapter_name=name)
-            else:
-                self.model = PeftModel.from_pretrained(self.base, str(adapter_dir), adapter_name=name)
+        self.model = attach_adapter(self.model, adapter_dir, name)
         self.model.eval()
         for arm in self.arms.values():  # arms made before the wrap now run through the PeftModel
             if arm.model is self.base:

@@ -23,8 +23,8 @@ from typing import Any
 from schemas.refs import ModelRef
 from services.core.artifacts import ArtifactError, ArtifactStore
 from services.core.models import (
-    MODEL_BUILD_LOCK,
     ModelResolutionError,
+    attach_adapter,
     check_adapter,
     load_causal_lm,
     load_tokenizer,
@@ -310,8 +310,6 @@ class TransformersBackend:
         return engine
 
     def _ensure_adapters(self, engine: _Engine, refs: list[ModelRef]) -> None:
-        from peft import PeftModel
-
         needed = {self._adapter_name(r): r for r in refs if self._adapter_name(r) != BASE}
         for name, ref in needed.items():
             if name in engine.adapters:
@@ -326,11 +324,7 @@ class TransformersBackend:
                     engine.model.delete_adapter(victim)
                     del engine.adapters[victim]
                     self.adapter_evictions += 1
-                with MODEL_BUILD_LOCK:
-                    if isinstance(engine.model, PeftModel):
-                        engine.model.load_adapter(str(folder), adapter_name=name)
-                    else:
-                        engine.model = PeftModel.from_pretrained(engine.model, str(folder), adapter_name=name)
+                engine.model = attach_adapter(engine.model, folder, name)
                 engine.model.eval()
                 engine.adapters[name] = folder
                 self.adapter_loads += 1
