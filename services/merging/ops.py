@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.refs import MergeDifference
-from services.core.models import MODEL_BUILD_LOCK, TOKENIZER_FILES, load_causal_lm, load_tokenizer
+from services.core.models import TOKENIZER_FILES, attach_adapter, load_causal_lm, load_tokenizer
 
 PROBES = (
     "What is the capital of France?",
@@ -68,11 +68,8 @@ def _probe(model: Any, tokenizer: Any, tokens: int) -> tuple[list[Any], list[lis
 def merge_into_base(
     base_dir: Path, adapter_dir: Path, out_dir: Path, *, tolerance: float = 1e-3, tokens: int = 16
 ) -> MergeDifference:
-    from peft import PeftModel
-
     tokenizer = load_tokenizer(base_dir)
-    with MODEL_BUILD_LOCK:
-        model = PeftModel.from_pretrained(_load(base_dir), str(adapter_dir)).eval()
+    model = attach_adapter(_load(base_dir), adapter_dir, "default").eval()
     unmerged_logits, unmerged_greedy = _probe(model, tokenizer, tokens)
     merged = model.merge_and_unload().eval()
     merged_logits, merged_greedy = _probe(merged, tokenizer, tokens)
@@ -100,14 +97,10 @@ def combine_adapters(
     out_dir: Path,
 ) -> dict[str, Any]:
     """The combined adapter in `out_dir`; returns its adapter_config."""
-    from peft import PeftModel
-
-    with MODEL_BUILD_LOCK:
-        model = PeftModel.from_pretrained(_load(base_dir), str(adapters[0]), adapter_name="input0")
-        names = ["input0"]
-        for n, adapter in enumerate(adapters[1:], start=1):
-            model.load_adapter(str(adapter), adapter_name=f"input{n}")
-            names.append(f"input{n}")
+    model = _load(base_dir)
+    names = [f"input{n}" for n in range(len(adapters))]
+    for name, adapter in zip(names, adapters, strict=True):
+        model = attach_adapter(model, adapter, name)
     kwargs: dict[str, Any] = {}
     if method in ("ties", "dare_ties", "dare_linear", "magnitude_prune"):
         kwargs["density"] = density if density is not None else 0.7
