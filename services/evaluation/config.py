@@ -25,6 +25,12 @@ class EvaluationSettings(BaseSettings):
     max_new_tokens: int = Field(default=128, ge=1, description="Upper bound on any answer's length")
     latency_tokens: int = Field(default=16, ge=1, description="Tokens generated per latency probe")
     latency_items: int = Field(default=8, ge=0, description="Latency probes per arm (0: no latency gate)")
+    latency_rounds: int = Field(
+        default=3,
+        ge=1,
+        description="Times each probe is timed per arm; its median is the probe's time, so one stall "
+        "of a shared CPU does not become the p95",
+    )
     bootstrap_samples: int = Field(default=2000, ge=100, description="Resamples per bootstrap interval")
     cache: bool = Field(default=True, description="Reuse baseline results by (base sha256, suite hash)")
     drift_interval_s: float = Field(

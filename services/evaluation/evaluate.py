@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class EvalOptions:
     max_new_tokens: int = 128
     latency_tokens: int = 16
     latency_items: int = 8
+    latency_rounds: int = 3
     bootstrap_samples: int = 2000
     cache: bool = True
 
@@ -371,19 +373,23 @@ class Evaluator:
     def _latency(
         self, engine: Engine, suite: Suite, versions: dict[str, str], with_production: bool
     ) -> tuple[SuiteResult, dict[str, Any]]:
-        """Per-token time of single-prompt generation, base and candidate interleaved."""
+        """Per-token time of single-prompt generation, base and candidate interleaved. Each probe is
+        timed `latency_rounds` times per arm, the arms' order alternating; a probe's time is the
+        median of its rounds, and p50/p95 are taken over the probes."""
         items = suite.items()[: self.options.latency_items]
         arms = ["candidate", "baseline"] + (["production"] if with_production else [])
         tokens = self.options.latency_tokens
         prompt0 = [{"role": "user", "content": str(items[0]["prompt"])}]
         for arm in arms:  # warm-up: first calls pay for allocation and kernel selection
             engine.time_per_token(arm, prompt0, tokens)
-        samples: dict[str, list[float]] = {arm: [] for arm in arms}
-        for n, item in enumerate(items):
-            prompt = [{"role": "user", "content": str(item["prompt"])}]
-            order = arms if n % 2 == 0 else list(reversed(arms))
-            for arm in order:
-                samples[arm].append(1000.0 * engine.time_per_token(arm, prompt, tokens))
+        rounds: dict[str, list[list[float]]] = {arm: [[] for _ in items] for arm in arms}
+        for r in range(self.options.latency_rounds):
+            for n, item in enumerate(items):
+                prompt = [{"role": "user", "content": str(item["prompt"])}]
+                order = arms if (n + r) % 2 == 0 else list(reversed(arms))
+                for arm in order:
+                    rounds[arm][n].append(1000.0 * engine.time_per_token(arm, prompt, tokens))
+        samples = {arm: [statistics.median(times) for times in per_item] for arm, per_item in rounds.items()}
         metrics = {
             arm: {
                 "p50_ms_per_token": percentile(values, 50),
@@ -408,7 +414,8 @@ class Evaluator:
             scores=tuple(ArmScore(arm=a, version_id=versions[a], metrics=metrics[a]) for a in arms),
             comparisons=(comparison,),
         )
-        return result, {"suite": suite.name, "kind": "latency", "ms_per_token": samples}
+        detail = {"suite": suite.name, "kind": "latency", "ms_per_token": samples, "rounds": rounds}
+        return result, detail
 
 
 def _suite_detail(plan: SuitePlan, outcomes: dict[str, ArmOutcome]) -> dict[str, Any]:

@@ -181,6 +181,44 @@ def test_format_and_latency_gates() -> None:
     assert relaxed[0].passed
 
 
+class _ScriptedTimes:
+    """An engine whose per-token time is 10 ms for every arm, except the calls listed as stalls."""
+
+    def __init__(self, stalls: set[int]) -> None:
+        self.stalls = stalls
+        self.calls: list[str] = []
+
+    def time_per_token(self, arm: str, prompt: object, tokens: int) -> float:
+        self.calls.append(arm)
+        return 1.0 if len(self.calls) - 1 in self.stalls else 0.010
+
+
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_latency_takes_each_probes_median_over_rounds_so_one_stall_is_not_the_p95(
+    rounds: int, tmp_path: Path
+) -> None:
+    from services.core.suites import Suite
+    from services.evaluation.evaluate import EvalOptions, Evaluator
+
+    data = "".join(json.dumps({"id": i, "prompt": f"probe {i}"}) + "\n" for i in range(8)).encode()
+    suite = Suite("latency", "0" * 64, "none", "shipped", data, kind="latency")
+    options = EvalOptions(latency_items=8, latency_rounds=rounds)
+    evaluator = Evaluator(ArtifactStore(str(tmp_path)), options, model_cache=str(tmp_path), work_dir=tmp_path)
+    # after 2 warm-ups, probe 5 (odd: baseline first) of round 0 times the candidate at call 13
+    engine = _ScriptedTimes(stalls={13})
+    result, detail = evaluator._latency(engine, suite, {"candidate": "c", "baseline": "b"}, False)  # type: ignore[arg-type]
+    assert len(engine.calls) == 2 + 2 * 8 * rounds
+    assert engine.calls[2:6] == ["candidate", "baseline", "baseline", "candidate"]  # interleaved
+    assert engine.calls[13] == "candidate"
+    assert [len(times) for times in detail["rounds"]["candidate"]] == [rounds] * 8
+    comparison = result.comparisons[0]
+    ratio = comparison.candidate_value / comparison.reference_value
+    if rounds == 3:
+        assert ratio == pytest.approx(1.0)
+    else:  # one timing per probe: the stall is the candidate's p95
+        assert ratio > 50
+
+
 def test_drift_reports_only_metrics_that_moved_beyond_the_policy() -> None:
     def result(score: float) -> SuiteResult:
         return SuiteResult(
