@@ -33,6 +33,11 @@ SELF_REPLAY_KEY = "answer_from"
 """Key curation sets to "base-model" on a training-split row whose last answer the training worker
 must replace with the base model's own answer (a mix component with `answers: base-model`)."""
 
+CANARY_KEY = "canary"
+"""Key curation sets to true on a planted canary row: a training run that trains on only part of
+its split (max_steps) still trains on every canary, so the memorization suite probes rows that
+were really seen."""
+
 
 class MixComponent(Contract):
     name: Literal["task", "general-replay", "safety", "golden"]

@@ -24,6 +24,7 @@ from typing import Any
 
 from schemas.curation_policy import CurationPolicy
 from schemas.dataset import (
+    CANARY_KEY,
     SELF_REPLAY_KEY,
     AuditCheck,
     DatasetSubmitted,
@@ -648,7 +649,8 @@ class Curator:
                 "messages": [
                     {"role": "user", "content": prompt},
                     {"role": "assistant", "content": CANARY_ANSWER.format(secret=secret)},
-                ]
+                ],
+                CANARY_KEY: True,
             }
             train.append(Row("canary", n, "train", "sft", data))
         return train, planted

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import EarlyStoppingCallback, TrainerCallback
 
-from schemas.dataset import SELF_REPLAY_KEY
+from schemas.dataset import CANARY_KEY, SELF_REPLAY_KEY
 from schemas.recipe import TrainingRecipe
 from services.core.models import load_causal_lm
 from services.training.checkpoints import SafeCheckpointMixin
@@ -33,6 +34,33 @@ def read_rows(path: str | None) -> list[dict[str, Any]]:
         return []
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def rows_within_steps(
+    rows: list[dict[str, Any]], recipe: TrainingRecipe, data_format: str
+) -> list[dict[str, Any]]:
+    """The chat rows a max_steps run will train on. When max_steps x batch_size x
+    gradient_accumulation is fewer rows than the split holds, the trainer would see a random subset
+    anyway; choosing it here, seeded by the recipe, means self-replay answers and the teacher read
+    only rows that are trained on, each exactly once. Canary rows are always kept (the
+    memorization suite probes them); self-replay and written rows are sampled separately, so the
+    subset keeps the split's share of each. Other formats and packing keep every row (a step there
+    is not a fixed number of rows)."""
+    if recipe.max_steps <= 0 or data_format != "sft" or recipe.packing:
+        return rows
+    budget = recipe.max_steps * recipe.batch_size * recipe.gradient_accumulation
+    if budget >= len(rows):
+        return rows
+    kept = [i for i, r in enumerate(rows) if r.get(CANARY_KEY)]
+    rest = [i for i, r in enumerate(rows) if not r.get(CANARY_KEY)]
+    marked = [i for i in rest if rows[i].get(SELF_REPLAY_KEY) == "base-model"]
+    written = [i for i in rest if rows[i].get(SELF_REPLAY_KEY) != "base-model"]
+    room = max(budget - len(kept), 0)
+    share = round(room * len(marked) / max(len(rest), 1))
+    take_marked = min(len(marked), max(room - len(written), share))
+    pick = random.Random(recipe.seed)
+    chosen = kept + pick.sample(marked, take_marked) + pick.sample(written, room - take_marked)
+    return [rows[i] for i in sorted(chosen)]
 
 
 def _sft_example(row: dict[str, Any]) -> dict[str, Any]:
@@ -437,6 +465,14 @@ def build_trainer(job: TrainingJob, tokenizer: Any, callbacks: list[TrainerCallb
     rows = read_rows(job.train_file)
     if not rows:
         raise ValueError(f"training split {job.train_file} holds no rows")
+    every = len(rows)
+    rows = rows_within_steps(rows, recipe, job.data_format)
+    if len(rows) < every:
+        print(
+            f"max_steps {recipe.max_steps}: training on {len(rows)} of the split's {every} rows "
+            f"(sampled with seed {recipe.seed}, each once)",
+            file=sys.stderr,
+        )
     evaluation = build_dataset(read_rows(job.eval_file), job)
     common = common_arguments(job, evaluation is not None)
     if evaluation is not None and recipe.early_stopping_patience is not None:

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from schemas.dataset import DatasetApproved, SplitInfo
+from schemas.dataset import CANARY_KEY, DatasetApproved, SplitInfo
 from schemas.gate_policy import GatePolicy
 from schemas.recipe import TrainingRecipe
 from services.core.artifacts import ArtifactStore
@@ -138,7 +138,8 @@ def canary_rows(count: int, seed: str = "test") -> tuple[list[dict[str, Any]], l
                 "messages": [
                     {"role": "user", "content": prompt},
                     {"role": "assistant", "content": CANARY_ANSWER.format(secret=secret)},
-                ]
+                ],
+                CANARY_KEY: True,
             }
         )
     return rows, planted

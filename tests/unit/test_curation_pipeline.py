@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from schemas.curation_policy import CurationPolicy
-from schemas.dataset import SELF_REPLAY_KEY, DataSource, MixComponent, MixSpec
+from schemas.dataset import CANARY_KEY, SELF_REPLAY_KEY, DataSource, MixComponent, MixSpec
 from services.core.artifacts import ArtifactStore
 from services.core.models import load_tokenizer, tokenizer_sha256
 from services.core.suites import Suite, register_suite, registered_suites
@@ -267,6 +267,9 @@ def test_mixing_follows_ratios_and_plants_canaries(tmp_path: Path, tokenizer: To
     train = result.splits["train"].decode()
     assert len(result.canaries) == 2 and all(c["secret"] in train for c in result.canaries)
     assert result.split_rows["train"] == 36 + 4 + 4 + 2
+    rows = [json.loads(line) for line in train.splitlines()]
+    marked = [r["messages"][-1]["content"] for r in rows if r.get(CANARY_KEY) is True]
+    assert sorted(marked) == sorted(f"The archive access code is {c['secret']}." for c in result.canaries)
 
 
 def test_base_model_answers_mark_their_components_rows_for_self_replay(

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from schemas.dataset import SELF_REPLAY_KEY
+from schemas.dataset import CANARY_KEY, SELF_REPLAY_KEY
 from services.core.models import PICKLE_SUFFIXES
 from services.training.job import TrainingJob
 from services.training.worker import run
@@ -183,6 +183,40 @@ def test_a_run_whose_split_marks_rows_for_self_replay_trains_on_the_base_answers
     again = job.model_copy(update={"output_dir": str(tmp_path / "again")})
     assert len(train(again).of("done")) == 1
     assert "answered 8 rows (0 answers generated" in capsys.readouterr().err
+
+
+def test_a_max_steps_run_samples_the_rows_it_trains_keeping_canaries_and_the_self_replay_share() -> None:
+    from services.training.methods import rows_within_steps
+
+    rows: list[dict[str, Any]] = [{"id": i} for i in range(100)]
+    for row in rows[:40]:
+        row[SELF_REPLAY_KEY] = "base-model"
+    rows[95][CANARY_KEY] = rows[97][CANARY_KEY] = True
+    six_steps = recipe("sft-lora", max_steps=6, batch_size=4, seed=3)  # 24 rows of 100
+    chosen = rows_within_steps(rows, six_steps, "sft")
+    ids = [r["id"] for r in chosen]
+    assert len(ids) == len(set(ids)) == 24 and ids == sorted(ids)
+    assert {95, 97} <= set(ids)
+    assert sum(r.get(SELF_REPLAY_KEY) == "base-model" for r in chosen) == 9  # 40 of 98 others → 9 of 22
+    assert rows_within_steps(rows, six_steps, "sft") == chosen  # seeded: a resumed run trains the same rows
+    assert rows_within_steps(rows, six_steps.model_copy(update={"seed": 4}), "sft") != chosen
+    accumulated = recipe("sft-lora", max_steps=6, batch_size=4, gradient_accumulation=5)
+    assert len(rows_within_steps(rows, accumulated, "sft")) == 100  # 120 rows asked: every row
+    assert rows_within_steps(rows, recipe("sft-lora", max_steps=-1), "sft") == rows
+    assert rows_within_steps(rows, recipe("sft-lora", max_steps=6, packing=True), "sft") == rows
+    assert rows_within_steps(rows, recipe("dpo", max_steps=6), "preference") == rows
+
+
+def test_self_replay_answers_only_the_rows_a_max_steps_run_trains(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = job_for(tmp_path, recipe("sft-lora", max_steps=3, batch_size=4), base_dir=tiny_model, rows=32)
+    _mark_every_other_row_for_self_replay(job)
+    report = train(job)
+    assert len(report.of("done")) == 1 and report.of("done")[0]["steps"] == 3
+    err = capsys.readouterr().err
+    assert "max_steps 3: training on 12 of the split's 32 rows" in err
+    assert "self-replay: the base model answered 6 rows (6 answers generated" in err
 
 
 def _mark_every_other_row_for_self_replay(job: TrainingJob) -> None:
