@@ -220,13 +220,24 @@ def use_cuda(job: TrainingJob) -> bool:
     return job.device == "cuda" or (job.device == "auto" and torch.cuda.is_available())
 
 
-def _dtype(cuda: bool) -> torch.dtype:
-    return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+def _dtype(cuda: bool, recipe: TrainingRecipe) -> torch.dtype:
+    """The weights' dtype; on CPU they stay fp32 (precision bf16 there means autocast)."""
+    if recipe.precision == "fp32" or not cuda:
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+
+
+def cpu_autocast(cuda: bool, recipe: TrainingRecipe) -> bool:
+    return not cuda and recipe.precision == "bf16"
 
 
 def load_model(path: str, job: TrainingJob, *, quantize: bool = False) -> Any:
     cuda = use_cuda(job)
-    kwargs: dict[str, Any] = {"dtype": _dtype(cuda), "local_files_only": True, "trust_remote_code": False}
+    kwargs: dict[str, Any] = {
+        "dtype": _dtype(cuda, job.recipe),
+        "local_files_only": True,
+        "trust_remote_code": False,
+    }
     if quantize:
         from transformers import BitsAndBytesConfig
 
@@ -234,7 +245,7 @@ def load_model(path: str, job: TrainingJob, *, quantize: bool = False) -> Any:
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=_dtype(cuda),
+            bnb_4bit_compute_dtype=_dtype(cuda, job.recipe),
         )
         kwargs["device_map"] = {"": 0}
     model = load_causal_lm(path, **kwargs)
@@ -291,7 +302,7 @@ def common_arguments(job: TrainingJob, has_eval: bool) -> dict[str, Any]:
         "report_to": "none",
         "disable_tqdm": True,
         "use_cpu": not cuda,
-        "bf16": _dtype(cuda) == torch.bfloat16,
+        "bf16": _dtype(cuda, recipe) == torch.bfloat16 or cpu_autocast(cuda, recipe),
         "dataloader_num_workers": 0,
         "include_num_input_tokens_seen": "non_padding",
         "gradient_checkpointing": recipe.gradient_checkpointing,

@@ -91,6 +91,35 @@ def test_adapter_methods_lower_the_loss_and_train_the_adapter(
     _no_pickles(Path(job.output_dir))
 
 
+def test_precision_bf16_on_cpu_trains_fp32_weights_under_bf16_autocast(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from services.core.models import load_tokenizer
+    from services.training.methods import build_trainer
+
+    job = job_for(tmp_path, recipe("sft-lora", precision="bf16"), base_dir=tiny_model)
+    trainer = build_trainer(job, load_tokenizer(tiny_model), [])
+    assert trainer.accelerator.mixed_precision == "bf16"
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+    seen: list[torch.dtype] = []
+    hook = (
+        trainer.model.get_base_model()
+        .model.layers[0]
+        .self_attn.q_proj.base_layer.register_forward_hook(
+            lambda module, args, output: seen.append(output.dtype)
+        )
+    )
+    trainer.train()
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}  # the matmuls ran in bf16
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+    fp32 = build_trainer(
+        job_for(tmp_path / "fp32", recipe("sft-lora"), base_dir=tiny_model), load_tokenizer(tiny_model), []
+    )
+    assert fp32.accelerator.mixed_precision == "no"
+
+
 def test_full_fine_tune_changes_the_base_weights(tiny_model: Path, tmp_path: Path) -> None:
     report = train(job_for(tmp_path, recipe("sft-full", learning_rate=1e-3), base_dir=tiny_model))
     losses = report.train_losses()
