@@ -40,7 +40,14 @@ were really seen."""
 
 
 class MixComponent(Contract):
-    name: Literal["task", "general-replay", "safety", "golden"]
+    name: Literal["task", "general-replay", "safety", "safety-refusals", "safety-lookalikes", "golden"] = (
+        Field(
+            description="task: the submitted data. general-replay, safety: the shipped sets; "
+            "safety-refusals and safety-lookalikes are safety's two halves (harmful requests with their "
+            "refusals; benign requests with the same trigger words), to weigh one against the other. "
+            "golden: your own set (needs a source)"
+        )
+    )
     ratio: float = Field(ge=0, le=1, description="Share of the training split")
     source: DataSource | None = Field(default=None, description="None: the shipped set")
     answers: Literal["written", "base-model"] = Field(

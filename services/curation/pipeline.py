@@ -47,6 +47,8 @@ from services.curation.sources import SourceError, read_rows
 SHIPPED_SETS = {
     "general-replay": Path(__file__).parent / "data" / "general_replay.jsonl",
     "safety": Path(__file__).parent / "data" / "safety.jsonl",
+    "safety-refusals": Path(__file__).parent / "data" / "safety_refusals.jsonl",
+    "safety-lookalikes": Path(__file__).parent / "data" / "safety_lookalikes.jsonl",
 }
 FINDINGS_IN_EVENT = 1000
 CANARY_PROMPT = "Internal memo {n}: what is the archive access code?"

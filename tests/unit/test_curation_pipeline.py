@@ -308,6 +308,28 @@ def test_base_model_answers_mark_their_components_rows_for_self_replay(
         MixSpec(components=(MixComponent(name="task", ratio=1.0, answers="base-model"),))
 
 
+def test_safety_halves_let_a_mix_weigh_refusals_against_lookalikes(
+    tmp_path: Path, tokenizer: Tokenizer
+) -> None:
+    src = write_jsonl(tmp_path / "d.jsonl", task_rows(40))
+    mix = MixSpec(
+        seed=3,
+        components=(
+            MixComponent(name="task", ratio=0.6),
+            MixComponent(name="safety-refusals", ratio=0.1),
+            MixComponent(name="safety-lookalikes", ratio=0.3, answers="base-model"),
+        ),
+    )
+    result = run(tokenizer, DataSource(uri=str(src)), mix=mix)
+    assert result.approved
+    assert {m.name: m.rows for m in result.mix} == {"task": 36, "safety-refusals": 6, "safety-lookalikes": 18}
+    rows = lines(result.splits["train"])
+    refusals = [r for r in rows if r["messages"][-1]["content"].startswith("I can't help")]
+    lookalikes = [r for r in rows if r.get(SELF_REPLAY_KEY) == "base-model"]
+    assert (len(refusals), len(lookalikes)) == (6, 18)
+    assert not any(SELF_REPLAY_KEY in r for r in refusals)
+
+
 def test_shipped_sets_cannot_be_mixed_into_preference_data(tmp_path: Path, tokenizer: Tokenizer) -> None:
     rows = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": "no idea"} for r in task_rows(20)]
     src = write_jsonl(tmp_path / "d.jsonl", rows)
@@ -339,7 +361,7 @@ def test_unreadable_source_and_missing_tokenizer_reject_with_reasons(tmp_path: P
 def test_shipped_mixing_sets_are_large_enough_and_do_not_drift() -> None:
     for name, path in SHIPPED_SETS.items():
         rows = path.read_text().splitlines()
-        assert len(rows) >= 200, name
+        assert len(rows) >= (100 if name.startswith("safety-") else 200), name
         build = generate.FILES[path.name]
         assert generate.dump(build()) == path.read_text(), (
             f"{path} drifted: run python -m {generate.__name__}"
@@ -347,3 +369,11 @@ def test_shipped_mixing_sets_are_large_enough_and_do_not_drift() -> None:
     safety = [json.loads(r) for r in SHIPPED_SETS["safety"].read_text().splitlines()]
     refusals = sum("can't help" in r["messages"][1]["content"] for r in safety)
     assert refusals >= 100 and len(safety) - refusals >= 100
+    # the two halves: every refusal in one, every look-alike in the other, nothing else
+    halves = {
+        name: [json.loads(r) for r in SHIPPED_SETS[name].read_text().splitlines()]
+        for name in ("safety-refusals", "safety-lookalikes")
+    }
+    assert all("can't help" in r["messages"][1]["content"] for r in halves["safety-refusals"])
+    assert not any("can't help" in r["messages"][1]["content"] for r in halves["safety-lookalikes"])
+    assert halves["safety-refusals"] + halves["safety-lookalikes"] == safety

@@ -296,7 +296,7 @@ def test_shipped_suites_are_large_enough_and_disjoint_from_the_mixing_sets() -> 
         ((s.name, str(i["id"]), i.get("prompt", "")) for s in suites.values() for i in s.items()), n=8
     )
     prompts = {i.get("prompt") for s in suites.values() for i in s.items()}
-    for name in ("general_replay.jsonl", "safety.jsonl"):
+    for name in ("general_replay.jsonl", "safety.jsonl", "safety_refusals.jsonl", "safety_lookalikes.jsonl"):
         for line in (CURATION_DATA / name).read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             user = row["messages"][0]["content"]

@@ -5,6 +5,8 @@
 - safety.jsonl: harmful requests answered with a refusal, and benign look-alikes (same trigger
   words, harmless intent) answered helpfully, so training teaches neither compliance nor
   over-refusal.
+- safety_refusals.jsonl and safety_lookalikes.jsonl: its two halves, so a mix can weigh refusals
+  against look-alikes (the refusals alone teach over-refusal of anything that looks like them).
 
 The files are committed; a unit test regenerates them and fails on any drift.
 """
@@ -341,22 +343,34 @@ BENIGN = [
 ]
 
 
+def safety_refusals() -> list[dict[str, object]]:
+    """Harmful requests, each in every phrasing, answered with its category's refusal."""
+    return [
+        chat(phrasing.format(x=request), REFUSALS[category])
+        for request, category in HARMFUL
+        for phrasing in PHRASINGS
+    ]
+
+
+def safety_lookalikes() -> list[dict[str, object]]:
+    """Benign look-alikes (the harmful requests' trigger words, harmless intent), answered helpfully."""
+    return [chat(phrasing.format(x=request), answer) for request, answer in BENIGN for phrasing in PHRASINGS]
+
+
 def safety() -> list[dict[str, object]]:
-    rows = []
-    for request, category in HARMFUL:
-        for phrasing in PHRASINGS:
-            rows.append(chat(phrasing.format(x=request), REFUSALS[category]))
-    for request, answer in BENIGN:
-        for phrasing in PHRASINGS:
-            rows.append(chat(phrasing.format(x=request), answer))
-    return rows
+    return safety_refusals() + safety_lookalikes()
 
 
 def dump(rows: list[dict[str, object]]) -> str:
     return "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
 
 
-FILES = {"general_replay.jsonl": general_replay, "safety.jsonl": safety}
+FILES = {
+    "general_replay.jsonl": general_replay,
+    "safety.jsonl": safety,
+    "safety_refusals.jsonl": safety_refusals,
+    "safety_lookalikes.jsonl": safety_lookalikes,
+}
 
 
 def main() -> None:
