@@ -66,6 +66,23 @@ serving process loads base models and adapters from worker threads, so loads mus
 """
 
 
+INFERENCE_DTYPES = ("auto", "bf16", "fp32")
+
+
+def inference_dtype(setting: str, device: str) -> Any:
+    """The torch dtype inference loads weights in. auto: bf16 on CUDA, fp32 on CPU; bf16 on a CPU
+    halves the memory traffic of every matmul (about 1.5-2x faster generation on CPUs with native
+    bf16, such as AVX512-BF16 or AMX), and its answers differ from fp32's in places, so evaluation and
+    serving should use the same setting."""
+    import torch
+
+    if setting not in INFERENCE_DTYPES:
+        raise ValueError(f"dtype {setting!r}: choose one of {', '.join(INFERENCE_DTYPES)}")
+    if setting == "bf16" or (setting == "auto" and device == "cuda"):
+        return torch.bfloat16
+    return torch.float32
+
+
 def load_causal_lm(path: str | os.PathLike[str], **kwargs: Any) -> Any:
     """`AutoModelForCausalLM.from_pretrained` from local files, no remote code, under MODEL_BUILD_LOCK."""
     from transformers import AutoModelForCausalLM

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.refs import QuantizationConfig
-from services.core.models import MODEL_BUILD_LOCK, attach_adapter, load_tokenizer
+from services.core.models import MODEL_BUILD_LOCK, attach_adapter, inference_dtype, load_tokenizer
 from services.core.models import check_adapter as core_check_adapter
 from services.core.models import refuse_pickles as core_refuse_pickles
 
@@ -59,7 +59,9 @@ BATCH_SIZE = 32
 
 
 class Engine:
-    def __init__(self, base_dir: str | Path, *, device: str = "cpu", batch_size: int = BATCH_SIZE) -> None:
+    def __init__(
+        self, base_dir: str | Path, *, device: str = "cpu", batch_size: int = BATCH_SIZE, dtype: str = "auto"
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -72,8 +74,7 @@ class Engine:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        self._dtype = dtype
+        self._dtype = inference_dtype(dtype, device)
         self._auto = AutoModelForCausalLM
         self.base = self._load(self.base_dir)
         self.model: Any = self.base  # becomes a PeftModel once an adapter is attached

@@ -22,7 +22,7 @@ from schemas.evaluation import ArmScore, Comparison, GateResult, SuiteResult
 from schemas.gate_policy import GatePolicy
 from schemas.refs import ArtifactRef, ModelRef
 from services.core.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
-from services.core.models import BaseMismatch, ModelResolutionError, resolve_exact_base
+from services.core.models import BaseMismatch, ModelResolutionError, inference_dtype, resolve_exact_base
 from services.core.suites import Suite, all_suites
 from services.evaluation.engine import BATCH_SIZE, Engine, EngineError
 from services.evaluation.gates import evaluate_gates
@@ -62,6 +62,7 @@ class EvalOptions:
     latency_tokens: int = 16
     latency_items: int = 8
     latency_rounds: int = 3
+    dtype: str = "auto"
     bootstrap_samples: int = 2000
     cache: bool = True
 
@@ -186,8 +187,9 @@ class Evaluator:
 
     # -- running --------------------------------------------------------------------------------
     def _cache_key(self, base_sha: str, plan: SuitePlan, arm: str, tag: str, tokenizer: str) -> str:
+        dtype = str(inference_dtype(self.options.dtype, self.options.device))
         settings = content_hash(
-            ENGINE_VERSION, plan.max_new_tokens, plan.few_shot if arm == "few-shot" else 0, tokenizer
+            ENGINE_VERSION, plan.max_new_tokens, plan.few_shot if arm == "few-shot" else 0, tokenizer, dtype
         )
         return f"{CACHE_PREFIX}/{base_sha}/{plan.ref.sha256}/{tag}-{settings[:16]}.json"
 
@@ -261,7 +263,12 @@ class Evaluator:
     def _engine(self, candidate: ModelRef, production: ModelRef | None, *, base_arms: bool) -> Engine:
         base_dir = self._base_dir(candidate)
         try:
-            engine = Engine(base_dir, device=self.options.device, batch_size=self.options.batch_size)
+            engine = Engine(
+                base_dir,
+                device=self.options.device,
+                batch_size=self.options.batch_size,
+                dtype=self.options.dtype,
+            )
             if base_arms:
                 engine.add_base_arm("baseline")
                 engine.add_base_arm("few-shot")
@@ -367,6 +374,7 @@ class Evaluator:
             "generated_items": self.generated_items,
             "timings": timings,
             "device": self.options.device,
+            "dtype": str(inference_dtype(self.options.dtype, self.options.device)).removeprefix("torch."),
         }
         return Outcome(results, gates, notes, report, timings)
 

@@ -40,6 +40,7 @@ def build_backend(settings: ServingSettings, store: ArtifactStore) -> Backend:
         model_cache=settings.core.model_cache,
         work_dir=work_dir,
         device=settings.device,
+        dtype=settings.dtype,
         max_batch_size=settings.max_batch_size,
         batch_wait_ms=settings.batch_wait_ms,
         max_resident_adapters=settings.max_resident_adapters,

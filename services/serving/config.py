@@ -27,6 +27,11 @@ class ServingSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535, description="HTTP port (0: any free port)")
     backend: Literal["transformers", "vllm"] = "transformers"
     device: str = Field(default="cpu", description="transformers backend: cpu or cuda")
+    dtype: Literal["auto", "bf16", "fp32"] = Field(
+        default="auto",
+        description="transformers backend weights' dtype: auto is bf16 on CUDA, fp32 on CPU; match the "
+        "evaluation service's setting, so what is served is what was evaluated",
+    )
     max_batch_size: int = Field(default=8, ge=1, description="Requests decoded in one generate call")
     batch_wait_ms: float = Field(default=10.0, ge=0, description="How long a batch waits to fill")
     max_resident_adapters: int = Field(default=4, ge=1, description="Adapters kept loaded per base (LRU)")

@@ -26,6 +26,7 @@ from services.core.models import (
     ModelResolutionError,
     attach_adapter,
     check_adapter,
+    inference_dtype,
     load_causal_lm,
     load_tokenizer,
     refuse_pickles,
@@ -112,6 +113,7 @@ class TransformersBackend:
         model_cache: str,
         work_dir: Path,
         device: str = "cpu",
+        dtype: str = "auto",
         max_batch_size: int = 8,
         batch_wait_ms: float = 10.0,
         max_resident_adapters: int = 4,
@@ -121,6 +123,7 @@ class TransformersBackend:
         self.model_cache = model_cache
         self.work_dir = work_dir
         self.device = device
+        self.dtype = dtype
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_ms / 1000
         self.max_resident_adapters = max_resident_adapters
@@ -158,6 +161,7 @@ class TransformersBackend:
             return {
                 "backend": self.name,
                 "device": self.device,
+                "dtype": self.dtype,
                 "models": list(self.engines),
                 "resident_adapters": {k: list(e.adapters) for k, e in self.engines.items()},
                 "batches": self.batches,
@@ -270,11 +274,8 @@ class TransformersBackend:
         return target
 
     def _load_model(self, folder: Path) -> Any:
-        import torch
-
         refuse_pickles(folder, "model weights", BackendError)
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        model: Any = load_causal_lm(folder, dtype=dtype)
+        model: Any = load_causal_lm(folder, dtype=inference_dtype(self.dtype, self.device))
         return model.to(self.device).eval()
 
     def _engine(self, ref: ModelRef) -> _Engine:

@@ -163,3 +163,27 @@ def test_an_lm_eval_task_scores_candidate_and_base_per_document(
     second = evaluator(store, tmp_path, model_cache, "two", suites=("arith",), latency_items=0)
     second.run(ref, GatePolicy())
     assert "arith/baseline" in second.cache_hits
+
+
+def test_dtype_bf16_evaluates_bf16_weights_and_keeps_its_own_cached_baselines(
+    store: ArtifactStore, tmp_path: Path, tiny_model: Path, model_cache: Path
+) -> None:
+    import torch
+
+    from services.core.models import inference_dtype
+    from services.evaluation.engine import Engine
+
+    assert {p.dtype for p in Engine(tiny_model, dtype="bf16").base.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in Engine(tiny_model).base.parameters()} == {torch.float32}
+    with pytest.raises(ValueError, match="choose one of auto, bf16, fp32"):
+        inference_dtype("fp8", "cpu")
+    ref = candidate(store, tiny_model, make_adapter(tiny_model, tmp_path / "a", ["q_proj", "v_proj"]))
+    fp32 = evaluator(store, tmp_path, model_cache, "fp32", latency_items=0)
+    fp32.run(ref, GatePolicy())
+    bf16 = evaluator(store, tmp_path, model_cache, "bf16", latency_items=0, dtype="bf16")
+    outcome = bf16.run(ref, GatePolicy())
+    assert not bf16.cache_hits  # fp32 answers are not bf16 answers
+    assert {r.kind for r in outcome.suites} >= {"target", "capability", "safety"}
+    again = evaluator(store, tmp_path, model_cache, "bf16-again", latency_items=0, dtype="bf16")
+    again.run(ref, GatePolicy())
+    assert "capability/baseline" in again.cache_hits

@@ -140,3 +140,19 @@ def test_the_first_requests_on_a_base_render_their_prompts_together(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[0] == "0", result.stdout
+
+
+async def test_dtype_bf16_serves_from_bf16_weights_on_cpu(
+    tiny_model: Path, model_cache: Path, store: ArtifactStore, tmp_path: Path
+) -> None:
+    import torch
+
+    bf16 = backend(store, model_cache, tmp_path / "bf16", dtype="bf16")
+    [text] = await answers(bf16, [(base_ref(tiny_model), PROMPTS[0])])
+    assert text and bf16.status()["dtype"] == "bf16"
+    [engine] = bf16.engines.values()
+    assert {p.dtype for p in engine.model.parameters()} == {torch.bfloat16}
+    fp32 = backend(store, model_cache, tmp_path / "fp32")
+    await answers(fp32, [(base_ref(tiny_model), PROMPTS[0])])
+    [engine] = fp32.engines.values()
+    assert {p.dtype for p in engine.model.parameters()} == {torch.float32}  # auto on CPU
