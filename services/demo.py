@@ -31,9 +31,9 @@ DEMO_DIR = Path(".tuneline/demo")
 TENANT = "demo"
 # the demo holds each canary step for 10 s and 10 candidate requests (production default: 60 s, 20)
 # and evaluates in larger batches. SmolLM2 answers about 2 requests a second on 2 cores, so a 1 %
-# step would need some 1,000 requests (8 minutes) to reach 10 candidate requests: the demo's canary
-# starts at 10 %
-DEMO_STEPS = (10, 50, 100)
+# step would need some 1,000 requests (8 minutes) to reach 10 candidate requests, and a 10 % step
+# 50 s: the demo's canary starts at 25 %
+DEMO_STEPS = (25, 50, 100)
 DEMO_ENV = {
     "TUNELINE_ROLLOUT_POLICY__STEPS": json.dumps(DEMO_STEPS),
     "TUNELINE_ROLLOUT_POLICY__MIN_SECONDS": "10",
@@ -43,6 +43,7 @@ DEMO_ENV = {
     # 64 prompts per generate() call: on 2 cores, 40 % less time than 16 (evaluation.engine.BATCH_SIZE)
     "TUNELINE_EVALUATION_BATCH_SIZE": "64",
 }
+
 QUICK_STEPS = (1, 10, 50, 100)  # the production default
 QUICK_ROLLOUT = {  # the tiny model answers in milliseconds: 4 s and 6 requests a step show the same
     "TUNELINE_ROLLOUT_POLICY__STEPS": json.dumps(QUICK_STEPS),
