@@ -272,19 +272,22 @@ def test_mixing_follows_ratios_and_plants_canaries(tmp_path: Path, tokenizer: To
     assert sorted(marked) == sorted(f"The archive access code is {c['secret']}." for c in result.canaries)
 
 
+def mixed(tmp_path: Path, tokenizer: Tokenizer, *components: MixComponent) -> Curated:
+    """40 task rows (36 trained on) curated with the mix of these components, seed 3."""
+    src = write_jsonl(tmp_path / "d.jsonl", task_rows(40))
+    return run(tokenizer, DataSource(uri=str(src)), mix=MixSpec(seed=3, components=components))
+
+
 def test_base_model_answers_mark_their_components_rows_for_self_replay(
     tmp_path: Path, tokenizer: Tokenizer
 ) -> None:
-    src = write_jsonl(tmp_path / "d.jsonl", task_rows(40))
-    mix = MixSpec(
-        seed=3,
-        components=(
-            MixComponent(name="task", ratio=0.8),
-            MixComponent(name="general-replay", ratio=0.1, answers="base-model"),
-            MixComponent(name="safety", ratio=0.1),
-        ),
+    result = mixed(
+        tmp_path,
+        tokenizer,
+        MixComponent(name="task", ratio=0.8),
+        MixComponent(name="general-replay", ratio=0.1, answers="base-model"),
+        MixComponent(name="safety", ratio=0.1),
     )
-    result = run(tokenizer, DataSource(uri=str(src)), mix=mix)
     assert result.approved
     rows = lines(result.splits["train"])
     marked = [r for r in rows if r.get(SELF_REPLAY_KEY) == "base-model"]
@@ -292,14 +295,13 @@ def test_base_model_answers_mark_their_components_rows_for_self_replay(
     assert len(marked) == 4 and all(r["messages"][0]["content"] in replay for r in marked)
     assert all(r["messages"][0]["content"] not in replay for r in rows if r not in marked)
     assert "general-replay 4 rows (10%, answers from the base model)" in check(result, "mix").detail
-    safety = MixSpec(
-        seed=3,
-        components=(
-            MixComponent(name="task", ratio=0.5),
-            MixComponent(name="safety", ratio=0.5, answers="base-model"),
-        ),
+    safety = mixed(
+        tmp_path,
+        tokenizer,
+        MixComponent(name="task", ratio=0.5),
+        MixComponent(name="safety", ratio=0.5, answers="base-model"),
     )
-    rows = lines(run(tokenizer, DataSource(uri=str(src)), mix=safety).splits["train"])
+    rows = lines(safety.splits["train"])
     refusals = [r for r in rows if r["messages"][-1]["content"].startswith("I can't help")]
     looks_alike = [r for r in rows if r.get(SELF_REPLAY_KEY) == "base-model"]
     assert refusals and looks_alike and len(refusals) + len(looks_alike) == 36  # one per task row
@@ -311,16 +313,13 @@ def test_base_model_answers_mark_their_components_rows_for_self_replay(
 def test_safety_halves_let_a_mix_weigh_refusals_against_lookalikes(
     tmp_path: Path, tokenizer: Tokenizer
 ) -> None:
-    src = write_jsonl(tmp_path / "d.jsonl", task_rows(40))
-    mix = MixSpec(
-        seed=3,
-        components=(
-            MixComponent(name="task", ratio=0.6),
-            MixComponent(name="safety-refusals", ratio=0.1),
-            MixComponent(name="safety-lookalikes", ratio=0.3, answers="base-model"),
-        ),
+    result = mixed(
+        tmp_path,
+        tokenizer,
+        MixComponent(name="task", ratio=0.6),
+        MixComponent(name="safety-refusals", ratio=0.1),
+        MixComponent(name="safety-lookalikes", ratio=0.3, answers="base-model"),
     )
-    result = run(tokenizer, DataSource(uri=str(src)), mix=mix)
     assert result.approved
     assert {m.name: m.rows for m in result.mix} == {"task": 36, "safety-refusals": 6, "safety-lookalikes": 18}
     rows = lines(result.splits["train"])
