@@ -25,7 +25,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
     from schemas.refs import BaseModelRef
@@ -66,7 +66,9 @@ serving process loads base models and adapters from worker threads, so loads mus
 """
 
 
-INFERENCE_DTYPES = ("auto", "bf16", "fp32")
+InferenceDtype = Literal["auto", "bf16", "fp32"]
+"""The dtype setting of evaluation and serving (their settings' `dtype`)."""
+INFERENCE_DTYPES: tuple[str, ...] = get_args(InferenceDtype)
 
 
 def inference_dtype(setting: str, device: str) -> Any:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.core.models import InferenceDtype
 from services.core.settings import CoreSettings
 from services.evaluation.engine import BATCH_SIZE
 
@@ -22,7 +23,7 @@ class EvaluationSettings(BaseSettings):
         "The target suite (the dataset's held-out split) and memorization (its canaries) always run",
     )
     batch_size: int = Field(default=BATCH_SIZE, ge=1, description="Prompts per generate() call")
-    dtype: Literal["auto", "bf16", "fp32"] = Field(
+    dtype: InferenceDtype = Field(
         default="auto",
         description="Weights' dtype: auto is bf16 on CUDA, fp32 on CPU; bf16 on a CPU with native bf16 "
         "generates about 1.5-2x faster. Use the serving service's setting, so what is evaluated is "

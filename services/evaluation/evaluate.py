@@ -186,10 +186,17 @@ class Evaluator:
         return next((s for s in self._all_suites() if s.kind == "latency"), None)
 
     # -- running --------------------------------------------------------------------------------
+    def _dtype_name(self) -> str:
+        """The weights' dtype the engine runs in, e.g. float32."""
+        return str(inference_dtype(self.options.dtype, self.options.device)).removeprefix("torch.")
+
     def _cache_key(self, base_sha: str, plan: SuitePlan, arm: str, tag: str, tokenizer: str) -> str:
-        dtype = str(inference_dtype(self.options.dtype, self.options.device))
         settings = content_hash(
-            ENGINE_VERSION, plan.max_new_tokens, plan.few_shot if arm == "few-shot" else 0, tokenizer, dtype
+            ENGINE_VERSION,
+            plan.max_new_tokens,
+            plan.few_shot if arm == "few-shot" else 0,
+            tokenizer,
+            self._dtype_name(),
         )
         return f"{CACHE_PREFIX}/{base_sha}/{plan.ref.sha256}/{tag}-{settings[:16]}.json"
 
@@ -374,7 +381,7 @@ class Evaluator:
             "generated_items": self.generated_items,
             "timings": timings,
             "device": self.options.device,
-            "dtype": str(inference_dtype(self.options.dtype, self.options.device)).removeprefix("torch."),
+            "dtype": self._dtype_name(),
         }
         return Outcome(results, gates, notes, report, timings)
 

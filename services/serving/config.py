@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.core.models import InferenceDtype
 from services.core.settings import CoreSettings
 
 
@@ -27,7 +28,7 @@ class ServingSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535, description="HTTP port (0: any free port)")
     backend: Literal["transformers", "vllm"] = "transformers"
     device: str = Field(default="cpu", description="transformers backend: cpu or cuda")
-    dtype: Literal["auto", "bf16", "fp32"] = Field(
+    dtype: InferenceDtype = Field(
         default="auto",
         description="transformers backend weights' dtype: auto is bf16 on CUDA, fp32 on CPU; match the "
         "evaluation service's setting, so what is served is what was evaluated",

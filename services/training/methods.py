@@ -227,10 +227,6 @@ def _dtype(cuda: bool, recipe: TrainingRecipe) -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
 
 
-def cpu_autocast(cuda: bool, recipe: TrainingRecipe) -> bool:
-    return not cuda and recipe.precision == "bf16"
-
-
 def load_model(path: str, job: TrainingJob, *, quantize: bool = False) -> Any:
     cuda = use_cuda(job)
     kwargs: dict[str, Any] = {
@@ -302,7 +298,8 @@ def common_arguments(job: TrainingJob, has_eval: bool) -> dict[str, Any]:
         "report_to": "none",
         "disable_tqdm": True,
         "use_cpu": not cuda,
-        "bf16": _dtype(cuda, recipe) == torch.bfloat16 or cpu_autocast(cuda, recipe),
+        # bf16 weights on CUDA; on CPU, precision bf16 is autocast over fp32 weights
+        "bf16": _dtype(cuda, recipe) == torch.bfloat16 or (not cuda and recipe.precision == "bf16"),
         "dataloader_num_workers": 0,
         "include_num_input_tokens_seen": "non_padding",
         "gradient_checkpointing": recipe.gradient_checkpointing,
