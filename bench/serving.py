@@ -110,7 +110,9 @@ async def router_overhead(
     await table.put(RouteEntry(route="bench", tenant="default", stable=base_ref), 0)
     await nc.close()
     serving = build_serving(
-        ServingSettings(core=core, port=0, work_dir=str(tmp / "serving"), batch_wait_ms=0)
+        ServingSettings(
+            core=core, port=0, work_dir=str(tmp / "serving"), batch_wait_ms=0, allow_anonymous=True
+        )
     )
     app_task = asyncio.create_task(serving.runtime.app.run())
     while serving.port is None:

@@ -92,6 +92,8 @@ class Stack:
                 "TUNELINE_MERGING_WORK_DIR": str((self.config.data_dir / "work" / "merging").resolve()),
                 "TUNELINE_SERVING_WORK_DIR": str((self.config.data_dir / "work" / "serving").resolve()),
                 "TUNELINE_SERVING_PORT": str(self.config.serving_port),
+                # the embedded stack serves on loopback for one person; deployments set API keys
+                "TUNELINE_SERVING_ALLOW_ANONYMOUS": "true",
                 "TUNELINE_REGISTRY_HTTP_PORT": str(self.config.dashboard_port),
             }
         )

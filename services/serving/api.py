@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -10,11 +11,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from services.serving.protocol import ErrorBody, ErrorResponse
 from services.serving.routing import RequestRefused
 from services.serving.service import Kind, Prepared, ServingService
+
+log = logging.getLogger(__name__)
 
 
 def error_response(refused: RequestRefused) -> JSONResponse:
@@ -22,6 +24,37 @@ def error_response(refused: RequestRefused) -> JSONResponse:
         error=ErrorBody(message=refused.message, type=refused.kind, code=refused.code, param=refused.param)
     )
     return JSONResponse(body.model_dump(), status_code=refused.status)
+
+
+def internal_error(error: BaseException) -> RequestRefused:
+    return RequestRefused(
+        500, f"internal error ({type(error).__name__}); the request was logged, retry it or report it",
+        kind="server_error", code="internal-error",
+    )  # fmt: skip
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body, refused with 413 beyond `limit` bytes (read in chunks, never whole)."""
+    too_large = RequestRefused(
+        413, f"the request body is larger than this server's limit of {limit} bytes; send a smaller body",
+        kind="invalid_request_error", code="request-too-large",
+    )  # fmt: skip
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RequestRefused(400, "the request body is not JSON", kind="invalid_request_error",
+                             code="invalid-body") from None  # fmt: skip
+    except RecursionError:
+        raise RequestRefused(400, "the request body is nested too deeply to be a request; flatten it",
+                             kind="invalid_request_error", code="invalid-body") from None  # fmt: skip
 
 
 def _choice(p: Prepared, text: str, finish_reason: str) -> dict[str, Any]:
@@ -40,30 +73,35 @@ def _envelope(p: Prepared, request_id: str) -> dict[str, Any]:
     }
 
 
-def create_http_app(
-    service: ServingService, registry: CollectorRegistry, health: Callable[[], dict[str, Any]]
-) -> FastAPI:
+def create_http_app(service: ServingService, health: Callable[[], dict[str, Any]]) -> FastAPI:
+    """The public API. Prometheus' /metrics is not here: the runtime serves it on the internal
+    `TUNELINE_METRICS_PORT`, because its labels name every tenant's routes."""
     app = FastAPI(title="tuneline serving", version="1", docs_url=None, redoc_url=None)
 
     async def answer(request: Request, kind: Kind) -> Response:
         try:
-            tenant = service.tenant_for(request.headers.get("authorization"))
-            try:
-                body = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise RequestRefused(400, "the request body is not JSON", kind="invalid_request_error",
-                                     code="invalid-body") from None  # fmt: skip
-            prepared = await service.prepare(tenant, body, kind)
-            request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
-            if body.get("stream"):
-                return StreamingResponse(
-                    _sse(service, prepared, request_id),
-                    media_type="text/event-stream",
-                    headers=service.headers(prepared),
-                )
-            result = await service.complete(prepared)
+            return await _answer(request, kind)
         except RequestRefused as refused:
+            service.metrics.refused.labels(str(refused.status), refused.code).inc()
             return error_response(refused)
+        except Exception as error:
+            log.exception("%s request failed", kind)
+            failure = internal_error(error)
+            service.metrics.refused.labels(str(failure.status), failure.code).inc()
+            return error_response(failure)
+
+    async def _answer(request: Request, kind: Kind) -> Response:
+        tenant = service.tenant_for(request.headers.get("authorization"))
+        body = await read_json(request, service.settings.max_body_bytes)
+        prepared = await service.prepare(tenant, body, kind)
+        request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
+        if body.get("stream"):
+            return StreamingResponse(
+                _sse(service, prepared, request_id),
+                media_type="text/event-stream",
+                headers=service.headers(prepared),
+            )
+        result = await service.complete(prepared)
         payload = _envelope(prepared, request_id) | {
             "choices": [_choice(prepared, result.text, result.finish_reason)],
             "usage": {
@@ -109,12 +147,11 @@ def create_http_app(
 
     @app.get("/health")
     async def health_check() -> Response:
+        # anyone can reach this port: the answer says up or not, never routes, tenants or adapters
+        # (those are on the internal metrics port and the NATS health query)
         status = health()
-        return JSONResponse(status, status_code=200 if status.get("status") == "ok" else 503)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        public = {key: status[key] for key in ("service", "status", "uptime_s") if key in status}
+        return JSONResponse(public, status_code=200 if status.get("status") == "ok" else 503)
 
     return app
 

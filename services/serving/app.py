@@ -99,7 +99,7 @@ def build_serving(settings: ServingSettings) -> Serving:
         serving.tasks.append(asyncio.create_task(table.watch(service.book.apply, serving.routes_ready)))
         serving.tasks.append(asyncio.create_task(_windows(service, settings.window_s)))
         await asyncio.wait_for(serving.routes_ready.wait(), 30)
-        http = create_http_app(service, runtime.metrics.registry, serving.health)
+        http = create_http_app(service, serving.health)
         config = uvicorn.Config(
             http, host=settings.host, port=settings.port, log_level="warning", lifespan="off"
         )

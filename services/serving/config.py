@@ -38,6 +38,9 @@ class ServingSettings(BaseSettings):
     max_resident_adapters: int = Field(default=4, ge=1, description="Adapters kept loaded per base (LRU)")
     max_resident_models: int = Field(default=2, ge=1, description="Full-weight versions kept loaded (LRU)")
     max_tokens_limit: int = Field(default=512, ge=1, description="Largest max_tokens a request may ask for")
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above it)"
+    )
     window_s: float = Field(default=5.0, gt=0, description="serving.window period")
     work_dir: str = Field(default=".tuneline/serving", description="Fetched adapters and weights")
     replica: str = Field(
@@ -48,8 +51,9 @@ class ServingSettings(BaseSettings):
     )
     api_keys_file: Path | None = Field(default=None, description="The same mapping in a JSON file")
     allow_anonymous: bool = Field(
-        default=True,
-        description="Requests without a key act as the default tenant; set false whenever keys are set",
+        default=False,
+        description="Requests without a key act as the default tenant (a private single-tenant server "
+        "only); off by default: without keys and without this, every request is refused",
     )
     faults: dict[str, Fault] = Field(
         default_factory=dict,

@@ -6,13 +6,22 @@ import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from schemas.refs import ModelRef
 
+# Below this, a temperature is greedy decoding (vLLM's rule): dividing logits by 1e-300 gives inf
+# and NaN probabilities, which would fail the whole batch the request shares.
+SAMPLING_EPS = 1e-5
+
 
 class BackendError(Exception):
     """A version that cannot be served here; the message names it and what to do."""
+
+
+class PromptRefused(ValueError):
+    """This one request's prompt cannot be generated from (too long, untokenizable): a 400, alone."""
 
 
 @dataclass(frozen=True)
@@ -27,11 +36,13 @@ class Sampling:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 0.0
+        return self.temperature < SAMPLING_EPS
 
     def batch_key(self) -> tuple[object, ...]:
         """Requests whose settings share this key can be decoded in one batch."""
-        return (self.greedy, self.temperature, self.top_p, self.seed)
+        if self.greedy:
+            return (True,)  # greedy decoding ignores temperature, top_p and seed
+        return (False, self.temperature, self.top_p, self.seed)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +100,10 @@ class Backend(Protocol):
 
     def chat_prompt(self, ref: ModelRef, messages: list[dict[str, str]]) -> str: ...
 
+    def check_prompt(self, ref: ModelRef, prompt: str, max_tokens: int) -> int:
+        """The prompt's token count; `PromptRefused` when it and `max_tokens` exceed the context."""
+        ...
+
     def status(self) -> dict[str, Any]: ...
 
 
@@ -96,3 +111,32 @@ def cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
     """`text` up to the first stop sequence, and whether one was found."""
     cuts = [i for i in (text.find(s) for s in stops if s) if i >= 0]
     return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def context_length(base_dir: Path) -> int | None:
+    """The model's context window in tokens, from its `config.json` (None when it does not say)."""
+    try:
+        config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    for key in CONTEXT_KEYS:
+        value = config.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def within_context(prompt_tokens: int, max_tokens: int, context: int | None) -> int:
+    """`prompt_tokens`, or `PromptRefused` when the prompt and the answer cannot fit the context."""
+    if prompt_tokens == 0:
+        raise PromptRefused("the prompt is empty: send at least one token of text")
+    if context is not None and prompt_tokens + max_tokens > context:
+        raise PromptRefused(
+            f"this model's context is {context} tokens; the prompt has {prompt_tokens} and max_tokens "
+            f"asks for {max_tokens} more: shorten the prompt to at most {max(context - max_tokens, 0)} "
+            "tokens or lower max_tokens"
+        )
+    return prompt_tokens

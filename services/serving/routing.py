@@ -88,20 +88,14 @@ class RouteBook:
 
     def resolve(self, model: str, tenant: str) -> RouteEntry:
         entry = self.routes.get(model)
-        if entry is None:
+        # another tenant's route is answered exactly like a missing one: a 403 would tell a caller
+        # which route names other tenants use
+        if entry is None or entry.tenant != tenant:
             raise RequestRefused(
                 404,
                 f"model {model!r}: no such route; GET /v1/models lists the routes of your API key",
                 kind="invalid_request_error",
                 code="model-not-found",
-                param="model",
-            )
-        if entry.tenant != tenant:
-            raise RequestRefused(
-                403,
-                f"model {model!r} belongs to another tenant; your API key is for tenant {tenant!r}",
-                kind="permission_error",
-                code="tenant-forbidden",
                 param="model",
             )
         return entry

@@ -24,8 +24,16 @@ from schemas.subjects import DECISIONS_PREFIX, DECISIONS_STREAM
 from services.core.bus import EventBus
 from services.core.refusals import is_refusal
 from services.serving.config import Fault, ServingSettings
-from services.serving.generation import Backend, BackendError, Completion, Job, Sampling, fingerprint
-from services.serving.protocol import ChatCompletionRequest, CompletionRequest
+from services.serving.generation import (
+    Backend,
+    BackendError,
+    Completion,
+    Job,
+    PromptRefused,
+    Sampling,
+    fingerprint,
+)
+from services.serving.protocol import ChatCompletionRequest, CompletionRequest, param_of
 from services.serving.routing import Decision, RequestRefused, RouteBook, refuse_weight_choice
 from services.serving.windows import Outcome, WindowCounter
 
@@ -68,8 +76,44 @@ def schema_valid(text: str, schema: dict[str, Any]) -> bool:
     return bool(jsonschema.Draft202012Validator(schema).is_valid(value))
 
 
+def unencodable_string(body: Any) -> str | None:
+    """The JSON path of the first string in `body` that is not valid Unicode (a lone surrogate such
+    as "\\ud800"), or None. Tokenizers raise on such text, so it is refused before batching."""
+    stack: list[tuple[str, Any]] = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return path or "body"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and unencodable_string(key) is None:
+                    stack.append((f"{path}.{key}" if path else key, item))
+                else:
+                    return path or "body"
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def refusal_for(error: Exception) -> RequestRefused:
+    """The OpenAI-shaped error a failed generation answers with: 400 for this request's own prompt,
+    503 for a version this replica cannot serve, 500 for anything else."""
+    if isinstance(error, RequestRefused):
+        return error
+    if isinstance(error, PromptRefused):
+        return RequestRefused(400, str(error), kind="invalid_request_error", code="invalid-prompt")
+    if isinstance(error, BackendError):
+        return RequestRefused(503, f"generation failed: {error}", kind="service_unavailable",
+                              code="version-unavailable")  # fmt: skip
+    return RequestRefused(500, f"generation failed: {type(error).__name__}: {error}", kind="server_error",
+                          code="generation-failed")  # fmt: skip
 
 
 class ServingMetrics:
@@ -84,6 +128,10 @@ class ServingMetrics:
         self.tokens = Counter(
             "tuneline_serving_completion_tokens", "Generated tokens", ["route", "role"], registry=registry
         )
+        self.refused = Counter(
+            "tuneline_serving_refused_requests", "Requests refused before generation, by status and code",
+            ["status", "code"], registry=registry,
+        )  # fmt: skip
 
 
 class ServingService:
@@ -119,11 +167,16 @@ class ServingService:
                     kind="authentication_error", code="invalid-api-key",
                 )  # fmt: skip
             return tenant
-        if self.keys and not self.settings.allow_anonymous:
+        if not self.settings.allow_anonymous:
+            fix = (
+                "send `Authorization: Bearer <key>`"
+                if self.keys
+                else "this server has no API keys: its operator sets TUNELINE_SERVING_API_KEYS "
+                "(or TUNELINE_SERVING_ALLOW_ANONYMOUS=true for a private, single-tenant server)"
+            )
             raise RequestRefused(
-                401, "missing API key: send `Authorization: Bearer <key>`",
-                kind="authentication_error", code="missing-api-key",
-            )  # fmt: skip
+                401, f"missing API key: {fix}", kind="authentication_error", code="missing-api-key"
+            )
         return self.settings.core.tenant
 
     # -- preparing ---------------------------------------------------------------------------------
@@ -132,6 +185,12 @@ class ServingService:
             raise RequestRefused(400, "the request body must be a JSON object", kind="invalid_request_error",
                                  code="invalid-body")  # fmt: skip
         refuse_weight_choice(body)
+        bad = unencodable_string(body)
+        if bad is not None:
+            raise RequestRefused(
+                400, f"{bad} is not valid Unicode (a lone UTF-16 surrogate such as \\ud800): send UTF-8 text",
+                kind="invalid_request_error", code="invalid-text", param=bad,
+            )  # fmt: skip
         try:
             request: ChatCompletionRequest | CompletionRequest = (
                 ChatCompletionRequest.model_validate(body)
@@ -140,8 +199,10 @@ class ServingService:
             )
             sampling = request.sampling(128, self.settings.max_tokens_limit)
         except ValidationError as error:
-            raise RequestRefused(400, describe_validation_error(error), kind="invalid_request_error",
-                                 code="invalid-request") from None  # fmt: skip
+            raise RequestRefused(
+                400, describe_validation_error(error), kind="invalid_request_error", code="invalid-request",
+                param=param_of(error.errors()[0]["loc"]),
+            ) from None  # fmt: skip
         except ValueError as error:
             raise RequestRefused(
                 400, str(error), kind="invalid_request_error", code="invalid-request"
@@ -160,6 +221,7 @@ class ServingService:
             prompt = await self._chat_prompt(decision, messages)
         else:
             prompt = request.text()
+        await self._check_prompt(decision, prompt, sampling.max_tokens, "messages" if messages else "prompt")
         return Prepared(
             kind=kind,
             tenant=tenant,
@@ -176,6 +238,18 @@ class ServingService:
     async def _chat_prompt(self, decision: Decision, messages: list[dict[str, str]]) -> str:
         try:
             return await asyncio.to_thread(self.backend.chat_prompt, decision.ref, messages)
+        except BackendError as error:
+            raise RequestRefused(
+                503, str(error), kind="service_unavailable", code="version-unavailable"
+            ) from None
+
+    async def _check_prompt(self, decision: Decision, prompt: str, max_tokens: int, param: str) -> None:
+        try:
+            await asyncio.to_thread(self.backend.check_prompt, decision.ref, prompt, max_tokens)
+        except PromptRefused as error:
+            raise RequestRefused(
+                400, str(error), kind="invalid_request_error", code="context_length_exceeded", param=param
+            ) from None
         except BackendError as error:
             raise RequestRefused(
                 503, str(error), kind="service_unavailable", code="version-unavailable"
@@ -250,11 +324,9 @@ class ServingService:
         started = time.perf_counter()
         try:
             result = await self._generate(p, role, p.decision.ref, stream)
-        except (BackendError, InjectedFault, RuntimeError) as error:
+        except Exception as error:
             self._observe(p, role, p.decision.ref, None, time.perf_counter() - started, error)
-            status = 503 if isinstance(error, BackendError) else 500
-            raise RequestRefused(status, f"generation failed: {error}", kind="server_error",
-                                 code="generation-failed") from error  # fmt: skip
+            raise refusal_for(error) from error
         self._observe(p, role, p.decision.ref, result, time.perf_counter() - started, None)
         if p.decision.mirror and p.decision.route.candidate is not None:
             self._spawn(self._shadow(p, result))
@@ -266,7 +338,7 @@ class ServingService:
         started = time.perf_counter()
         try:
             result = await self._generate(p, "shadow", candidate, None)
-        except (BackendError, InjectedFault, RuntimeError) as error:
+        except Exception as error:  # noqa: BLE001  (a shadow failure is measured, never returned)
             self._observe(p, "shadow", candidate, None, time.perf_counter() - started, error)
             return
         self._observe(
@@ -301,7 +373,7 @@ class ServingService:
             agreed=agreed,
         )
         self.counter.add(p.tenant, route, version, role, outcome)
-        status = 200 if error is None else (503 if isinstance(error, BackendError) else 500)
+        status = 200 if error is None else refusal_for(error).status
         self.metrics.requests.labels(route, role, str(status)).inc()
         self.metrics.seconds.labels(route, role).observe(seconds)
         if result is not None:

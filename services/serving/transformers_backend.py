@@ -32,7 +32,15 @@ from services.core.models import (
     refuse_pickles,
     resolve_exact_base,
 )
-from services.serving.generation import BackendError, Completion, Job, cut_at_stop
+from services.serving.generation import (
+    BackendError,
+    Completion,
+    Job,
+    PromptRefused,
+    context_length,
+    cut_at_stop,
+    within_context,
+)
 
 log = logging.getLogger(__name__)
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
@@ -135,6 +143,7 @@ class TransformersBackend:
         self._lock = threading.Lock()  # the generation thread changes engines; status() reads them
         self._bases: dict[str, Path] = {}
         self._tokenizers: dict[str, Any] = {}
+        self._contexts: dict[str, int | None] = {}
         # chat prompts are rendered on executor threads: the first requests on a base arrive
         # together, and transformers' lazy import is not safe to race (ImportError under load)
         self._tokenizer_lock = threading.Lock()
@@ -179,6 +188,16 @@ class TransformersBackend:
         tokenizer = self._tokenizer_for(ref)
         return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
 
+    def check_prompt(self, ref: ModelRef, prompt: str, max_tokens: int) -> int:
+        tokens = len(self._tokenizer_for(ref)(prompt, add_special_tokens=False)["input_ids"])
+        return within_context(tokens, max_tokens, self._context_length(ref))
+
+    def _context_length(self, ref: ModelRef) -> int | None:
+        sha = ref.base.sha256
+        if sha not in self._contexts:
+            self._contexts[sha] = context_length(self._base_dir(ref))
+        return self._contexts[sha]
+
     def _tokenizer_for(self, ref: ModelRef) -> Any:
         sha = ref.base.sha256
         with self._tokenizer_lock:
@@ -203,13 +222,7 @@ class TransformersBackend:
                 live = [j for j in group if not j.done.done()]
                 if not live:
                     continue
-                try:
-                    results = await loop.run_in_executor(self.executor, self._run_batch, live, loop)
-                except Exception as error:
-                    log.exception("batch of %d failed", len(live))
-                    for job in live:
-                        self._fail(job, error)
-                    continue
+                results = await self._run_isolated(live, loop)
                 for job, result in zip(live, results, strict=True):
                     if isinstance(result, Exception):
                         self._fail(job, result)
@@ -218,6 +231,25 @@ class TransformersBackend:
                             job.stream.put_nowait(None)
                         if not job.done.done():
                             job.done.set_result(result)
+
+    async def _run_isolated(
+        self, jobs: list[Job], loop: asyncio.AbstractEventLoop
+    ) -> list[Completion | Exception]:
+        """Run a batch; if it fails as a whole, run each request alone, so a failure stays its own.
+
+        One request must never fail the others it was batched with (other routes, other tenants).
+        """
+        try:
+            return await loop.run_in_executor(self.executor, self._run_batch, jobs, loop)
+        except Exception as error:
+            if len(jobs) == 1:
+                log.exception("request failed alone on %s", jobs[0].ref.version_id())
+                return [error]
+            log.warning("batch of %d failed (%r); running each request alone", len(jobs), error)
+        results: list[Completion | Exception] = []
+        for job in jobs:
+            results += await self._run_isolated([job], loop)
+        return results
 
     def _fail(self, job: Job, error: Exception) -> None:
         if job.stream is not None:
@@ -339,6 +371,17 @@ class TransformersBackend:
         except (BackendError, ModelResolutionError) as error:
             return [error for _ in jobs]
         tokenizer = engine.tokenizer
+        # each prompt is checked alone first: one that cannot be tokenized fails itself, not the batch
+        refused: dict[int, Exception] = {}
+        for row, job in enumerate(jobs):
+            try:
+                tokenizer(job.prompt, add_special_tokens=False)
+            except (TypeError, ValueError) as error:
+                refused[row] = PromptRefused(f"the prompt cannot be tokenized: {error}")
+        if refused:
+            kept = [job for row, job in enumerate(jobs) if row not in refused]
+            done = iter(self._run_batch(kept, loop) if kept else [])
+            return [refused[row] if row in refused else next(done) for row in range(len(jobs))]
         encoded = tokenizer(
             [j.prompt for j in jobs], return_tensors="pt", padding=True, add_special_tokens=False
         )

@@ -15,7 +15,14 @@ from typing import Any
 from schemas.refs import ModelRef
 from services.core.artifacts import ArtifactError, ArtifactStore
 from services.core.models import ModelResolutionError, check_adapter, load_tokenizer, resolve_exact_base
-from services.serving.generation import BackendError, Completion, Job, cut_at_stop
+from services.serving.generation import (
+    BackendError,
+    Completion,
+    Job,
+    context_length,
+    cut_at_stop,
+    within_context,
+)
 
 
 def require_vllm() -> Any:
@@ -95,6 +102,12 @@ class VllmBackend:
     def chat_prompt(self, ref: ModelRef, messages: list[dict[str, str]]) -> str:
         tokenizer = self.tokenizer or load_tokenizer(self._base(ref))
         return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+
+    def check_prompt(self, ref: ModelRef, prompt: str, max_tokens: int) -> int:
+        base = self._base(ref)
+        tokenizer = self.tokenizer or load_tokenizer(base)
+        tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return within_context(tokens, max_tokens, context_length(base))
 
     def _lora(self, ref: ModelRef) -> Any:
         if ref.adapter is None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 
 from schemas.serving import DecisionRecord
 from schemas.subjects import DECISIONS_STREAM
@@ -75,8 +76,9 @@ async def test_tenants_cannot_reach_each_others_routes_and_paths_are_refused(
         assert ok.status_code == 200, ok.text
 
         other = await client.post("/v1/chat/completions", json=chat("support"), headers=auth("key-globex"))
-        assert other.status_code == 403
-        assert other.json()["error"]["code"] == "tenant-forbidden"
+        missing = await client.post("/v1/chat/completions", json=chat("nothing"), headers=auth("key-globex"))
+        assert other.status_code == missing.status_code == 404  # the same answer: no route name leaks
+        assert other.json()["error"]["code"] == missing.json()["error"]["code"] == "model-not-found"
         assert "support" not in await models_seen(url, "key-globex")
 
         by_path = await client.post(
@@ -103,7 +105,7 @@ async def test_every_answer_names_its_exact_tuple_and_is_logged(
     store = ArtifactStore(core.artifact_root)
     adapter = adapter_refs(store, tiny_model, tmp_path, 1)[0]
     revision = await put_route(core, route("support", "default", adapter))
-    _, url = await start_serving(running, core, tmp_path / "s")
+    serving, url = await start_serving(running, core, tmp_path / "s", allow_anonymous=True)
     await wait_until(lambda: _models_at(url, revision), timeout=10)
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         answer = await client.post("/v1/chat/completions", json=chat("support", seed=7))
@@ -128,7 +130,9 @@ async def test_every_answer_names_its_exact_tuple_and_is_logged(
                         text += choice["delta"].get("content", "")
         assert text == body["choices"][0]["message"]["content"]
 
-        metrics = (await client.get("/metrics")).text
+        # Prometheus' labels name routes: they are on the internal metrics port, not the public API
+        assert (await client.get("/metrics")).status_code == 404
+        metrics = generate_latest(serving.runtime.metrics.registry).decode()
         assert 'tuneline_serving_requests_total{role="stable",route="support",status="200"} 2.0' in metrics
 
     nc = await nats.connect(core.nats.servers)

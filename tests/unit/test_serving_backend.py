@@ -9,7 +9,7 @@ import pytest
 
 from schemas.refs import ModelRef
 from services.core.artifacts import ArtifactStore
-from services.serving.generation import BackendError, Job, Sampling
+from services.serving.generation import BackendError, Job, PromptRefused, Sampling
 from services.serving.transformers_backend import TransformersBackend
 from tests.support.serving import adapter_refs, base_ref
 
@@ -156,3 +156,27 @@ async def test_dtype_bf16_serves_from_bf16_weights_on_cpu(
     await answers(fp32, [(base_ref(tiny_model), PROMPTS[0])])
     [engine] = fp32.engines.values()
     assert {p.dtype for p in engine.model.parameters()} == {torch.float32}  # auto on CPU
+
+
+async def test_a_prompt_the_tokenizer_refuses_fails_alone_and_its_batch_is_answered(
+    tiny_model: Path, model_cache: Path, store: ArtifactStore, tmp_path: Path
+) -> None:
+    ref = base_ref(tiny_model)
+    engine = backend(store, model_cache, tmp_path, max_batch_size=8, batch_wait_ms=200)
+    await engine.start()
+    try:
+        results = await asyncio.gather(
+            *(
+                engine.submit(Job(ref=ref, prompt=prompt, sampling=Sampling(max_tokens=4)))
+                for prompt in ["Hello", "bad \ud800 text", "Once upon a time"]
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        await engine.stop()
+    assert isinstance(results[1], PromptRefused) and "cannot be tokenized" in str(results[1])
+    good = [r for n, r in enumerate(results) if n != 1]
+    assert all(not isinstance(r, BaseException) and r.completion_tokens > 0 for r in good), results
+    alone = await answers(backend(store, model_cache, tmp_path / "alone"), [(ref, "Hello")], max_tokens=4)
+    assert good[0].text == alone[0]  # type: ignore[union-attr]
+    assert engine.batches == 1  # the good prompts still shared one generate call
