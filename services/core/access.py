@@ -118,26 +118,34 @@ def inbox_prefix(user: str) -> str:
 
 
 def durable_api(stream: str, durable: str) -> list[str]:
-    """Create, inspect and pull from one durable consumer, and ack what it delivered."""
+    """Create, inspect, repair and pull from one durable consumer, and ack what it delivered.
+
+    Delete is the service's own, so it can replace a consumer whose configuration was tampered with
+    (`services.core.consumers`); no other user may delete or create it.
+    """
     return [
         f"{JS_API}.CONSUMER.CREATE.{stream}.{durable}",
         f"{JS_API}.CONSUMER.CREATE.{stream}.{durable}.>",
         f"{JS_API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
         f"{JS_API}.CONSUMER.INFO.{stream}.{durable}",
+        f"{JS_API}.CONSUMER.DELETE.{stream}.{durable}",
         f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
         f"$JS.ACK.{stream}.{durable}.>",
     ]
 
 
 def ordered_consumer_api(stream: str) -> list[str]:
-    """Read a stream through short-lived ordered consumers (watch, tail, object get)."""
+    """Read a stream through short-lived ordered consumers (watch, tail, object get).
+
+    Only unnamed ephemeral consumers (`CONSUMER.CREATE.<stream>`, which the server refuses for a
+    durable): a reader can neither create a consumer under a service's durable name nor delete
+    one; its ephemerals go away by themselves when idle.
+    """
     return [
         f"{JS_API}.STREAM.NAMES",  # which stream holds a subject (stream names only, no data)
         f"{JS_API}.STREAM.INFO.{stream}",
         f"{JS_API}.CONSUMER.CREATE.{stream}",
-        f"{JS_API}.CONSUMER.CREATE.{stream}.>",
         f"{JS_API}.CONSUMER.INFO.{stream}.>",
-        f"{JS_API}.CONSUMER.DELETE.{stream}.>",
         f"{JS_API}.DIRECT.GET.{stream}",
         f"{JS_API}.DIRECT.GET.{stream}.>",
         f"{JS_API}.STREAM.MSG.GET.{stream}",

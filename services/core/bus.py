@@ -32,6 +32,7 @@ from schemas.subjects import (
     EVENTS_STREAM,
 )
 from services.core.access import inbox_prefix
+from services.core.consumers import ConsumerGuard
 from services.core.metrics import ServiceMetrics
 from services.core.settings import CoreSettings, NatsSettings, StreamSettings
 
@@ -190,6 +191,8 @@ class EventBus:
         self.subscriber_inbox = f"{inbox}.".encode()
         self.default_tenant = default_tenant
         self.metrics = metrics
+        # every durable this service subscribes through, kept as declared by the runtime's guard
+        self.consumers = ConsumerGuard(service)
 
     def envelope_for(
         self,

@@ -28,8 +28,9 @@ from pydantic import ValidationError
 
 from schemas.envelope import Envelope, EnvelopeError
 from schemas.events import Event, describe_validation_error
-from schemas.subjects import DLQ_STREAM, dlq_subject, durable_name
+from schemas.subjects import DLQ_STREAM, EVENTS_STREAM, dlq_subject, durable_name
 from services.core.bus import EventBus, events_stream
+from services.core.consumers import DurableSpec
 from services.core.metrics import ServiceMetrics
 from services.core.settings import DeliverySettings
 
@@ -264,13 +265,16 @@ def subscribe_event(
         await consumer(msg)
 
     on_message.__name__ = f"{service}_{event_cls.event_type}".replace(".", "_").replace("-", "_")
+    durable = durable_name(service, event_cls.event_type)
+    config = consumer_config(delivery)
+    bus.consumers.declare(DurableSpec(EVENTS_STREAM, durable, event_cls.subject(), config))
     broker.subscriber(
         event_cls.subject(),
         stream=events_stream(),
-        durable=durable_name(service, event_cls.event_type),
+        durable=durable,
         inbox_prefix=bus.subscriber_inbox,
         pull_sub=PullSub(batch_size=delivery.fetch_batch, timeout=delivery.fetch_timeout_s),
-        config=consumer_config(delivery),
+        config=config,
         ack_policy=AckPolicy.MANUAL,
         decoder=raw_body,
         title=f"{service}:{event_cls.event_type}",

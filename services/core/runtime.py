@@ -38,11 +38,14 @@ class ServiceRuntime:
         started = time.time()
 
         async def health(body: object) -> dict[str, object]:
+            consumers = await self.bus.consumers.health(self.broker.connection.jetstream())
             return {
                 "service": self.service,
-                "status": "ok",
+                # a durable that vanished or was altered means work silently stops: not ok
+                "status": "unhealthy" if consumers["consumer_problems"] else "ok",
                 "pid": os.getpid(),
                 "uptime_s": round(time.time() - started, 3),
+                **consumers,
             }
 
         # core request/reply in a queue group; `tuneline up` waits on it, Kubernetes probes can too
@@ -61,6 +64,15 @@ class ServiceRuntime:
         @self.app.after_startup
         async def _serve_metrics() -> None:
             self.metrics.serve(self.settings.telemetry.metrics_port)
+
+        @self.app.after_startup
+        async def _guard_consumers() -> None:
+            self.bus.consumers.interval_s = self.settings.delivery.consumer_check_s
+            self.bus.consumers.start(self.broker.connection.jetstream())
+
+        @self.app.on_shutdown
+        async def _stop_guard() -> None:
+            await self.bus.consumers.stop()
 
         @self.app.after_shutdown
         async def _flush_traces() -> None:

@@ -77,6 +77,9 @@ class DeliverySettings(BaseSettings):
     )
     fetch_batch: int = Field(default=16, ge=1)
     fetch_timeout_s: float = Field(default=5.0, gt=0)
+    consumer_check_s: float = Field(
+        default=10.0, gt=0, description="How often a service checks and restores its durable consumers"
+    )
 
     def for_long_work(self, ack_wait_s: float) -> DeliverySettings:
         """One message per fetch with its own AckWait, kept alive by heartbeats: a second fetched

@@ -28,9 +28,10 @@ from schemas.queries import (
     RunsQuery,
     TimelineQuery,
 )
-from schemas.subjects import DLQ_PREFIX
+from schemas.subjects import DLQ_PREFIX, DLQ_STREAM
 from services.core.access import REGISTRY_DLQ_DURABLE
 from services.core.bus import EventBus, dlq_stream
+from services.core.consumers import DurableSpec
 from services.core.delivery import (
     DLQ_KIND,
     DLQ_REASON,
@@ -167,13 +168,15 @@ def register(
     async def on_dead_letter(msg: NatsMessage) -> None:
         await handlers.record_dead_letter(msg)
 
+    config = consumer_config(delivery)
+    bus.consumers.declare(DurableSpec(DLQ_STREAM, REGISTRY_DLQ_DURABLE, f"{DLQ_PREFIX}.>", config))
     broker.subscriber(
         f"{DLQ_PREFIX}.>",
         stream=dlq_stream(),
         durable=REGISTRY_DLQ_DURABLE,
         inbox_prefix=bus.subscriber_inbox,
         pull_sub=PullSub(batch_size=delivery.fetch_batch, timeout=delivery.fetch_timeout_s),
-        config=consumer_config(delivery),
+        config=config,
         ack_policy=AckPolicy.MANUAL,
         decoder=raw_body,
         title="registry:dead-letters",

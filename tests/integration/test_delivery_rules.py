@@ -131,3 +131,61 @@ async def test_replicas_share_the_durable_and_each_event_is_handled_once_per_ser
     assert set(handled.values()) == {1}
     assert set(other_service.values()) == {1}
     assert by_replica["a"] > 0 and by_replica["b"] > 0
+
+
+async def test_a_deleted_or_altered_durable_is_reported_and_restored_without_replaying(
+    core_settings: CoreSettings, running: Any
+) -> None:
+    """The attack: delete a service's durable (its work silently stops) or replace it with a
+    deliver-all consumer (old events replayed). The guard reports it and restores the durable from
+    its last ack floor: every event is handled once, none replayed."""
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    from schemas.subjects import EVENTS_STREAM, durable_name
+    from services.core.rpc import query
+
+    core = core_settings.model_copy(
+        update={"delivery": core_settings.delivery.model_copy(update={"consumer_check_s": 0.5})}
+    )
+    handled: list[str] = []
+
+    async def record(event: DatasetSubmitted, ctx: HandlerContext) -> None:
+        handled.append(event.submission_id)
+
+    runtime = worker(core, record, service="guarded")
+    await running(runtime.app)
+    bus = EventBus(runtime.broker, "operator")
+    js = runtime.broker.connection.jetstream()
+    durable = durable_name("guarded", "dataset.submitted")
+    await bus.publish(submitted(1))
+    await wait_until(lambda: handled == ["sub-1"])
+    await wait_until(lambda: runtime.bus.consumers.ack_floors.get(durable, 0) >= 1, timeout=5)
+
+    await js.delete_consumer(EVENTS_STREAM, durable)
+    health = await query(runtime.broker, "guarded", "health", {})
+    assert health["status"] == "unhealthy" and health["consumer_problems"] == {durable: "missing"}
+    await bus.publish(submitted(2))  # sent while the durable is gone
+    await wait_until(lambda: handled == ["sub-1", "sub-2"], timeout=15)
+    health = await query(runtime.broker, "guarded", "health", {})
+    assert health["status"] == "ok" and health["consumer_repairs"][-1]["problem"] == "missing"
+
+    # replaced by a deliver-all consumer with other settings: detected, put back, nothing replayed
+    await wait_until(lambda: runtime.bus.consumers.ack_floors.get(durable, 0) >= 2, timeout=5)
+    await js.delete_consumer(EVENTS_STREAM, durable)
+    await js.add_consumer(
+        EVENTS_STREAM,
+        ConsumerConfig(
+            durable_name=durable,
+            filter_subject="tuneline.events.>",
+            deliver_policy=DeliverPolicy.ALL,
+            max_deliver=100,
+        ),
+    )
+    await wait_until(lambda: len(runtime.bus.consumers.repairs) == 2, timeout=10)
+    assert "filter_subject" in runtime.bus.consumers.repairs[-1]["problem"]
+    info = await js.consumer_info(EVENTS_STREAM, durable)
+    assert info.config.filter_subject == DatasetSubmitted.subject() and info.config.max_deliver != 100
+    await bus.publish(submitted(3))
+    await wait_until(lambda: handled[-1:] == ["sub-3"], timeout=15)
+    await asyncio.sleep(1.0)
+    assert Counter(handled) == {"sub-1": 1, "sub-2": 1, "sub-3": 1}

@@ -7,6 +7,7 @@ and the Helm chart do. The users' permissions come from services/core/access.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import ssl
@@ -296,3 +297,46 @@ def test_the_access_table_matches_what_each_service_subscribes(
         if subscriber not in pulled:
             subject = subscriber.subject.broker_address
             assert any(matches(pattern, subject) for pattern in allowed), (subject, allowed)
+
+
+async def test_the_operator_cannot_delete_or_replace_a_services_durable_consumer(as_user: Any) -> None:
+    """The attack: delete `curation_dataset_submitted` (curation stops) or recreate
+    `rollout_gates_passed` with deliver-all (old gates.passed replayed). Both are refused."""
+    from nats.js.api import DeliverPolicy
+
+    rollout, operator = await as_user("rollout"), await as_user("operator")
+    durable = durable_name("rollout", "gates.passed")
+    subject = event_subject("gates.passed")
+    config = ConsumerConfig(durable_name=durable, filter_subject=subject, deliver_policy=DeliverPolicy.NEW)
+    admin = await as_user(ADMIN_USER)
+    with contextlib.suppress(nats.js.errors.NotFoundError):  # another test of this module made one
+        await admin.nc.jetstream().delete_consumer(EVENTS_STREAM, durable)
+    await rollout.nc.jetstream().add_consumer(EVENTS_STREAM, config)
+
+    ojs = operator.nc.jetstream()
+    with pytest.raises(nats.errors.TimeoutError):
+        await ojs.delete_consumer(EVENTS_STREAM, durable)
+    replayer = ConsumerConfig(name=durable, filter_subject=subject, deliver_policy=DeliverPolicy.ALL)
+    with pytest.raises(nats.errors.TimeoutError):
+        await ojs.add_consumer(EVENTS_STREAM, replayer)  # CONSUMER.CREATE.<stream>.<name>
+    with pytest.raises(nats.errors.TimeoutError):
+        await ojs.add_consumer(EVENTS_STREAM, ConsumerConfig(durable_name=durable))  # DURABLE.CREATE
+    # the unnamed-ephemeral subject with a service's name in the body: the server refuses it
+    for body in ({"durable_name": durable}, {"name": durable}):
+        request = {"stream_name": EVENTS_STREAM, "config": {**body, "deliver_policy": "all"}}
+        reply = await operator.nc.request(
+            f"$JS.API.CONSUMER.CREATE.{EVENTS_STREAM}", json.dumps(request).encode(), timeout=2
+        )
+        answer = json.loads(reply.data)
+        assert "error" in answer or answer.get("name") != durable, answer
+
+    await asyncio.sleep(0.2)
+    violations = " ".join(operator.violations())
+    assert f"consumer.delete.{EVENTS_STREAM}.{durable}".lower() in violations
+    info = await rollout.nc.jetstream().consumer_info(EVENTS_STREAM, durable)
+    assert info.config.deliver_policy == DeliverPolicy.NEW  # untouched
+
+    # what the operator needs still works: an ordered consumer tails the events
+    seen: asyncio.Queue[Any] = asyncio.Queue()
+    sub = await ojs.subscribe(f"{event_subject('>')}", ordered_consumer=True, cb=seen.put)
+    await sub.unsubscribe()
