@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schemas.events import Contract, Event
 from schemas.gate_policy import GatePolicy
@@ -101,11 +101,31 @@ class _GateVerdict(Event):
 
 
 class GatesPassed(_GateVerdict):
+    """Every gate passed: the verdict that starts a rollout. One failed gate makes it invalid."""
+
     event_type = "gates.passed"
+
+    @model_validator(mode="after")
+    def _every_gate_passed(self) -> GatesPassed:
+        failed = [g.gate for g in self.gates if not g.passed]
+        if failed:
+            raise ValueError(
+                f"gates.passed names failed gates ({', '.join(failed)}): a verdict with any failed "
+                "gate is gates.failed"
+            )
+        return self
 
 
 class GatesFailed(_GateVerdict):
+    """At least one gate failed."""
+
     event_type = "gates.failed"
+
+    @model_validator(mode="after")
+    def _a_gate_failed(self) -> GatesFailed:
+        if all(g.passed for g in self.gates):
+            raise ValueError("gates.failed names no failed gate: a verdict where all passed is gates.passed")
+        return self
 
 
 class DriftCheckRequested(Event):

@@ -159,11 +159,13 @@ class EvalRecord(Contract):
     suites: list[Any]
     report: dict[str, Any] | None
     created_at: datetime
+    source: str | None = Field(default=None, description="ce-source of the eval.completed event")
 
 
 class GateRecord(Contract):
     ce_id: str
     passed: bool
+    source: str | None = Field(default=None, description="ce-source of the verdict event")
     gates: list[Any]
     policy: dict[str, Any]
     created_at: datetime

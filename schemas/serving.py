@@ -66,6 +66,12 @@ class RouteEntry(Contract):
     rollout: RolloutState | None = Field(
         default=None, description="The rollout controller's own state (serving ignores it)"
     )
+    released: dict[str, str] = Field(
+        default_factory=dict,
+        description="Versions whose gates.passed this route has acted on, and how that ended "
+        "(started | promoted | rolled-back | superseded): a replayed gates.passed never rolls one "
+        "out again. The controller keeps the latest 256.",
+    )
 
     def version_of(self, role: Role) -> ModelRef | None:
         return self.stable if role == "stable" else self.candidate

@@ -238,6 +238,7 @@ def service_access() -> dict[str, Access]:
                 "rollout.rolled-back",
                 "rollout.paused",
             ),
+            calls=("registry",),  # a verdict is checked against the record before a rollout starts
             buckets=(("KV", ROUTES_BUCKET, "write"),),
         ),
         Access(

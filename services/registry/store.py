@@ -377,12 +377,15 @@ def _eval_detail(session: Session, version_id: str) -> EvalDetail:
         .where(GateDecisionRow.version_id == version_id)
         .order_by(GateDecisionRow.created_at)
     ).all()
-    payloads = {
-        r.ce_id: r.payload
+    recorded = {
+        r.ce_id: r
         for r in session.scalars(
-            select(EventRecord).where(EventRecord.ce_id.in_([d.ce_id for d in decisions]))
+            select(EventRecord).where(
+                EventRecord.ce_id.in_([d.ce_id for d in decisions] + [r.ce_id for r in reports])
+            )
         )
     }
+    payloads = {ce_id: r.payload for ce_id, r in recorded.items()}
     failures = session.scalars(
         select(EventRecord)
         .where(EventRecord.subject == version_id, EventRecord.type == EvalFailed.ce_type())
@@ -391,13 +394,20 @@ def _eval_detail(session: Session, version_id: str) -> EvalDetail:
     return EvalDetail(
         version_id=version_id,
         evaluations=tuple(
-            EvalRecord(ce_id=r.ce_id, suites=r.suites, report=r.report, created_at=_utc(r.created_at))
+            EvalRecord(
+                ce_id=r.ce_id,
+                suites=r.suites,
+                report=r.report,
+                created_at=_utc(r.created_at),
+                source=recorded[r.ce_id].source if r.ce_id in recorded else None,
+            )
             for r in reports
         ),
         decisions=tuple(
             GateRecord(
                 ce_id=d.ce_id,
                 passed=d.passed,
+                source=recorded[d.ce_id].source if d.ce_id in recorded else None,
                 gates=d.gates,
                 policy=d.policy,
                 created_at=_utc(d.created_at),

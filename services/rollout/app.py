@@ -4,17 +4,30 @@ from __future__ import annotations
 
 from faststream import FastStream
 
+from schemas.queries import EvalDetail
 from services.core.routes import RouteTable
+from services.core.rpc import RpcError, query
 from services.core.runtime import build_runtime
 from services.rollout.config import RolloutSettings
 from services.rollout.controller import RolloutController
 from services.rollout.handlers import SERVICE, RolloutHandlers, register
+from services.rollout.release import ReleaseNotRecorded, check_release
 
 
 def create_app(settings: RolloutSettings) -> FastStream:
     runtime = build_runtime(SERVICE, settings.core)
     table = RouteTable()  # opened at startup, once connected
-    controller = RolloutController(table, runtime.bus, settings.policy)
+
+    async def verify(version: str, verdict_id: str) -> None:
+        try:
+            answer = await query(runtime.broker, "registry", "evals.get", {"version_id": version})
+        except RpcError as error:
+            if error.code != "not-found":
+                raise ReleaseNotRecorded(f"could not ask the registry about {version}: {error}") from None
+            answer = None
+        check_release(EvalDetail.model_validate(answer) if answer else None, version, verdict_id)
+
+    controller = RolloutController(table, runtime.bus, settings.policy, verify=verify)
     register(
         runtime.broker,
         RolloutHandlers(controller),

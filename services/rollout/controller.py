@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from schemas.envelope import derived_event_id
@@ -54,11 +54,30 @@ def base_only(ref: ModelRef) -> ModelRef:
     return ModelRef(base=ref.base, tokenizer=ref.tokenizer)
 
 
+RELEASED_KEPT = 256  # versions a route remembers having acted on
+
+
+def released(entry: RouteEntry | None, **outcomes: str) -> dict[str, str]:
+    """The route's record of acted-on versions with `outcomes` (version → outcome) added, bounded."""
+    record = dict(entry.released) if entry is not None else {}
+    for version, outcome in outcomes.items():
+        record.pop(version, None)  # re-inserted last: the newest outcome is kept longest
+        record[version] = outcome
+    return dict(list(record.items())[-RELEASED_KEPT:])
+
+
+Verify = Callable[[str, str], Awaitable[None]]
+
+
 class RolloutController:
-    def __init__(self, table: RouteTable, bus: EventBus, policy: RolloutPolicy) -> None:
+    def __init__(
+        self, table: RouteTable, bus: EventBus, policy: RolloutPolicy, verify: Verify | None = None
+    ) -> None:
+        """`verify(version, verdict_id)` raises unless the record backs the verdict (release.py)."""
         self.table = table
         self.bus = bus
         self.policy = policy
+        self.verify = verify
 
     async def _change(self, route: str, change: Change) -> list[Event]:
         """Read, change and compare-and-set the route; retried when another writer got there first."""
@@ -89,6 +108,15 @@ class RolloutController:
             return
         candidate = event.candidate
         version = candidate.version_id()
+        entry, _ = await self.table.get(event.route)
+        if entry is not None and version in entry.released:
+            log.warning(
+                "gates.passed %s for %s on %s ignored: this route already acted on it (%s)",
+                ctx.envelope.id, version, event.route, entry.released[version],
+            )  # fmt: skip
+            return
+        if self.verify is not None:
+            await self.verify(version, ctx.envelope.id)
         now = time.time()
         state = RolloutState(
             rollout_id=f"ro-{uuid.uuid5(uuid.NAMESPACE_URL, ctx.envelope.id).hex[:12]}",
@@ -108,6 +136,8 @@ class RolloutController:
                     "route %s belongs to tenant %s, not %s: refused", event.route, entry.tenant, event.tenant
                 )
                 return None, []
+            if entry is not None and version in entry.released:
+                return None, []  # acted on already (a redelivery, or a replay): state per version
             if entry is not None and entry.rollout is not None and entry.rollout.candidate_version == version:
                 return None, []  # redelivered: this rollout is already running
             if entry is not None and entry.stable is not None and entry.stable.version_id() == version:
@@ -135,6 +165,11 @@ class RolloutController:
                 shadow_percent=self.policy.shadow_percent,
                 rollback_target=entry.rollback_target if entry is not None else None,
                 rollout=started,
+                released=released(
+                    entry,
+                    **({entry.rollout.candidate_version: "superseded"} if entry and entry.rollout else {}),
+                    **{version: "started"},
+                ),
             )
             common = {
                 "route": event.route,
@@ -210,6 +245,7 @@ class RolloutController:
                 "shadow": False,
                 "rollback_target": entry.stable,
                 "rollout": None,
+                "released": released(entry, **{state.candidate_version: "promoted"}),
             }
         )
         promoted = RolloutPromoted(
@@ -225,7 +261,13 @@ class RolloutController:
         self, entry: RouteEntry, state: RolloutState, reason: str, findings: tuple[MetricAnalysis, ...]
     ) -> tuple[RouteEntry, list[Event]]:
         updated = entry.model_copy(
-            update={"candidate": None, "candidate_weight": 0.0, "shadow": False, "rollout": None}
+            update={
+                "candidate": None,
+                "candidate_weight": 0.0,
+                "shadow": False,
+                "rollout": None,
+                "released": released(entry, **{state.candidate_version: "rolled-back"}),
+            }
         )
         event = RolloutRolledBack(
             **_about(entry, state),
@@ -278,7 +320,13 @@ class RolloutController:
     def _restored(self, entry: RouteEntry, reason: str) -> tuple[RouteEntry, list[Event]]:
         assert entry.stable is not None and entry.rollback_target is not None
         demoted, target = entry.stable.version_id(), entry.rollback_target.version_id()
-        updated = entry.model_copy(update={"stable": entry.rollback_target, "rollback_target": None})
+        updated = entry.model_copy(
+            update={
+                "stable": entry.rollback_target,
+                "rollback_target": None,
+                "released": released(entry, **{demoted: "rolled-back"}),
+            }
+        )
         event = RolloutRolledBack(
             route=entry.route,
             tenant=entry.tenant,

@@ -15,10 +15,11 @@ from schemas.rollout import (
 )
 from schemas.serving import ServingWindow
 from services.core.bus import EventBus
-from services.core.delivery import HandlerContext, subscribe_event
+from services.core.delivery import HandlerContext, PermanentError, subscribe_event
 from services.core.metrics import ServiceMetrics
 from services.core.settings import DeliverySettings
 from services.rollout.controller import RolloutController
+from services.rollout.release import ReleaseRefused
 
 SERVICE = "rollout"
 ACTIONS: dict[type[_OperatorRequest], str] = {
@@ -35,7 +36,10 @@ class RolloutHandlers:
         self.controller = controller
 
     async def on_gates_passed(self, event: GatesPassed, ctx: HandlerContext) -> None:
-        await self.controller.start(event, ctx)
+        try:
+            await self.controller.start(event, ctx)
+        except ReleaseRefused as refused:  # the record contradicts the verdict: never retried
+            raise PermanentError(f"rollout refused: {refused}") from None
 
     async def on_window(self, event: ServingWindow, ctx: HandlerContext) -> None:
         await self.controller.on_window(event)

@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from schemas.evaluation import GateResult, GatesPassed
+from schemas.evaluation import ArmScore, EvalCompleted, GateResult, GatesPassed, SuiteResult
 from schemas.gate_policy import GatePolicy
-from schemas.refs import ModelRef
+from schemas.refs import EvalSuiteRef, ModelRef
 from schemas.rollout import RolloutAbortRequested, RolloutPolicy, RolloutRollbackRequested
 from services.core.artifacts import ArtifactStore
+from services.core.bus import EventBus
 from services.core.routes import RouteTable
 from services.core.rpc import query
 from services.core.runtime import ServiceRuntime
@@ -86,13 +87,28 @@ async def generating(url: str) -> AsyncIterator[Traffic]:
         await task
 
 
-async def passed(operator: ServiceRuntime, candidate: ModelRef) -> None:
-    """The candidate as the registry learns of it, then its gate verdict."""
-    await registered(operator, await announce(operator, candidate, "support"))
+def verdict(candidate: ModelRef) -> GatesPassed:
     gate = GateResult(gate="target-gain:target", value=10.0, threshold=0.0, comparator=">=", passed=True)
-    await operator.bus.publish(
-        GatesPassed(candidate=candidate, tenant="acme", route="support", policy=GatePolicy(), gates=(gate,))
+    return GatesPassed(
+        candidate=candidate, tenant="acme", route="support", policy=GatePolicy(), gates=(gate,)
     )
+
+
+async def passed(operator: ServiceRuntime, candidate: ModelRef) -> None:
+    """The candidate as the registry learns of it, then its evaluation and gate verdict, published as
+    the evaluation service publishes them (the rollout checks the record before its first step)."""
+    await registered(operator, await announce(operator, candidate, "support"))
+    evaluation = EventBus(operator.broker, "evaluation")
+    suite = SuiteResult(
+        suite=EvalSuiteRef(name="target", sha256="0" * 64),
+        kind="target",
+        items=1,
+        scores=(ArmScore(arm="candidate", version_id=candidate.version_id(), metrics={"score": 1.0}),),
+    )
+    completed = await evaluation.publish(
+        EvalCompleted(candidate=candidate, tenant="acme", route="support", suites=(suite,))
+    )
+    await evaluation.publish(verdict(candidate), causation=completed)
 
 
 async def event_of(operator: ServiceRuntime, kind: str, timeout: float = 120) -> dict[str, Any]:
@@ -221,3 +237,53 @@ async def test_an_operator_abort_rolls_back_at_once(
         rolled = await event_of(operator, "rollout.rolled-back", timeout=20)
         assert rolled["reason"] == "operator: wrong ticket"
         assert (await route_now(operator)).candidate is None
+
+
+async def test_a_hand_published_gates_passed_starts_no_rollout(
+    core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any
+) -> None:
+    """The attack: an operator publishes gates.passed for a never-evaluated candidate. The record
+    backs no such verdict from the evaluation service: dead-lettered with the reason, no rollout."""
+    from schemas.subjects import DLQ_STREAM
+    from services.core.delivery import DLQ_KIND, DLQ_REASON, DLQ_SERVICE
+
+    candidate, _ = await stack(core, tmp_path, tiny_model, running)
+    async with operator_runtime(core) as operator:
+        await registered(operator, await announce(operator, candidate, "support"))
+        await operator.bus.publish(verdict(candidate))  # ce-source tuneline/operator
+        js = operator.broker.connection.jetstream()
+        sub = await js.pull_subscribe("tuneline.dlq.tuneline.events.gates.passed", stream=DLQ_STREAM)
+
+        async def rollout_letter() -> Any:
+            try:
+                letters = await sub.fetch(5, timeout=0.5)
+            except Exception:  # noqa: BLE001  (none yet)
+                return None
+            return next((m for m in letters if m.headers[DLQ_SERVICE] == "rollout"), None)
+
+        letter = await wait_until(rollout_letter, timeout=30)
+        assert letter.headers[DLQ_KIND] == "permanent-error"
+        assert "not by the evaluation service" in letter.headers[DLQ_REASON]
+        assert not await stored_events(js, "rollout.started")
+        assert await route_now(operator) is None
+
+
+async def test_a_rolled_back_version_is_never_rolled_out_again_by_a_replayed_gates_passed(
+    core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any
+) -> None:
+    """State per version, not per delivery: after a rollback, the version's gates.passed again
+    (replayed by a recreated consumer, or republished) does nothing."""
+    candidate, _ = await stack(core, tmp_path, tiny_model, running)
+    async with operator_runtime(core) as operator:
+        await passed(operator, candidate)
+        await event_of(operator, "rollout.started", timeout=20)
+        await operator.bus.publish(RolloutAbortRequested(route="support", tenant="acme", reason="bad"))
+        await event_of(operator, "rollout.rolled-back", timeout=20)
+        assert (await route_now(operator)).released == {candidate.version_id(): "rolled-back"}
+
+        await passed(operator, candidate)  # a new, valid verdict for the same version
+        js = operator.broker.connection.jetstream()
+        await asyncio.sleep(2.0)
+        assert len(await stored_events(js, "rollout.started")) == 1
+        entry = await route_now(operator)
+        assert entry.candidate is None and entry.rollout is None

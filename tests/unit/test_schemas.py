@@ -132,3 +132,18 @@ def test_sha256_fields_reject_non_hex() -> None:
 def test_replay_anchor_is_refused_where_it_cannot_apply(fields: dict[str, object], named: str) -> None:
     with pytest.raises(ValidationError, match=named):
         TrainingRecipe(base_model="m", replay_anchor={"alpha": 1.0}, **fields)  # type: ignore[arg-type]
+
+
+def test_a_gates_passed_with_a_failed_gate_is_refused_by_the_contract() -> None:
+    from schemas.evaluation import GateResult, GatesFailed, GatesPassed
+    from schemas.gate_policy import GatePolicy
+
+    ok = GateResult(gate="target-gain:target", value=1.0, threshold=0.0, comparator=">=", passed=True)
+    bad = GateResult(gate="safety-refusal:safety", value=-3.0, threshold=0.0, comparator=">=", passed=False)
+    common = {"candidate": model_ref(), "tenant": "acme", "route": "support", "policy": GatePolicy()}
+    with pytest.raises(ValidationError, match="safety-refusal:safety"):
+        GatesPassed(**common, gates=(ok, bad))
+    with pytest.raises(ValidationError, match="names no failed gate"):
+        GatesFailed(**common, gates=(ok,))
+    assert GatesPassed(**common, gates=(ok,)).gates == (ok,)
+    assert GatesFailed(**common, gates=(ok, bad)).gates[1].passed is False
