@@ -260,6 +260,16 @@ def service_access() -> dict[str, Access]:
     return {access.user: access for access in table}
 
 
+def publishers_of(event_type: str, table: dict[str, Access] | None = None) -> frozenset[str]:
+    """The `ce-source` values that may carry `event_type`: the services whose NATS user may publish
+    its subject. Where every service connects as its own user, any other source is forged."""
+    return frozenset(
+        f"tuneline/{access.service}"
+        for access in (table or service_access()).values()
+        if event_type in access.publishes
+    )
+
+
 def password_variable(user: str) -> str:
     """The environment variable nats-server reads the user's password from."""
     return f"TUNELINE_NATS_PASSWORD_{user.upper()}"
@@ -324,5 +334,6 @@ __all__ = [
     "helm_users_template",
     "inbox_prefix",
     "password_variable",
+    "publishers_of",
     "service_access",
 ]

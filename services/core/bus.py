@@ -191,6 +191,9 @@ class EventBus:
         self.subscriber_inbox = f"{inbox}.".encode()
         self.default_tenant = default_tenant
         self.metrics = metrics
+        # set where every service connects as its own NATS user: consumers then refuse an event whose
+        # ce-source names a service whose user could not have published it
+        self.sources_bound = False
         # every durable this service subscribes through, kept as declared by the runtime's guard
         self.consumers = ConsumerGuard(service)
 

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from schemas.envelope import Envelope, EnvelopeError
 from schemas.events import Event, describe_validation_error
 from schemas.subjects import DLQ_STREAM, EVENTS_STREAM, dlq_subject, durable_name
+from services.core.access import publishers_of
 from services.core.bus import EventBus, events_stream
 from services.core.consumers import DurableSpec
 from services.core.metrics import ServiceMetrics
@@ -102,6 +103,7 @@ class EventConsumer(Generic[E]):
         self.bus = bus
         self.delivery = delivery
         self.metrics = metrics
+        self.publishers = publishers_of(event_cls.event_type)
         if metrics is not None:
             labels = (service, event_cls.event_type)
             self._outcomes = {o: metrics.handled.labels(*labels, o) for o in OUTCOMES}
@@ -114,6 +116,13 @@ class EventConsumer(Generic[E]):
             if envelope.type != self.event_cls.ce_type():
                 raise EnvelopeError(
                     {"type": f"{envelope.type!r} on a subject that carries {self.event_cls.ce_type()!r}"}
+                )
+            if self.bus.sources_bound and envelope.source not in self.publishers:
+                raise EnvelopeError(
+                    {
+                        "source": f"{envelope.source!r} may not publish {self.event_cls.event_type} "
+                        f"(only {', '.join(sorted(self.publishers)) or 'no service'}): a forged source"
+                    }
                 )
             event = self.event_cls.read(json.loads(msg.body))
         except EnvelopeError as error:

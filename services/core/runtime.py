@@ -105,6 +105,7 @@ def build_runtime(
         metrics=metrics,
         inbox=client_inbox(settings.nats, service),
     )
+    bus.sources_bound = settings.nats.per_user
     return ServiceRuntime(
         service=service,
         settings=settings,

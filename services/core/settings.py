@@ -59,6 +59,12 @@ class NatsSettings(BaseSettings):
         return [u.strip() for u in self.url.split(",") if u.strip()]
 
     @property
+    def per_user(self) -> bool:
+        """Connected as one NATS identity of the access table (user, .creds or NKey), not a shared
+        token or no auth: then subject permissions say who may have published each event."""
+        return self.user is not None or self.creds_file is not None or self.nkey_seed_file is not None
+
+    @property
     def uses_tls(self) -> bool:
         return bool(self.tls_ca_file or self.tls_cert_file) or any(
             s.startswith("tls://") for s in self.servers

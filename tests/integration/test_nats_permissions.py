@@ -340,3 +340,57 @@ async def test_the_operator_cannot_delete_or_replace_a_services_durable_consumer
     seen: asyncio.Queue[Any] = asyncio.Queue()
     sub = await ojs.subscribe(f"{event_subject('>')}", ordered_consumer=True, cb=seen.put)
     await sub.unsubscribe()
+
+
+async def test_a_service_may_only_publish_as_itself(as_user: Any, secure: SecureNats, running: Any) -> None:
+    """The operator may publish dataset.submitted, but not claim to be curation while doing it: with
+    one NATS user per service, a consumer dead-letters an event whose ce-source could not have sent
+    it, and only what the sender's identity allows reaches the handler."""
+    from pydantic import SecretStr
+
+    from schemas.dataset import DatasetSubmitted
+    from schemas.subjects import DLQ_STREAM
+    from services.core.bus import EventBus
+    from services.core.delivery import DLQ_KIND, DLQ_REASON, HandlerContext, subscribe_event
+    from services.core.runtime import build_runtime
+    from services.core.settings import CoreSettings, NatsSettings
+    from tests.conftest import wait_until
+    from tests.support.events import submitted
+
+    def settings(user: str) -> CoreSettings:
+        nats_settings = NatsSettings(
+            url=secure.server.url,
+            user=user,
+            password=SecretStr(secure.passwords[user]),
+            tls_ca_file=secure.tls.ca_file,
+        )
+        return CoreSettings(nats=nats_settings, stream=StreamSettings(manage=False))
+
+    handled: list[str] = []
+
+    async def record(event: DatasetSubmitted, ctx: HandlerContext) -> None:
+        handled.append(ctx.envelope.source)
+
+    curation = build_runtime("curation", settings("curation"))
+    assert curation.bus.sources_bound
+    subscribe_event(
+        curation.broker, DatasetSubmitted, record, service="curation", bus=curation.bus,
+        delivery=curation.settings.delivery,
+    )  # fmt: skip
+    await running(curation.app)
+    operator = build_runtime("cli", settings("operator"))
+    await running(operator.app)
+    await operator.bus.publish(submitted(1))
+    forged = EventBus(operator.broker, "curation")  # the operator's connection, curation's name
+    await forged.publish(submitted(2))
+    await wait_until(lambda: handled == ["tuneline/cli"], timeout=10)
+
+    admin = await as_user(ADMIN_USER)
+    sub = await admin.nc.jetstream().pull_subscribe(
+        "tuneline.dlq.tuneline.events.dataset.submitted", stream=DLQ_STREAM
+    )
+    [letter] = await sub.fetch(1, timeout=10)
+    assert letter.headers[DLQ_KIND] == "invalid-envelope"
+    assert "'tuneline/curation' may not publish dataset.submitted" in letter.headers[DLQ_REASON]
+    await asyncio.sleep(0.5)
+    assert handled == ["tuneline/cli"]
