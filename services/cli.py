@@ -130,7 +130,8 @@ def up(
         typer.Option(
             envvar="TUNELINE_REGISTRY_DATABASE_URL",
             help="Registry database; default SQLite in --data-dir. "
-            "PostgreSQL: postgresql+psycopg://user:pw@host/db",
+            "PostgreSQL: postgresql+psycopg://user:pw@host/db. Prefer the environment variable: a "
+            "flag's password shows in `ps`; either way only the registry process receives it",
         ),
     ] = None,
     artifact_root: Annotated[
@@ -176,11 +177,8 @@ def up(
         health = _run(_wait_healthy(stack))
         _print_stack(stack, config, health)
         while not stopping:
-            dead = stack.dead_services()
-            if dead:
-                for name, code in dead.items():
-                    err.print(f"[red]{name} exited with {code}[/]\n{stack.log_tail(name)}")
-                raise _fail("a service died; stopping the stack")
+            for line in stack.supervise():  # restarts a dead service; a crash loop raises StackError
+                err.print(f"[yellow]{line}[/]")
             time.sleep(0.5)
     except StackError as error:
         raise _fail(str(error)) from None
@@ -206,7 +204,7 @@ def _print_stack(stack: Stack, config: StackConfig, health: dict[str, dict[str, 
         table.add_row("NATS (external)", stack.nats_url, "")
     for name, info in health.items():
         table.add_row(name, "healthy", str(info.get("pid", "")))
-    table.add_row("registry database", config.resolved_database_url(), "")
+    table.add_row("registry database", config.masked_database_url(), "")
     table.add_row("artifact store", config.resolved_artifact_root(), "")
     if "serving" in health:
         table.add_row("serving API (OpenAI)", f"http://127.0.0.1:{config.serving_port}/v1", "")

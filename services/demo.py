@@ -199,7 +199,9 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         if keep:
             operator_env = stack.config.data_dir / "nats" / "secrets" / "operator.env"
             console.print(f"stack left running: source {operator_env}; tuneline …; Ctrl-C stops it")
-            while not stack.dead_services():
+            while True:  # Ctrl-C or a crash loop (StackError) ends it; one death is restarted
+                for line in stack.supervise():
+                    console.print(f"[yellow]{line}[/]")
                 time.sleep(0.5)
     except KeyboardInterrupt:
         pass

@@ -46,6 +46,20 @@ class StackError(RuntimeError):
     pass
 
 
+DATABASE_URL_VARIABLE = "TUNELINE_REGISTRY_DATABASE_URL"
+
+
+def masked_url(url: str) -> str:
+    """`url` with any password hidden: postgresql://user:***@host/db."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparseable URL hidden)"
+
+
 @dataclass
 class StackConfig:
     data_dir: Path = Path(".tuneline")
@@ -59,9 +73,18 @@ class StackConfig:
     services: tuple[str, ...] | None = None  # None: every available service
     secure: bool = False  # TLS and one NATS user per service (infra/nats), embedded server only
     env: dict[str, str] = field(default_factory=dict)
+    # a service that dies is restarted after these delays (the last repeats); more than
+    # `max_crashes` deaths within `crash_window_s` is a crash loop, which stops the stack
+    restart_backoff_s: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+    max_crashes: int = 5
+    crash_window_s: float = 300.0
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    def masked_database_url(self) -> str:
+        """The database URL with its password replaced by ***, for anything printed or logged."""
+        return masked_url(self.resolved_database_url())
 
     def resolved_artifact_root(self) -> str:
         return self.artifact_root or str((self.data_dir / "artifacts").resolve())
@@ -76,13 +99,15 @@ class Stack:
         self.secure: SecureNats | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.nats_url = config.nats_url or ""
+        self.crashes: dict[str, list[float]] = {}  # when each service was found dead, recent first
+        self.restart_due: dict[str, float] = {}  # service → monotonic time of its scheduled restart
+        self.restarts: dict[str, int] = {}
 
     def service_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             {
                 "TUNELINE_NATS_URL": self.nats_url,
-                "TUNELINE_REGISTRY_DATABASE_URL": self.config.resolved_database_url(),
                 "TUNELINE_ARTIFACT_ROOT": self.config.resolved_artifact_root(),
                 "TUNELINE_LOG_LEVEL": self.config.log_level,
                 "HF_HUB_OFFLINE": "1",
@@ -104,6 +129,11 @@ class Stack:
         """One service's environment: with --secure, its own NATS user; only the registry manages
         the streams' limits (the others may only create a missing stream)."""
         env = self.service_env()
+        # the database credentials reach the registry alone (it owns the database; serving, say,
+        # has no business holding them), also when the caller's own environment carries them
+        env.pop(DATABASE_URL_VARIABLE, None)
+        if name == "registry":
+            env[DATABASE_URL_VARIABLE] = self.config.resolved_database_url()
         if self.secure is not None:
             env.update(self.secure.client_env(name))
             env["TUNELINE_STREAM_MANAGE"] = "true" if name == "registry" else "false"
@@ -177,6 +207,41 @@ class Stack:
         if self.processes[name].poll() is None:
             raise StackError(f"{name} is still running; kill or stop it first")
         self._spawn(name)
+
+    def supervise(self, now: float | None = None) -> list[str]:
+        """Restart dead services with backoff; returns what it did, one line each.
+
+        One service dying must not take the stack down (a kill -9 of training stopped serving with
+        it). A service that keeps dying is a crash loop: `StackError`, and the caller stops.
+        """
+        now = time.monotonic() if now is None else now
+        said: list[str] = []
+        for name, code in self.dead_services().items():
+            due = self.restart_due.get(name)
+            if due is not None:
+                if now >= due:
+                    del self.restart_due[name]
+                    self._spawn(name)
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    said.append(f"{name} restarted (pid {self.processes[name].pid})")
+                continue
+            recent = [t for t in self.crashes.get(name, []) if now - t < self.config.crash_window_s]
+            self.crashes[name] = [*recent, now]
+            deaths = len(self.crashes[name])
+            if deaths > self.config.max_crashes:
+                raise StackError(
+                    f"{name} died {deaths} times within {self.config.crash_window_s:.0f}s (exit code "
+                    f"{code}): a crash loop, so the stack stops. Its log ends:\n{self.log_tail(name)}"
+                )
+            backoff = self.config.restart_backoff_s
+            delay = backoff[min(deaths - 1, len(backoff) - 1)] if backoff else 0.0
+            self.restart_due[name] = now + delay
+            said.append(
+                f"{name} exited with {code} (death {deaths} of at most {self.config.max_crashes} in "
+                f"{self.config.crash_window_s:.0f}s); restarting in {delay:g}s. Its log ends:\n"
+                f"{self.log_tail(name, 8)}"
+            )
+        return said
 
     def dead_services(self) -> dict[str, int]:
         return {name: code for name, proc in self.processes.items() if (code := proc.poll()) is not None}

@@ -1,0 +1,87 @@
+"""The embedded stack keeps running when one service dies (it is restarted with backoff), stops on a
+crash loop, and hands the database credentials to the registry alone. Real processes, real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from services.core.nats_server import free_port
+from services.core.runtime import build_runtime
+from services.core.settings import CoreSettings, NatsSettings
+from services.stack import DATABASE_URL_VARIABLE, Stack, StackConfig, StackError, wait_healthy
+
+pytestmark = pytest.mark.integration
+
+
+def config(tmp_path: Path, **overrides: object) -> StackConfig:
+    values: dict[str, object] = {
+        "data_dir": tmp_path / "data",
+        "nats_port": free_port(),
+        "serving_port": free_port(),
+        "dashboard_port": 0,
+        "services": ("registry", "rollout"),
+        **overrides,
+    }
+    return StackConfig(**values)  # type: ignore[arg-type]
+
+
+def run_until_crash_loop(stack: Stack, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stack.supervise()
+        time.sleep(0.1)
+
+
+async def test_a_killed_service_is_restarted_and_the_others_keep_running(tmp_path: Path) -> None:
+    stack = Stack(config(tmp_path, restart_backoff_s=(0.5,)))
+    stack.start()
+    operator = build_runtime("cli", CoreSettings(nats=NatsSettings(url=stack.nats_url)))
+    try:
+        await operator.broker.connect()
+        await wait_healthy(operator.broker, stack)
+        registry_pid = stack.processes["registry"].pid
+        killed = stack.kill("rollout")  # kill -9: no shutdown hooks run
+        said: list[str] = []
+        deadline = time.monotonic() + 20
+        while not any("restarted" in line for line in said) and time.monotonic() < deadline:
+            said += stack.supervise()
+            await asyncio.sleep(0.1)
+        assert any("rollout exited with -9" in line and "restarting in 0.5s" in line for line in said), said
+        assert stack.processes["rollout"].pid != killed and stack.restarts == {"rollout": 1}
+        health = await wait_healthy(operator.broker, stack)
+        assert health["rollout"]["pid"] == stack.processes["rollout"].pid
+        assert health["registry"]["pid"] == registry_pid  # untouched
+    finally:
+        await operator.broker.stop()
+        stack.stop()
+
+
+def test_a_service_that_keeps_dying_is_a_crash_loop_that_stops_the_stack(tmp_path: Path) -> None:
+    broken = {"TUNELINE_ROLLOUT_POLICY": "not json"}  # rollout exits at once, every time
+    stack = Stack(
+        config(tmp_path, services=("rollout",), env=broken, restart_backoff_s=(0.1,), max_crashes=2)
+    )
+    stack.start()
+    try:
+        with pytest.raises(StackError, match="rollout died 3 times within 300s") as stopped:
+            run_until_crash_loop(stack, timeout=60)
+        assert "crash loop" in str(stopped.value) and stack.restarts == {"rollout": 2}
+    finally:
+        stack.stop()
+
+
+def test_the_database_url_reaches_the_registry_alone_and_is_printed_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "postgresql+psycopg://tuneline:s3cret-pw@db.internal/tuneline"
+    monkeypatch.setenv(DATABASE_URL_VARIABLE, url)  # as `tuneline up` reads it from the environment
+    stack = Stack(config(tmp_path, database_url=url))
+    assert stack.env_for("registry")[DATABASE_URL_VARIABLE] == url
+    for name in ("curation", "training", "merging", "evaluation", "rollout", "serving"):
+        env = stack.env_for(name)
+        assert DATABASE_URL_VARIABLE not in env and not any("s3cret-pw" in v for v in env.values()), name
+    assert stack.config.masked_database_url() == "postgresql+psycopg://tuneline:***@db.internal/tuneline"
