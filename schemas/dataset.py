@@ -11,7 +11,7 @@ from schemas.curation_policy import CurationPolicy
 from schemas.events import Contract, Event
 from schemas.gate_policy import GatePolicy
 from schemas.recipe import TrainingRecipe
-from schemas.refs import ArtifactRef, Name, RouteAlias, Sha256, Tenant
+from schemas.refs import NO_CONTROL, ArtifactRef, Name, RouteAlias, Sha256, Tenant
 
 SourceFormat = Literal["jsonl", "parquet", "csv", "hf-dataset"]
 
@@ -19,6 +19,8 @@ SourceFormat = Literal["jsonl", "parquet", "csv", "hf-dataset"]
 class DataSource(Contract):
     uri: str = Field(
         min_length=1,
+        max_length=2000,
+        pattern=NO_CONTROL,
         description="upload:<sha256>/<name> (sent by `tuneline submit`), artifact:<key>, s3://… "
         "or a local path under the curation service's allowed roots",
     )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from schemas.events import Contract
 
@@ -42,6 +43,18 @@ class GatePolicy(Contract):
         default=None, description="JSON Schema the target answers must satisfy (json-schema scorer)"
     )
     target_pattern: str | None = Field(default=None, description="Regex a target answer must match (regex)")
+
+    @field_validator("target_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        # checked here, at submission: it once crashed evaluation five times after a full training run
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"not a valid regular expression: {error}") from None
+        return value
+
     few_shot: int = Field(
         default=3, ge=0, le=16, description="Examples in the few-shot baseline's prompt (0: no few-shot arm)"
     )

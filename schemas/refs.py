@@ -13,7 +13,11 @@ from schemas.events import Contract
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 """Lower-case hex sha256 digest."""
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+# no control characters: a NUL in a name or URI broke file APIs deep in a service, after retries
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True, pattern=NO_CONTROL)
+]
 RouteAlias = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
 ]  # a DNS-label-like alias, also usable as a NATS subject token and a KV key

@@ -169,15 +169,38 @@ def resolve_base_model(
         if store is None:
             raise ModelResolutionError(f"{name}: no artifact store configured to read it from")
         from schemas.refs import ArtifactRef
+        from services.core.artifacts import ArtifactError
 
         key = name.removeprefix("artifact:")
         digest = key.rstrip("/").rsplit("/", 1)[-1]
         target = cache / "artifacts" / digest
-        if not (target / "config.json").exists():
+        try:
             ref = ArtifactRef(key=key, sha256=digest, size_bytes=0, media_type="application/x-tar")
-            store.fetch_tree(ref, target)
+        except ValueError:
+            raise ModelResolutionError(
+                f"{name}: not an artifact reference; give artifact:<key> whose last part is the sha256"
+            ) from None
+        if not _verified_copy(target):
+            shutil.rmtree(target, ignore_errors=True)
+            try:
+                store.fetch_tree(ref, target)  # checks the artifact's sha256 as it fetches
+            except ArtifactError as error:
+                raise ModelResolutionError(f"{name}: {error}") from None
+            (target / VERIFIED_MARKER).write_text(weights_sha256(target))
         return _checked_dir(target, name)
     return _checked_dir(Path(name).expanduser(), name)
+
+
+VERIFIED_MARKER = ".tuneline-weights-sha256"
+
+
+def _verified_copy(target: Path) -> bool:
+    """A cached artifact base is reused only if its weights still hash to what was fetched: a copy
+    changed on disk since is fetched (and verified) again."""
+    marker = target / VERIFIED_MARKER
+    if not (target / "config.json").exists() or not marker.exists():
+        return False
+    return marker.read_text().strip() == weights_sha256(target)
 
 
 def _checked_dir(path: Path, name: str) -> Path:

@@ -24,6 +24,7 @@ from services.core.artifacts import sha256_file
 
 BUCKET = "tuneline_uploads"
 PREFIX = "upload:"
+MAX_UNPACKED_BYTES = 2 * 1024**3  # an uploaded directory, unpacked
 
 
 class UploadError(Exception):
@@ -99,15 +100,30 @@ async def download(js: JetStreamContext, uri: str, work_dir: Path) -> Path:
     return await asyncio.to_thread(_verify_and_unpack, target, sha, uri)
 
 
-def _verify_and_unpack(target: Path, sha: str, uri: str) -> Path:
+MAX_MEMBERS = 10_000  # files in one uploaded directory
+
+
+def _verify_and_unpack(target: Path, sha: str, uri: str, max_bytes: int = MAX_UNPACKED_BYTES) -> Path:
     digest = sha256_file(target)
     if digest != sha:
         target.unlink()
         raise UploadError(f"{uri}: downloaded content has sha256 {digest}, expected {sha}")
     if target.name.endswith(".tar"):
         directory = target.with_suffix("")
-        with tarfile.open(target) as tar:
-            tar.extractall(directory, filter="data")
-        os.remove(target)
+        try:
+            # "r:" reads a plain tar only, as `pack_directory` writes it: no compression is
+            # auto-detected, so a small upload cannot unpack into gigabytes (a tar bomb)
+            with tarfile.open(target, mode="r:") as tar:
+                members = tar.getmembers()
+                if len(members) > MAX_MEMBERS:
+                    raise UploadError(f"{uri}: {len(members):,} files, over the limit of {MAX_MEMBERS:,}")
+                size = sum(m.size for m in members)
+                if size > max_bytes:
+                    raise UploadError(f"{uri}: unpacks to {size:,} bytes, over the limit of {max_bytes:,}")
+                tar.extractall(directory, members=members, filter="data")
+        except tarfile.TarError as error:  # not a plain tar; or an absolute or escaping link
+            raise UploadError(f"{uri}: refused as an upload ({type(error).__name__}: {error})") from None
+        finally:
+            os.remove(target)
         return directory
     return target

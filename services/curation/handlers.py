@@ -155,6 +155,7 @@ class CurationHandlers:
                 tokenizer=tokenizer,
                 suites=suites,
                 tokenizer_error=tokenizer_error,
+                limits=self.settings.source_limits(),
             )
             outcome = await asyncio.to_thread(self._store, result, event, tokenizer)
             await ctx.publish(outcome)

@@ -42,7 +42,7 @@ from services.curation.agreement import cohen_kappa, fleiss_kappa
 from services.curation.contamination import ContaminationIndex, build_index
 from services.curation.dedupe import exact_groups, near_groups, normalize
 from services.curation.rows import FormatError, Kind, Row, detect_kind, parse_row
-from services.curation.sources import SourceError, read_rows
+from services.curation.sources import SourceError, SourceLimits, read_rows
 
 SHIPPED_SETS = {
     "general-replay": Path(__file__).parent / "data" / "general_replay.jsonl",
@@ -169,8 +169,10 @@ class Curator:
         tokenizer: Tokenizer | None,
         suites: Sequence[Suite],
         tokenizer_error: str | None = None,
+        limits: SourceLimits | None = None,
     ) -> None:
         self.sub = submission
+        self.limits = limits or SourceLimits()
         self.policy: CurationPolicy = submission.curation
         self.resolve = resolve
         self.tokenizer = tokenizer
@@ -193,7 +195,7 @@ class Curator:
                 sha = source.sha256 if source.sha256 and path.is_dir() else _file_sha256(path)
                 if source.sha256 and sha != source.sha256:
                     raise SourceError(f"{source.uri}: content does not match the submitted sha256")
-                raw = list(read_rows(path, source.format))
+                raw = list(read_rows(path, source.format, self.limits))
             except (SourceError, OSError) as error:
                 source_ok = False
                 message = str(error) if isinstance(error, SourceError) else f"{source.uri}: {error.strerror}"
@@ -625,7 +627,7 @@ class Curator:
                 "a source in the task's format or drop it from the mix"
             )
         rows = []
-        for item in read_rows(path, fmt):
+        for item in read_rows(path, fmt, self.limits):
             if item.error is not None:
                 self.audit.findings.append(
                     Finding(
@@ -725,9 +727,15 @@ def curate(
     tokenizer: Tokenizer | None,
     suites: Sequence[Suite],
     tokenizer_error: str | None = None,
+    limits: SourceLimits | None = None,
 ) -> Curated:
     return Curator(
-        submission, resolve=resolve, tokenizer=tokenizer, suites=suites, tokenizer_error=tokenizer_error
+        submission,
+        resolve=resolve,
+        tokenizer=tokenizer,
+        suites=suites,
+        tokenizer_error=tokenizer_error,
+        limits=limits,
     ).run()
 
 

@@ -18,7 +18,25 @@ JSON_COLUMNS = ("messages", "annotations")  # CSV cells holding JSON
 
 
 class SourceError(Exception):
-    """A whole source cannot be read (missing, unsafe, unreadable)."""
+    """A whole source cannot be read (missing, unsafe, unreadable, over a limit)."""
+
+
+@dataclass(frozen=True)
+class SourceLimits:
+    """What one source may cost to read (`TUNELINE_CURATION_MAX_*`): a 796-byte Parquet file can hold
+    200 MB of rows and a 34 MB JSON line took curation to a 6.4 GB peak. Over a limit, the source
+    is refused with a finding (a whole source) or the row is (one row)."""
+
+    max_source_bytes: int = 2 * 1024**3
+    max_rows: int = 1_000_000
+    max_row_bytes: int = 1024 * 1024
+    max_expansion: float = 20.0  # Parquet: uncompressed bytes per byte on disk
+
+    def row_too_large(self, size: int) -> str:
+        return (
+            f"the row is {size:,} bytes, over the limit of {self.max_row_bytes:,} "
+            "(TUNELINE_CURATION_MAX_ROW_BYTES); split it or drop it"
+        )
 
 
 @dataclass
@@ -42,42 +60,73 @@ def infer_format(path: str | os.PathLike[str]) -> str:
     return formats[suffix.lower()]
 
 
-def read_rows(path: str | os.PathLike[str], fmt: str) -> Iterator[RawRow]:
+def read_rows(path: str | os.PathLike[str], fmt: str, limits: SourceLimits | None = None) -> Iterator[RawRow]:
+    """The source's rows, one at a time (never the whole file in memory), within `limits`."""
+    limits = limits or SourceLimits()
+    source = Path(path)
+    readers = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet, "hf-dataset": _hf_dataset}
+    if fmt not in readers:
+        raise SourceError(f"{path}: unknown format {fmt!r}")
     try:
-        if fmt == "jsonl":
-            yield from _jsonl(Path(path))
-        elif fmt == "csv":
-            yield from _csv(Path(path))
-        elif fmt == "parquet":
-            yield from _parquet(Path(path))
-        elif fmt == "hf-dataset":
-            yield from _hf_dataset(Path(path))
-        else:
-            raise SourceError(f"{path}: unknown format {fmt!r}")
+        size = _size(source)
+        if size > limits.max_source_bytes:
+            raise SourceError(
+                f"{path}: {size:,} bytes, over the limit of {limits.max_source_bytes:,} "
+                "(TUNELINE_CURATION_MAX_SOURCE_BYTES); split the source"
+            )
+        for count, row in enumerate(readers[fmt](source, limits), start=1):
+            if count > limits.max_rows:
+                raise SourceError(
+                    f"{path}: more than {limits.max_rows:,} rows (TUNELINE_CURATION_MAX_ROWS); split "
+                    "the source"
+                )
+            yield row
     except FileNotFoundError:
         raise SourceError(f"{path}: no such file") from None
+    except csv.Error as error:
+        raise SourceError(f"{path}: cannot read it as CSV: {error}") from None
     except (OSError, ValueError) as error:
         if isinstance(error, SourceError):
             raise
         raise SourceError(f"{path}: cannot read it as {fmt}: {error}") from None
 
 
-def _jsonl(path: Path) -> Iterator[RawRow]:
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _jsonl(path: Path, limits: SourceLimits) -> Iterator[RawRow]:
     with open(path, encoding="utf-8", errors="strict") as handle:
         number = 0
         for line in handle:
             if not line.strip():
                 continue  # blank lines are not rows
             number += 1
+            if len(line) > limits.max_row_bytes:  # never parsed: parsing is what blows up
+                yield RawRow(number, error=limits.row_too_large(len(line.encode())))
+                continue
             try:
                 yield RawRow(number, json.loads(line))
             except json.JSONDecodeError as error:
                 yield RawRow(number, error=f"not valid JSON ({error.msg} at column {error.colno})")
 
 
-def _csv(path: Path) -> Iterator[RawRow]:
+def _csv(path: Path, limits: SourceLimits) -> Iterator[RawRow]:
     with open(path, encoding="utf-8", newline="") as handle:
-        for number, record in enumerate(csv.DictReader(handle), start=1):
+        reader = csv.DictReader(handle)
+        number = 0
+        while True:
+            number += 1
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:  # e.g. a field over the csv module's 128 KiB limit
+                raise SourceError(
+                    f"{path}: row {number}: {error}; the source cannot be read past it"
+                ) from None
             row: dict[str, Any] = {k: v for k, v in record.items() if k is not None}
             if None in record:
                 yield RawRow(number, error="more cells than header columns")
@@ -94,17 +143,44 @@ def _csv(path: Path) -> Iterator[RawRow]:
             yield RawRow(number, error=bad) if bad else RawRow(number, row)
 
 
-def _parquet(path: Path) -> Iterator[RawRow]:
+def _parquet(path: Path, limits: SourceLimits) -> Iterator[RawRow]:
     import pyarrow.parquet as pq
 
-    number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-        for record in batch.to_pylist():
+    parquet = pq.ParquetFile(path)
+    meta = parquet.metadata
+    if meta.num_rows > limits.max_rows:
+        raise SourceError(
+            f"{path}: {meta.num_rows:,} rows, over the limit of {limits.max_rows:,} "
+            "(TUNELINE_CURATION_MAX_ROWS); split the source"
+        )
+    expanded = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+    on_disk = max(path.stat().st_size, 1)
+    if expanded > limits.max_expansion * on_disk and expanded > limits.max_row_bytes:
+        raise SourceError(
+            f"{path}: {on_disk:,} bytes on disk expand to {expanded:,} bytes of rows, more than "
+            f"{limits.max_expansion:g}× (TUNELINE_CURATION_MAX_EXPANSION): refused as a decompression bomb"
+        )
+    number = decoded = 0
+    budget = max(limits.max_expansion * on_disk, limits.max_row_bytes)
+    for batch in parquet.iter_batches(batch_size=256):
+        for record in batch.to_pylist():  # dictionary-encoded columns expand only here
             number += 1
-            yield RawRow(number, record)
+            size = len(json.dumps(record, default=str))
+            decoded += size
+            if decoded > budget:
+                raise SourceError(
+                    f"{path}: {on_disk:,} bytes on disk expand past {budget:,.0f} bytes of rows by row "
+                    f"{number}, more than {limits.max_expansion:g}× (TUNELINE_CURATION_MAX_EXPANSION): "
+                    "refused as a decompression bomb"
+                )
+            yield (
+                RawRow(number, error=limits.row_too_large(size))
+                if size > limits.max_row_bytes
+                else RawRow(number, record)
+            )
 
 
-def _hf_dataset(path: Path) -> Iterator[RawRow]:
+def _hf_dataset(path: Path, limits: SourceLimits) -> Iterator[RawRow]:
     """A directory written by `Dataset.save_to_disk` (Arrow files + JSON state; nothing pickled)."""
     if not (path / "dataset_info.json").exists() and not (path / "state.json").exists():
         raise SourceError(f"{path}: not a saved datasets directory (no state.json / dataset_info.json)")
