@@ -18,6 +18,7 @@ from faststream.nats import NatsBroker
 from pydantic import SecretStr
 
 from services.core.nats_server import EmbeddedNats, NatsServerError, SecureNats, secure_nats
+from services.core.pki import write_secret
 from services.core.rpc import RpcError, query
 from services.core.settings import NatsSettings
 
@@ -168,8 +169,7 @@ class Stack:
                 self.secure = secure_nats(data_dir / "nats", port=self.config.nats_port)
                 self.nats = self.secure.server
                 operator = data_dir / "nats" / "secrets" / "operator.env"
-                operator.write_text("".join(f"export {k}={v}\n" for k, v in self.client_env().items()))
-                operator.chmod(0o600)
+                write_secret(operator, "".join(f"export {k}={v}\n" for k, v in self.client_env().items()))
             else:
                 self.nats = EmbeddedNats(data_dir / "nats", port=self.config.nats_port)
             try:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.core.pki import ServerTls
+from services.core.pki import ServerTls, write_secret
 
 
 class NatsServerError(RuntimeError):
@@ -176,6 +176,8 @@ def secure_nats(data_dir: Path, *, port: int, host: str = "127.0.0.1") -> Secure
     conf_dir = data_dir / "conf"
     conf_dir.mkdir(parents=True, exist_ok=True)
     secrets = data_dir / "secrets"
+    secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secrets.chmod(0o700)  # passwords and keys: for this user's eyes only
     tls_dir = secrets / "tls"
     tls = (
         ServerTls(tls_dir / "ca.pem", tls_dir / "server.pem", tls_dir / "server-key.pem")
@@ -199,8 +201,7 @@ def secure_nats(data_dir: Path, *, port: int, host: str = "127.0.0.1") -> Secure
     passwords: dict[str, str] = json.loads(passwords_file.read_text()) if passwords_file.exists() else {}
     for user in [*service_access(), ADMIN_USER]:
         passwords.setdefault(user, new_password())
-    passwords_file.write_text(json.dumps(passwords, indent=2))
-    passwords_file.chmod(0o600)
+    write_secret(passwords_file, json.dumps(passwords, indent=2))
     env = {password_variable(user): password for user, password in passwords.items()}
     server = EmbeddedNats(
         data_dir, port=port, host=host, config=conf_dir / "nats-server.conf", env=env, tls=True

@@ -394,3 +394,36 @@ async def test_a_service_may_only_publish_as_itself(as_user: Any, secure: Secure
     assert "'tuneline/curation' may not publish dataset.submitted" in letter.headers[DLQ_REASON]
     await asyncio.sleep(0.5)
     assert handled == ["tuneline/cli"]
+
+
+def test_secrets_are_created_readable_by_their_owner_only(secure: SecureNats) -> None:
+    import stat
+
+    secrets = secure.server.data_dir / "secrets"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+    for path in [secrets / "passwords.json", *secrets.rglob("*key*.pem")]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_write_secret_never_leaves_a_readable_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is created 0600: a reader racing the write finds it closed to others from the start."""
+    import os
+    import stat
+
+    from services.core.pki import write_secret
+
+    modes: list[int] = []
+    real_write = os.fdopen
+
+    def watching(fd: int, *args: Any, **kwargs: Any) -> Any:
+        modes.append(stat.S_IMODE(os.fstat(fd).st_mode))  # before a byte is written
+        return real_write(fd, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", watching)
+    old = tmp_path / "operator.env"
+    old.write_text("stale")
+    old.chmod(0o644)
+    write_secret(tmp_path / "new.env", "export A=1\n")
+    write_secret(old, "export A=2\n")
+    assert modes[0] == 0o600
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600 and old.read_text() == "export A=2\n"
