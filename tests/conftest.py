@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -50,7 +51,12 @@ def core_settings(nats_server: EmbeddedNats) -> CoreSettings:
 def core(core_settings: CoreSettings, tmp_path: Path, model_cache: Path) -> CoreSettings:
     """Core settings with a per-test artifact store and the session's model cache."""
     return core_settings.model_copy(
-        update={"artifact_root": str(tmp_path / "artifacts"), "model_cache": str(model_cache)}
+        update={
+            "artifact_root": str(tmp_path / "artifacts"),
+            "model_cache": str(model_cache),
+            # tests name fine-tuned bases (knowing_base) by their temporary directory
+            "model_local_roots": (tempfile.gettempdir(),),
+        }
     )
 
 

@@ -158,9 +158,17 @@ def canonical_name(name: str) -> str:
 
 
 def resolve_base_model(
-    name: str, cache_dir: str | os.PathLike[str], store: ArtifactStore | None = None
+    name: str,
+    cache_dir: str | os.PathLike[str],
+    store: ArtifactStore | None = None,
+    *,
+    local_roots: tuple[str, ...] | None = None,
 ) -> Path:
-    """A local directory with the model's config, safetensors weights and tokenizer."""
+    """A local directory with the model's config, safetensors weights and tokenizer.
+
+    `local_roots`: where a local path may point (what a submission names is untrusted); None for
+    trusted callers. A path outside them is refused with the same words whether it exists or not.
+    """
     name = canonical_name(name)
     cache = Path(cache_dir)
     if name in BUILDERS:
@@ -188,7 +196,19 @@ def resolve_base_model(
                 raise ModelResolutionError(f"{name}: {error}") from None
             (target / VERIFIED_MARKER).write_text(weights_sha256(target))
         return _checked_dir(target, name)
-    return _checked_dir(Path(name).expanduser(), name)
+    path = Path(name).expanduser()
+    if local_roots is not None and not _under(path, local_roots):
+        raise ModelResolutionError(
+            f"base model {name!r}: not a built-in ({', '.join(builtin_names())}) or artifact:<key>, and "
+            f"local paths are only read under TUNELINE_MODEL_LOCAL_ROOTS ({list(local_roots)}); upload "
+            "the model as an artifact or ask an operator to allow its directory"
+        )
+    return _checked_dir(path, name)
+
+
+def _under(path: Path, roots: tuple[str, ...]) -> bool:
+    real = path.resolve()
+    return any(real == (base := Path(root).expanduser().resolve()) or base in real.parents for root in roots)
 
 
 VERIFIED_MARKER = ".tuneline-weights-sha256"

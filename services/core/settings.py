@@ -144,3 +144,8 @@ class CoreSettings(BaseSettings):
         ),
         description="Where base models are converted/built once and kept (shared by every data dir)",
     )
+    model_local_roots: tuple[str, ...] = Field(
+        default=(),
+        description="Directories under which a submission may name a base model by local path "
+        "(default none: built-in names and artifact:<key> only)",
+    )

@@ -116,7 +116,12 @@ class CurationHandlers:
     def tokenizer_for(self, base_model: str) -> Tokenizer:
         with self._lock:
             if base_model not in self._tokenizers:
-                path = resolve_base_model(base_model, self.settings.core.model_cache, self.store)
+                path = resolve_base_model(
+                    base_model,
+                    self.settings.core.model_cache,
+                    self.store,
+                    local_roots=self.settings.core.model_local_roots,
+                )
                 self._tokenizers[base_model] = Tokenizer.from_hf(
                     base_model, tokenizer_sha256(path), load_tokenizer(path)
                 )

@@ -93,9 +93,12 @@ class TrainingHandlers:
         preflight.check_device(recipe, self.settings.device)
         cache = self.settings.core.model_cache
         try:
-            base_path = resolve_base_model(recipe.base_model, cache, self.store)
+            roots = self.settings.core.model_local_roots
+            base_path = resolve_base_model(recipe.base_model, cache, self.store, local_roots=roots)
             teacher_path = (
-                resolve_base_model(recipe.distill.teacher, cache, self.store) if recipe.distill else None
+                resolve_base_model(recipe.distill.teacher, cache, self.store, local_roots=roots)
+                if recipe.distill
+                else None
             )
         except ModelResolutionError as error:
             raise preflight.PreflightError(

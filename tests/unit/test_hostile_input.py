@@ -130,3 +130,16 @@ def test_a_missing_or_tampered_artifact_base_is_a_resolution_error_or_is_fetched
     weights.write_bytes(original[:-8] + b"tampered")  # changed on disk after it was verified
     again = resolve_base_model(name, cache, store)
     assert again == first and next(again.glob("*.safetensors")).read_bytes() == original
+
+
+def test_a_local_path_base_outside_the_allowed_roots_is_refused_without_saying_if_it_exists(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    answers = []
+    for path in (tiny_model, Path("/etc"), tmp_path / "no-such-dir"):
+        with pytest.raises(ModelResolutionError) as refused:
+            resolve_base_model(str(path), tmp_path / "cache", local_roots=(str(tmp_path / "allowed"),))
+        answers.append(str(refused.value).replace(str(path), "<path>"))
+    assert len(set(answers)) == 1 and "TUNELINE_MODEL_LOCAL_ROOTS" in answers[0]
+    # inside an allowed root it resolves
+    assert resolve_base_model(str(tiny_model), tmp_path / "cache", local_roots=(str(tiny_model.parent),))
