@@ -24,6 +24,7 @@ from schemas.refs import ArtifactRef
 CHUNK = 1024 * 1024
 _KEY_RE = re.compile(r"^[A-Za-z0-9._/-]+$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 class ArtifactError(Exception):
@@ -40,6 +41,10 @@ class IntegrityError(ArtifactError):
 
 class ArtifactNotFound(ArtifactError):
     pass
+
+
+class ForeignArtifactError(ArtifactError):
+    """An artifact another tenant owns (or none does), named by a tenant's submission."""
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -199,6 +204,31 @@ class ArtifactStore:
             return []
         names = self.fs.ls(folder, detail=False)
         return sorted(f"{prefix.rstrip('/')}/{posixpath.basename(str(n))}" for n in names)
+
+    # -- tenants -----------------------------------------------------------------------------
+    # Content addressing alone would let any tenant that learns a key read another's data (a
+    # submission for tenant `other` naming `artifact:<acme's split>` was trained). So the service
+    # that produces an artifact records the tenant it produced it for, and a submission may name
+    # only artifacts its own tenant owns. One blob can belong to several tenants (same bytes).
+    def claim(self, ref: ArtifactRef, tenant: str) -> None:
+        """Record that `tenant` owns `ref` (the producing service calls this)."""
+        if not _TENANT_RE.match(tenant):
+            raise ArtifactError(f"tenant {tenant!r} is not a tenant name")
+        self._atomic_write(f"owners/{ref.sha256}/{tenant}", [b""])
+
+    def owners(self, sha256: str) -> set[str]:
+        if not _SHA_RE.match(sha256):
+            raise ArtifactError(f"{sha256!r} is not a lower-case hex sha256")
+        return {posixpath.basename(k) for k in self.list_keys(f"owners/{sha256}")}
+
+    def require_owner(self, sha256: str, tenant: str, what: str) -> None:
+        """Refuse `what` unless `tenant` owns the artifact; the same words whether it exists or not."""
+        if tenant not in self.owners(sha256):
+            raise ForeignArtifactError(
+                f"{what}: no artifact with sha256 {sha256[:12]}… belongs to tenant {tenant!r}; a "
+                "submission may name only its own tenant's artifacts (upload the data with "
+                "`tuneline submit` instead)"
+            )
 
     # -- trees (a directory: a JSON manifest of relative path → blob) ----------------------
     def put_tree(self, directory: str | os.PathLike[str]) -> ArtifactRef:

@@ -163,11 +163,13 @@ def resolve_base_model(
     store: ArtifactStore | None = None,
     *,
     local_roots: tuple[str, ...] | None = None,
+    tenant: str | None = None,
 ) -> Path:
     """A local directory with the model's config, safetensors weights and tokenizer.
 
     `local_roots`: where a local path may point (what a submission names is untrusted); None for
     trusted callers. A path outside them is refused with the same words whether it exists or not.
+    `tenant`: an `artifact:` base must belong to it (None for trusted callers).
     """
     name = canonical_name(name)
     cache = Path(cache_dir)
@@ -188,6 +190,11 @@ def resolve_base_model(
             raise ModelResolutionError(
                 f"{name}: not an artifact reference; give artifact:<key> whose last part is the sha256"
             ) from None
+        if tenant is not None:
+            try:
+                store.require_owner(digest, tenant, f"base model {name!r}")
+            except ArtifactError as error:
+                raise ModelResolutionError(str(error)) from None
         if not _verified_copy(target):
             shutil.rmtree(target, ignore_errors=True)
             try:

@@ -40,10 +40,11 @@ log = logging.getLogger(__name__)
 class SourceResolver:
     """Turns a DataSource URI into a local path, refusing anything the settings do not allow."""
 
-    def __init__(self, settings: CurationSettings, store: ArtifactStore, work: Path) -> None:
+    def __init__(self, settings: CurationSettings, store: ArtifactStore, work: Path, tenant: str) -> None:
         self.settings = settings
         self.store = store
         self.work = work
+        self.tenant = tenant  # the submission's: it may name only its own tenant's artifacts
         self.fetched: dict[str, Path | str] = {}  # upload: URIs fetched up front (or their error)
 
     def __call__(self, source: DataSource) -> Path:
@@ -72,6 +73,7 @@ class SourceResolver:
                     "so its content can be verified"
                 )
             ref = ArtifactRef(key=key, sha256=digest, size_bytes=0)
+            self.store.require_owner(digest, self.tenant, source.uri)
             return self.store.fetch_file(ref, self.work / "artifacts" / digest)
         except (ArtifactError, ValueError) as error:
             raise SourceError(f"{source.uri}: {error}") from None
@@ -113,15 +115,17 @@ class CurationHandlers:
         self._tokenizers: dict[str, Tokenizer] = {}
         self._lock = threading.Lock()
 
-    def tokenizer_for(self, base_model: str) -> Tokenizer:
+    def tokenizer_for(self, base_model: str, tenant: str) -> Tokenizer:
         with self._lock:
+            # an artifact base is checked for the tenant every time, not only on its first use
+            path = resolve_base_model(
+                base_model,
+                self.settings.core.model_cache,
+                self.store,
+                local_roots=self.settings.core.model_local_roots,
+                tenant=tenant,
+            )
             if base_model not in self._tokenizers:
-                path = resolve_base_model(
-                    base_model,
-                    self.settings.core.model_cache,
-                    self.store,
-                    local_roots=self.settings.core.model_local_roots,
-                )
                 self._tokenizers[base_model] = Tokenizer.from_hf(
                     base_model, tokenizer_sha256(path), load_tokenizer(path)
                 )
@@ -145,11 +149,11 @@ class CurationHandlers:
     async def on_submitted(self, event: DatasetSubmitted, ctx: HandlerContext) -> None:
         work = await asyncio.to_thread(self._work_dir, event.submission_id)
         try:
-            resolver = SourceResolver(self.settings, self.store, work)
+            resolver = SourceResolver(self.settings, self.store, work, event.tenant)
             await self._fetch_uploads(event, resolver)
             tokenizer, tokenizer_error = None, None
             try:
-                tokenizer = await asyncio.to_thread(self.tokenizer_for, event.recipe.base_model)
+                tokenizer = await asyncio.to_thread(self.tokenizer_for, event.recipe.base_model, event.tenant)
             except (ModelResolutionError, OSError, ValueError) as error:
                 tokenizer_error = f"base model {event.recipe.base_model!r}: {error}"
             suites = await asyncio.to_thread(all_suites, self.store)
@@ -179,6 +183,7 @@ class CurationHandlers:
     ) -> DatasetApproved | DatasetRejected:
         findings = result.audit.failed_first()
         report_ref = self.store.put_bytes(report_json(report(result, event)), media_type="application/json")
+        self.store.claim(report_ref, event.tenant)
         shown = tuple(findings[:FINDINGS_IN_EVENT])
         if len(findings) > FINDINGS_IN_EVENT:
             more = len(findings) - FINDINGS_IN_EVENT + 1
@@ -199,11 +204,13 @@ class CurationHandlers:
         splits = []
         for name, data in result.splits.items():
             ref = self.store.put_bytes(data, media_type="application/jsonl")
+            self.store.claim(ref, event.tenant)
             split_refs[name] = ref.model_dump(mode="json")
             splits.append(SplitInfo(name=name, rows=result.split_rows[name], artifact=ref))
         manifest_value = manifest(result, event, split_refs, tokenizer)
         manifest_value["report"] = report_ref.model_dump(mode="json")
         manifest_ref = self.store.put_json(manifest_value)
+        self.store.claim(manifest_ref, event.tenant)
         return DatasetApproved(
             submission_id=event.submission_id,
             dataset_id=result.dataset_id,

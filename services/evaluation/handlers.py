@@ -130,6 +130,7 @@ class EvaluationHandlers:
             await ctx.publish(EvalFailed(**subject, reason=error.reason, error=error.message))
             return
         report = await asyncio.to_thread(self.store.put_json, outcome.report)
+        await asyncio.to_thread(self.store.claim, report, event.tenant)
         await ctx.publish(EvalCompleted(**subject, suites=tuple(outcome.suites), report=report))
         verdict = GatesPassed if outcome.passed else GatesFailed
         await ctx.publish(

@@ -154,6 +154,9 @@ class MergingHandlers:
             )
             return
         route = event.route or inputs[0][2]
+        for produced in (ref.adapter.artifact if ref.adapter else None, ref.weights):
+            if produced is not None:  # the merged result belongs to the tenant that asked for it
+                await asyncio.to_thread(self.store.claim, produced, event.tenant)
         await ctx.publish(
             CandidateReady(
                 candidate=ref, lineage=lineage, produced_by="merging", tenant=event.tenant, route=route

@@ -94,9 +94,12 @@ class TrainingHandlers:
         cache = self.settings.core.model_cache
         try:
             roots = self.settings.core.model_local_roots
-            base_path = resolve_base_model(recipe.base_model, cache, self.store, local_roots=roots)
+            owner = event.tenant
+            base_path = resolve_base_model(
+                recipe.base_model, cache, self.store, local_roots=roots, tenant=owner
+            )
             teacher_path = (
-                resolve_base_model(recipe.distill.teacher, cache, self.store, local_roots=roots)
+                resolve_base_model(recipe.distill.teacher, cache, self.store, local_roots=roots, tenant=owner)
                 if recipe.distill
                 else None
             )
@@ -286,6 +289,7 @@ class TrainingHandlers:
     ) -> None:
         model_dir = Path(str(extra["model_dir"]))
         artifact = await asyncio.to_thread(self.store.put_tree, model_dir)
+        await asyncio.to_thread(self.store.claim, artifact, event.tenant)
         ref = candidate_ref(
             base=prepared.base,
             tokenizer=prepared.tokenizer,

@@ -136,10 +136,35 @@ def test_local_paths_and_remote_urls_need_an_operator_allowance(tmp_path: Path) 
     allowed = tmp_path / "data"
     allowed.mkdir()
     (allowed / "ok.jsonl").write_text(json.dumps(task_rows(1)[0]) + "\n")
-    resolver = SourceResolver(CurationSettings(local_roots=(str(allowed),)), store, tmp_path / "work")
+    resolver = SourceResolver(CurationSettings(local_roots=(str(allowed),)), store, tmp_path / "work", "acme")
     assert resolver(DataSource(uri=str(allowed / "ok.jsonl"))) == (allowed / "ok.jsonl").resolve()
     for uri in ("/etc/passwd", str(allowed / ".." / "escape.jsonl"), "s3://someone-elses-bucket/x.jsonl"):
         with pytest.raises(SourceError, match="TUNELINE_CURATION_"):
             resolver(DataSource(uri=uri))
     with pytest.raises(SourceError, match=r"escapes|must be a relative"):
         resolver(DataSource(uri="artifact:../../etc/passwd"))
+
+
+async def test_a_submission_cannot_name_another_tenants_artifact(
+    stack: ServiceRuntime, core: CoreSettings, tmp_path: Path
+) -> None:
+    """The attack: tenant `other` submits `artifact:<acme's curated split>`. Curation records each
+    artifact's owner as it produces it, and refuses the foreign one (a rejection naming the rule)."""
+    src = write_jsonl(tmp_path / "tickets.jsonl", task_rows(40))
+    event = await submit(stack, src, mix=replay_mix(), submission_id="sub-acme")
+    detail = await verdict(stack, event.submission_id)
+    assert detail["summary"]["status"] == "approved", detail["findings"]
+    split = ArtifactRef.model_validate(detail["splits"][0]["artifact"])
+    store = ArtifactStore(core.artifact_root)
+    assert store.owners(split.sha256) == {"acme"}
+
+    stolen = DataSource(uri=f"artifact:{split.key}", sha256=split.sha256)
+    theirs = submission(stolen, submission_id="sub-other").model_copy(update={"tenant": "other"})
+    await stack.bus.publish(theirs)
+    rejected = await verdict(stack, "sub-other")
+    assert rejected["summary"]["status"] == "rejected"
+    assert any("belongs to tenant 'other'" in f["message"] for f in rejected["findings"]), rejected
+    # the owner itself may name it: no ownership finding for acme
+    await stack.bus.publish(submission(stolen, submission_id="sub-acme-again"))
+    again = await verdict(stack, "sub-acme-again")
+    assert not any("belongs to tenant" in f["message"] for f in again["findings"]), again["findings"]

@@ -143,3 +143,15 @@ def test_a_local_path_base_outside_the_allowed_roots_is_refused_without_saying_i
     assert len(set(answers)) == 1 and "TUNELINE_MODEL_LOCAL_ROOTS" in answers[0]
     # inside an allowed root it resolves
     assert resolve_base_model(str(tiny_model), tmp_path / "cache", local_roots=(str(tiny_model.parent),))
+
+
+def test_an_artifact_base_of_another_tenant_is_refused(tmp_path: Path, tiny_model: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    ref = store.put_tree(tiny_model)
+    store.claim(ref, "acme")
+    name = f"artifact:{ref.key}"
+    with pytest.raises(ModelResolutionError, match="belongs to tenant 'other'"):
+        resolve_base_model(name, tmp_path / "cache", store, tenant="other")
+    assert resolve_base_model(name, tmp_path / "cache", store, tenant="acme").is_dir()
+    store.claim(ref, "other")  # the same bytes produced for a second tenant: both own them
+    assert resolve_base_model(name, tmp_path / "cache", store, tenant="other").is_dir()
