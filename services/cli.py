@@ -209,7 +209,7 @@ def _print_stack(stack: Stack, config: StackConfig, health: dict[str, dict[str, 
     if "serving" in health:
         table.add_row("serving API (OpenAI)", f"http://127.0.0.1:{config.serving_port}/v1", "")
     if "registry" in health and config.dashboard_port:
-        table.add_row("dashboard", f"http://127.0.0.1:{config.dashboard_port}/", "")
+        table.add_row("dashboard (admin key)", stack.dashboard_url(), "")
     table.add_row("logs", str(config.data_dir / "logs"), "")
     if stack.secure is not None:
         table.add_row("NATS TLS CA", str(stack.secure.tls.ca_file), "")

@@ -425,7 +425,7 @@ def _summary(
     table.add_row("release gates", verdict)
     table.add_row("time per stage", ", ".join(f"{name} {seconds:.0f}s" for name, seconds in timings.items()))
     table.add_row("adaptation card", f"{card.with_suffix('.md')} (and .json)")
-    table.add_row("dashboard (with --keep)", f"http://127.0.0.1:{stack.config.dashboard_port}/")
+    table.add_row("dashboard (with --keep)", stack.dashboard_url())
     route, url = "support-extract", f"http://127.0.0.1:{stack.config.serving_port}"
     table.add_row("query the route (with --keep)", _curl(stack, url, route))
     console.print(table)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -48,6 +50,7 @@ class StackError(RuntimeError):
 
 
 DATABASE_URL_VARIABLE = "TUNELINE_REGISTRY_DATABASE_URL"
+DASHBOARD_KEYS_VARIABLE = "TUNELINE_REGISTRY_DASHBOARD_KEYS"
 
 
 def masked_url(url: str) -> str:
@@ -133,8 +136,12 @@ class Stack:
         # the database credentials reach the registry alone (it owns the database; serving, say,
         # has no business holding them), also when the caller's own environment carries them
         env.pop(DATABASE_URL_VARIABLE, None)
+        env.pop(DASHBOARD_KEYS_VARIABLE, None)
         if name == "registry":
             env[DATABASE_URL_VARIABLE] = self.config.resolved_database_url()
+            if self.config.dashboard_port:
+                keys = self.config.env.get(DASHBOARD_KEYS_VARIABLE) or os.environ.get(DASHBOARD_KEYS_VARIABLE)
+                env[DASHBOARD_KEYS_VARIABLE] = keys or json.dumps({self.dashboard_key(): "*"})
         if self.secure is not None:
             env.update(self.secure.client_env(name))
             env["TUNELINE_STREAM_MANAGE"] = "true" if name == "registry" else "false"
@@ -207,6 +214,18 @@ class Stack:
         if self.processes[name].poll() is None:
             raise StackError(f"{name} is still running; kill or stop it first")
         self._spawn(name)
+
+    def dashboard_key(self) -> str:
+        """This stack's admin key for the dashboard, made once and kept 0600 in the data dir."""
+        path = self.config.data_dir / "secrets" / "dashboard-key"
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_secret(path, "dk-" + secrets.token_urlsafe(24))
+        return path.read_text().strip()
+
+    def dashboard_url(self) -> str:
+        """The dashboard's address with the admin key (the page trades it for a cookie)."""
+        return f"http://127.0.0.1:{self.config.dashboard_port}/?key={self.dashboard_key()}"
 
     def supervise(self, now: float | None = None) -> list[str]:
         """Restart dead services with backoff; returns what it did, one line each.

@@ -67,7 +67,7 @@ def build_registry(
             from services.registry.dashboard import create_dashboard
 
             config = uvicorn.Config(
-                create_dashboard(store),
+                create_dashboard(store, settings.dashboard_keys_all()),
                 host=settings.http_host,
                 port=settings.http_port,
                 log_level="warning",

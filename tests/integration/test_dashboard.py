@@ -40,6 +40,8 @@ from tests.support.events import candidate, sha
 pytestmark = pytest.mark.integration
 ROUTE = "ticket-extractor"
 CORRELATION = "lineage-dashboard"
+ADMIN_KEY, ACME_KEY, GLOBEX_KEY = "dk-admin", "dk-acme", "dk-globex"
+KEYS = {ADMIN_KEY: "*", ACME_KEY: "acme", GLOBEX_KEY: "globex"}
 SCORES = {  # suite → (kind, metric, candidate, baseline, few-shot)
     "target": ("target", "score", 74.7, 12.0, 64.7),
     "capability": ("capability", "score", 29.4, 30.0, None),
@@ -120,7 +122,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
     version = populate(store)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_dashboard(store), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_dashboard(store, KEYS), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -136,7 +138,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
 
 def test_the_json_api_serves_lineages_versions_evaluations_and_rollouts(dashboard: tuple[str, str]) -> None:
     url, version = dashboard
-    with httpx.Client(base_url=url, timeout=10) as client:
+    with httpx.Client(base_url=url, timeout=10, headers=bearer(ACME_KEY)) as client:
         [lineage] = client.get("/api/lineages").json()
         assert lineage["correlation_id"] == CORRELATION and lineage["events"] == 10
         assert lineage["latest"] == "tuneline.rollout.promoted.v1"
@@ -158,6 +160,35 @@ def test_the_json_api_serves_lineages_versions_evaluations_and_rollouts(dashboar
         assert client.post("/api/models").status_code == 405  # read-only
 
 
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_without_a_key_nothing_is_shown_and_a_tenant_sees_only_its_own(dashboard: tuple[str, str]) -> None:
+    url, version = dashboard
+    paths = ["/", "/api/lineages", f"/api/lineages/{CORRELATION}", "/api/models", f"/api/models/{version}",
+             f"/api/models/{version}/evals", f"/api/models/{version}/card", "/api/rollouts"]  # fmt: skip
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for path in paths:
+            assert client.get(path).status_code == 401, path
+            assert client.get(path, headers=bearer("dk-wrong")).status_code == 401, path
+        globex = bearer(GLOBEX_KEY)
+        assert client.get("/api/lineages", headers=globex).json() == []
+        assert client.get("/api/lineages?tenant=acme", headers=globex).json() == []  # no reaching over
+        assert client.get("/api/models?tenant=acme", headers=globex).json() == {"versions": []}
+        assert client.get("/api/rollouts", headers=globex).json() == []
+        for path in (paths[2], *paths[4:7]):
+            assert client.get(path, headers=globex).status_code == 404, path  # as if it did not exist
+        admin = bearer(ADMIN_KEY)
+        assert [m["tenant"] for m in client.get("/api/models", headers=admin).json()["versions"]] == ["acme"]
+        assert client.get(f"/api/models/{version}/card", headers=admin).status_code == 200
+        # the page trades ?key= for an HttpOnly cookie, and drops the key from the address
+        hop = client.get(f"/?key={ACME_KEY}", follow_redirects=False)
+        assert hop.status_code == 303 and hop.headers["location"] == "/"
+        assert "httponly" in hop.headers["set-cookie"].lower()
+        assert client.get("/api/models").json()["versions"][0]["version_id"] == version  # by the cookie
+
+
 def dump_dom(url: str, tmp_path: Path) -> str:
     result = subprocess.run(
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -173,7 +204,7 @@ def test_the_evaluation_page_draws_every_arm_and_the_gate_thresholds(
     dashboard: tuple[str, str], tmp_path: Path
 ) -> None:
     url, version = dashboard
-    dom = dump_dom(f"{url}/#/model/{version}", tmp_path)
+    dom = dump_dom(f"{url}/?key={ACME_KEY}#/model/{version}", tmp_path)
     assert 'data-ready="model"' in dom, dom[-3000:]
     bars = re.findall(r'<rect class="bar" data-arm="([^"]+)" data-value="([^"]+)"', dom)
     expected = []
@@ -194,7 +225,7 @@ def test_the_evaluation_page_draws_every_arm_and_the_gate_thresholds(
 
 def test_the_rollout_page_draws_the_traffic_steps(dashboard: tuple[str, str], tmp_path: Path) -> None:
     url, _ = dashboard
-    dom = dump_dom(f"{url}/#/rollouts", tmp_path)
+    dom = dump_dom(f"{url}/?key={ACME_KEY}#/rollouts", tmp_path)
     assert 'data-ready="rollouts"' in dom, dom[-3000:]
     assert 'class="traffic-line"' in dom
     percents = re.findall(r'class="traffic-point" data-event="([^"]+)" data-percent="([^"]*)"', dom)
@@ -204,7 +235,7 @@ def test_the_rollout_page_draws_the_traffic_steps(dashboard: tuple[str, str], tm
 
 def test_the_lineage_page_lists_every_event(dashboard: tuple[str, str], tmp_path: Path) -> None:
     url, _ = dashboard
-    dom = dump_dom(f"{url}/#/lineage/{CORRELATION}", tmp_path)
+    dom = dump_dom(f"{url}/?key={ACME_KEY}#/lineage/{CORRELATION}", tmp_path)
     assert dom.count('class="timeline-entry"') == 10
 
 
@@ -254,7 +285,7 @@ def test_a_screenshot_of_the_evaluation_page_shows_the_charts(
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
-         "--window-size=1280,1400", f"--screenshot={shot}", f"{url}/#/model/{version}"],
+         "--window-size=1280,1400", f"--screenshot={shot}", f"{url}/?key={ACME_KEY}#/model/{version}"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]

@@ -226,9 +226,10 @@ def test_defaults_one_deployment_per_service_each_with_its_own_nats_user() -> No
     registry = deployments["tl-tuneline-registry"]
     assert registry["spec"]["replicas"] == 1 and registry["spec"]["strategy"]["type"] == "Recreate"
     assert env_of(registry)["TUNELINE_REGISTRY_DATABASE_URL"] == "sqlite:////data/registry.db"
-    assert env_of(registry)["TUNELINE_REGISTRY_HTTP_PORT"] == "8090"  # the dashboard
+    # the dashboard is off until it has keys
+    assert "TUNELINE_REGISTRY_HTTP_PORT" not in env_of(registry)
     ports = of_kind(docs, "Service")["tl-tuneline-registry"]["spec"]["ports"]
-    assert {"name": "dashboard", "port": 8090, "targetPort": "dashboard"} in ports
+    assert not [p for p in ports if p["name"] == "dashboard"]
     assert "tl-tuneline-registry-data" in of_kind(docs, "PersistentVolumeClaim")
     assert of_kind(docs, "PodDisruptionBudget")["tl-tuneline-serving"]["spec"]["minAvailable"] == 1
     hpa = of_kind(docs, "HorizontalPodAutoscaler")["tl-tuneline-serving"]
@@ -383,3 +384,19 @@ def test_the_nats_subchart_runs_jetstream_clustered_with_tunelines_users() -> No
     conf = of_kind(docs, "ConfigMap")["tl-nats-config"]["data"]["nats.conf"]
     assert "include tuneline/auth.conf;" in conf and '"jetstream"' in conf and '"cluster"' in conf
     assert '"tls"' in conf
+
+
+def test_the_dashboard_is_off_by_default_and_needs_keys_when_enabled() -> None:
+    with pytest.raises(helm.HelmRenderError, match="dashboard.keysSecret is required"):
+        render(None, dashboard={"enabled": True, "port": 8090})
+    docs = manifests(render(None, dashboard={"enabled": True, "port": 8090, "keysSecret": "dash-keys"}))
+    registry = of_kind(docs, "Deployment")["tl-tuneline-registry"]
+    env = env_of(registry)
+    assert env["TUNELINE_REGISTRY_HTTP_PORT"] == "8090"
+    assert env["TUNELINE_REGISTRY_DASHBOARD_KEYS_FILE"] == "/etc/tuneline/dashboard-keys/dashboard-keys.json"
+    volumes = registry["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "dashboard-keys", "secret": {"secretName": "dash-keys"}} in volumes
+    ports = of_kind(docs, "Service")["tl-tuneline-registry"]["spec"]["ports"]
+    assert {"name": "dashboard", "port": 8090, "targetPort": "dashboard"} in ports
+    for doc in docs:
+        validate(doc)
