@@ -387,7 +387,7 @@ def test_the_nats_subchart_runs_jetstream_clustered_with_tunelines_users() -> No
 
 
 def test_the_dashboard_is_off_by_default_and_needs_keys_when_enabled() -> None:
-    with pytest.raises(helm.HelmRenderError, match="dashboard.keysSecret is required"):
+    with pytest.raises(helm.HelmRenderError, match=r"dashboard\.keysSecret is required"):
         render(None, dashboard={"enabled": True, "port": 8090})
     docs = manifests(render(None, dashboard={"enabled": True, "port": 8090, "keysSecret": "dash-keys"}))
     registry = of_kind(docs, "Deployment")["tl-tuneline-registry"]
