@@ -61,7 +61,8 @@ class Serving:
 
     @property
     def port(self) -> int | None:
-        if self.server is None or not self.server.servers:
+        # uvicorn sets `servers` only once it listens: before that, no port yet
+        if self.server is None or not getattr(self.server, "servers", None):
             return None
         return int(self.server.servers[0].sockets[0].getsockname()[1])
 

@@ -371,6 +371,12 @@ async def test_a_service_may_only_publish_as_itself(as_user: Any, secure: Secure
     async def record(event: DatasetSubmitted, ctx: HandlerContext) -> None:
         handled.append(ctx.envelope.source)
 
+    admin = await as_user(ADMIN_USER)
+    ajs = admin.nc.jetstream()
+    with contextlib.suppress(nats.js.errors.NotFoundError):  # another test of this module made one
+        await ajs.delete_consumer(EVENTS_STREAM, durable_name("curation", "dataset.submitted"))
+    await ajs.purge_stream(EVENTS_STREAM, subject=event_subject("dataset.submitted"))
+
     curation = build_runtime("curation", settings("curation"))
     assert curation.bus.sources_bound
     subscribe_event(
@@ -385,11 +391,16 @@ async def test_a_service_may_only_publish_as_itself(as_user: Any, secure: Secure
     await forged.publish(submitted(2))
     await wait_until(lambda: handled == ["tuneline/cli"], timeout=10)
 
-    admin = await as_user(ADMIN_USER)
-    sub = await admin.nc.jetstream().pull_subscribe(
-        "tuneline.dlq.tuneline.events.dataset.submitted", stream=DLQ_STREAM
-    )
-    [letter] = await sub.fetch(1, timeout=10)
+    sub = await ajs.pull_subscribe("tuneline.dlq.tuneline.events.dataset.submitted", stream=DLQ_STREAM)
+
+    async def forged_letter() -> Any:
+        try:
+            letters = await sub.fetch(10, timeout=0.5)
+        except nats.errors.TimeoutError:
+            return None
+        return next((m for m in letters if "forged source" in m.headers[DLQ_REASON]), None)
+
+    letter = await wait_until(forged_letter, timeout=10)
     assert letter.headers[DLQ_KIND] == "invalid-envelope"
     assert "'tuneline/curation' may not publish dataset.submitted" in letter.headers[DLQ_REASON]
     await asyncio.sleep(0.5)
