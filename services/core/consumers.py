@@ -90,10 +90,17 @@ class ConsumerGuard:
     async def inspect(self, js: JetStreamContext) -> dict[str, str]:
         """Every durable's problem ("missing", or its wrong fields); remembers the ack floors."""
         problems: dict[str, str] = {}
-        for spec in self.specs:
+
+        async def info_of(spec: DurableSpec) -> ConsumerInfo | None:
             try:
-                info: ConsumerInfo = await js.consumer_info(spec.stream, spec.durable)
+                return await js.consumer_info(spec.stream, spec.durable)
             except NotFoundError:
+                return None
+
+        # in parallel: the registry has a durable per event type, and health must answer quickly
+        infos = await asyncio.gather(*(info_of(spec) for spec in self.specs))
+        for spec, info in zip(self.specs, infos, strict=True):
+            if info is None:
                 problems[spec.durable] = "missing"
                 continue
             if info.ack_floor is not None and info.ack_floor.stream_seq is not None:
