@@ -34,6 +34,18 @@ class CurationPolicy(Contract):
         description="auto: decided by the columns (prompt/completion or messages → sft; "
         "prompt/chosen/rejected → preference; prompt/completion/label → feedback)",
     )
+    max_rows_per_source: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most rows read from one source; can only lower the server's "
+        "TUNELINE_CURATION_MAX_ROWS (None: the server's limit)",
+    )
+    max_row_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Largest row; a larger one is a finding and is never parsed. Can only lower the "
+        "server's TUNELINE_CURATION_MAX_ROW_BYTES (None: the server's limit)",
+    )
     max_invalid_fraction: float = Field(
         default=0.0, ge=0, le=1, description="Rows failing the row schema; above this: rejected"
     )

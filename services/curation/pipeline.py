@@ -172,7 +172,9 @@ class Curator:
         limits: SourceLimits | None = None,
     ) -> None:
         self.sub = submission
-        self.limits = limits or SourceLimits()
+        self.limits = (limits or SourceLimits()).tightened(
+            submission.curation.max_rows_per_source, submission.curation.max_row_bytes
+        )
         self.policy: CurationPolicy = submission.curation
         self.resolve = resolve
         self.tokenizer = tokenizer

@@ -32,6 +32,15 @@ class SourceLimits:
     max_row_bytes: int = 1024 * 1024
     max_expansion: float = 20.0  # Parquet: uncompressed bytes per byte on disk
 
+    def tightened(self, max_rows: int | None, max_row_bytes: int | None) -> SourceLimits:
+        """These limits, lowered by a submission's policy (a policy can never raise them)."""
+        return SourceLimits(
+            max_source_bytes=self.max_source_bytes,
+            max_rows=min(self.max_rows, max_rows or self.max_rows),
+            max_row_bytes=min(self.max_row_bytes, max_row_bytes or self.max_row_bytes),
+            max_expansion=self.max_expansion,
+        )
+
     def row_too_large(self, size: int) -> str:
         return (
             f"the row is {size:,} bytes, over the limit of {self.max_row_bytes:,} "

@@ -16,6 +16,7 @@ from services.core.models import load_tokenizer, tokenizer_sha256
 from services.core.suites import Suite, register_suite, registered_suites
 from services.curation.data import generate
 from services.curation.pipeline import SHIPPED_SETS, Curated, Tokenizer, curate
+from services.curation.sources import SourceLimits
 from tests.support.curation import replay_mix, submission, task_rows, write_jsonl
 
 
@@ -376,3 +377,26 @@ def test_shipped_mixing_sets_are_large_enough_and_do_not_drift() -> None:
     assert all("can't help" in r["messages"][1]["content"] for r in halves["safety-refusals"])
     assert not any("can't help" in r["messages"][1]["content"] for r in halves["safety-lookalikes"])
     assert halves["safety-refusals"] + halves["safety-lookalikes"] == safety
+
+
+def test_a_policy_may_lower_the_source_limits_but_never_raise_them(
+    tmp_path: Path, tokenizer: Tokenizer
+) -> None:
+    rows = task_rows(40)
+    rows[5]["prompt"] += " " + "word " * 200  # ~1 KB: fine for the server, over this policy's limit
+    src = write_jsonl(tmp_path / "d.jsonl", rows)
+    strict = CurationPolicy(canaries=0, max_row_bytes=512, max_invalid_fraction=0.1)
+    result = run(tokenizer, DataSource(uri=str(src)), policy=strict)
+    [finding] = findings(result, "schema")
+    assert finding.row == 6 and "over the limit of 512" in finding.message
+    few = run(tokenizer, DataSource(uri=str(src)), policy=CurationPolicy(canaries=0, max_rows_per_source=10))
+    assert any("more than 10 rows" in f.message for f in findings(few, "source")) and not few.approved
+    # a policy asking for more than the server allows gets the server's limit
+    loose = curate(
+        submission(DataSource(uri=str(src)), policy=CurationPolicy(canaries=0, max_row_bytes=10**9)),
+        resolve=lambda s: Path(s.uri),
+        tokenizer=tokenizer,
+        suites=[],
+        limits=SourceLimits(max_row_bytes=256),
+    )
+    assert any("over the limit of 256" in f.message for f in findings(loose, "schema"))
