@@ -218,10 +218,8 @@ class ServingService:
                     400, str(error), kind="invalid_request_error", code="invalid-request"
                 ) from None
             schema = request.response_format.schema_to_meet() if request.response_format else None
-            prompt = await self._chat_prompt(decision, messages)
-        else:
-            prompt = request.text()
-        await self._check_prompt(decision, prompt, sampling.max_tokens, "messages" if messages else "prompt")
+        text = request.text() if isinstance(request, CompletionRequest) else None
+        prompt = await self._prompt(decision, messages, text, sampling.max_tokens)
         return Prepared(
             kind=kind,
             tenant=tenant,
@@ -235,21 +233,28 @@ class ServingService:
             fingerprint=fingerprint(decision.ref, sampling, self.backend.name),
         )
 
-    async def _chat_prompt(self, decision: Decision, messages: list[dict[str, str]]) -> str:
-        try:
-            return await asyncio.to_thread(self.backend.chat_prompt, decision.ref, messages)
-        except BackendError as error:
-            raise RequestRefused(
-                503, str(error), kind="service_unavailable", code="version-unavailable"
-            ) from None
+    async def _prompt(
+        self,
+        decision: Decision,
+        messages: list[dict[str, str]] | None,
+        text: str | None,
+        max_tokens: int,
+    ) -> str:
+        """The prompt text (chat messages rendered by the version's template), checked against the
+        model's context, in one trip to a worker thread."""
 
-    async def _check_prompt(self, decision: Decision, prompt: str, max_tokens: int, param: str) -> None:
+        def render_and_check() -> str:
+            prompt = self.backend.chat_prompt(decision.ref, messages) if messages is not None else text or ""
+            self.backend.check_prompt(decision.ref, prompt, max_tokens)
+            return prompt
+
         try:
-            await asyncio.to_thread(self.backend.check_prompt, decision.ref, prompt, max_tokens)
+            return await asyncio.to_thread(render_and_check)
         except PromptRefused as error:
             raise RequestRefused(
-                400, str(error), kind="invalid_request_error", code="context_length_exceeded", param=param
-            ) from None
+                400, str(error), kind="invalid_request_error", code="context_length_exceeded",
+                param="messages" if messages is not None else "prompt",
+            ) from None  # fmt: skip
         except BackendError as error:
             raise RequestRefused(
                 503, str(error), kind="service_unavailable", code="version-unavailable"
