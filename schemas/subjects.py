@@ -19,6 +19,13 @@ def event_subject(event_type: str) -> str:
     return f"{EVENTS_PREFIX}.{event_type}"
 
 
+def tenant_subject(event_type: str, tenant: str) -> str:
+    """`dataset.submitted`, acme → `tuneline.events.dataset.submitted.acme`: an operator event sent
+    by a tenant's own operator identity. That user may publish only its tenant's subjects, so the
+    last token is the tenant the server authenticated, and consumers hold the event to it."""
+    return f"{event_subject(event_type)}.{tenant}"
+
+
 def dlq_subject(original_subject: str) -> str:
     """Dead letters keep their original subject under the DLQ prefix."""
     return f"{DLQ_PREFIX}.{original_subject}"

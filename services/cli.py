@@ -35,6 +35,7 @@ from schemas.merge import MergeRequested
 from schemas.specification import asyncapi_document, event_json_schemas
 from schemas.subjects import DLQ_PREFIX, EVENTS_PREFIX
 from services.core import uploads
+from services.core.access import tenant_of_user
 from services.core.rpc import RpcError, query
 from services.core.runtime import ServiceRuntime, build_runtime
 from services.core.settings import CoreSettings, NatsSettings
@@ -148,6 +149,13 @@ def up(
             "written to <data-dir>/nats/secrets/operator.env"
         ),
     ] = False,
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --secure: a NATS user `operator-<tenant>` that may act for this tenant only "
+            "(credentials in <data-dir>/nats/secrets/operator-<tenant>.env); repeatable"
+        ),
+    ] = None,
 ) -> None:
     """Start the embedded stack: nats-server (JetStream), registry and every service. Ctrl-C stops it."""
     config = StackConfig(
@@ -160,6 +168,7 @@ def up(
         serving_port=serving_port,
         dashboard_port=dashboard_port,
         secure=secure,
+        tenants=tuple(tenant or ()),
     )
     stack = Stack(config)
     stopping = False
@@ -215,6 +224,9 @@ def _print_stack(stack: Stack, config: StackConfig, health: dict[str, dict[str, 
         table.add_row("NATS TLS CA", str(stack.secure.tls.ca_file), "")
         operator_env = config.data_dir / "nats" / "secrets" / "operator.env"
         table.add_row("CLI credentials", f"source {operator_env}", "")
+        for name in config.tenants:
+            tenant_env = config.data_dir / "nats" / "secrets" / f"operator-{name}.env"
+            table.add_row(f"tenant {name}'s operator", f"source {tenant_env}", "")
     console.print(table)
     console.print("Ready. Press Ctrl-C to stop.")
 
@@ -265,6 +277,8 @@ def events_publish(
         async with _connected() as runtime:
             try:
                 return await runtime.bus.publish(event, correlation_id=correlation_id, tenant=tenant)
+            except ValueError as error:
+                raise _fail(str(error)) from None
             except NoRespondersError:
                 raise _fail(
                     "no JetStream stream answers on tuneline.events.>; is `tuneline up` running?"
@@ -581,7 +595,9 @@ def submit(
         spec = spec.model_copy(update={"training": training})
     files = [(path, _source_format(path), "train") for path in data]
     files += [(path, _source_format(path), "eval") for path in eval_data or []]
-    who = tenant or spec.tenant or _settings().tenant
+    settings = _settings()
+    # a tenant operator (`operator-<tenant>`) submits for its own tenant unless told otherwise
+    who = tenant or spec.tenant or tenant_of_user(settings.nats.user) or settings.tenant
     if dry_run:
         console.print(f"[green]valid[/] recipe {recipe} and {len(files)} source(s) (not sent: --dry-run)")
         return
@@ -609,6 +625,8 @@ def submit(
             )
             try:
                 envelope = await runtime.bus.publish(event, tenant=who)
+            except ValueError as error:  # e.g. a tenant operator sending for another tenant
+                raise _fail(str(error)) from None
             except NoRespondersError:
                 raise _fail(
                     "no JetStream stream answers on tuneline.events.>; is `tuneline up` running?"

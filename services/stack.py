@@ -76,6 +76,7 @@ class StackConfig:
     dashboard_port: int = 8090  # the registry's read-only dashboard; 0: off
     services: tuple[str, ...] | None = None  # None: every available service
     secure: bool = False  # TLS and one NATS user per service (infra/nats), embedded server only
+    tenants: tuple[str, ...] = ()  # with secure: an `operator-<tenant>` NATS user for each
     env: dict[str, str] = field(default_factory=dict)
     # a service that dies is restarted after these delays (the last repeats); more than
     # `max_crashes` deaths within `crash_window_s` is a crash loop, which stops the stack
@@ -171,12 +172,17 @@ class Stack:
         Path(self.config.resolved_artifact_root()).mkdir(parents=True, exist_ok=True)
         if self.config.secure and self.config.nats_url is not None:
             raise StackError("--secure starts its own nats-server; leave out --nats-url")
+        if self.config.tenants and not self.config.secure:
+            raise StackError("--tenant makes a NATS user per tenant: it needs --secure")
         if self.config.nats_url is None:
             if self.config.secure:
-                self.secure = secure_nats(data_dir / "nats", port=self.config.nats_port)
+                self.secure = secure_nats(
+                    data_dir / "nats", port=self.config.nats_port, tenants=self.config.tenants
+                )
                 self.nats = self.secure.server
-                operator = data_dir / "nats" / "secrets" / "operator.env"
-                write_secret(operator, "".join(f"export {k}={v}\n" for k, v in self.client_env().items()))
+                for user in ["operator", *(f"operator-{tenant}" for tenant in self.config.tenants)]:
+                    lines = (f"export {k}={v}\n" for k, v in self.client_env(user).items())
+                    write_secret(data_dir / "nats" / "secrets" / f"{user}.env", "".join(lines))
             else:
                 self.nats = EmbeddedNats(data_dir / "nats", port=self.config.nats_port)
             try:

@@ -32,6 +32,7 @@ from schemas.subjects import (
     durable_name,
     event_subject,
     rpc_subject,
+    tenant_subject,
 )
 
 JS_API = "$JS.API"
@@ -82,6 +83,8 @@ class Access:
         subjects += [event_subject(event) for event in self.publishes]
         for event in self.consumes:
             subjects.append(dlq_subject(event_subject(event)))
+            if event in OPERATOR_EVENTS:  # also those sent by tenants' operators
+                subjects.append(dlq_subject(tenant_subject(event, "*")))
             subjects += durable_api(EVENTS_STREAM, durable_name(self.service, event))
         if self.reads_dead_letters:
             subjects += durable_api(DLQ_STREAM, REGISTRY_DLQ_DURABLE)
@@ -167,8 +170,31 @@ def _unique(subjects: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(subjects))
 
 
-def service_access() -> dict[str, Access]:
-    """Every NATS user of a deployment, by user name."""
+TENANT_OPERATOR_PREFIX = "operator-"
+
+
+def tenant_operator(tenant: str) -> Access:
+    """A tenant's own operator identity, `operator-<tenant>`: it may send operator events for its
+    tenant only (on `tuneline.events.<event>.<tenant>`) and upload files. It reads no events and
+    asks no queries: every tenant's records are behind them (its view is the dashboard's tenant key).
+    """
+    return Access(
+        f"{TENANT_OPERATOR_PREFIX}{tenant}",
+        "cli",
+        buckets=(("OBJ", UPLOADS_BUCKET, "write"),),
+        extra_publish=tuple(tenant_subject(event, tenant) for event in OPERATOR_EVENTS),
+    )
+
+
+def tenant_of_user(user: str | None) -> str | None:
+    """The tenant a tenant operator user acts for (`operator-acme` → `acme`), else None."""
+    if user is not None and user.startswith(TENANT_OPERATOR_PREFIX):
+        return user.removeprefix(TENANT_OPERATOR_PREFIX)
+    return None
+
+
+def service_access(tenants: Iterable[str] = ()) -> dict[str, Access]:
+    """Every NATS user of a deployment, by user name; `tenants` adds a tenant operator for each."""
     table = [
         Access(
             "registry",
@@ -257,6 +283,7 @@ def service_access() -> dict[str, Access]:
             reads_events=True,
         ),
     ]
+    table += [tenant_operator(tenant) for tenant in tenants]
     return {access.user: access for access in table}
 
 

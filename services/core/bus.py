@@ -30,8 +30,9 @@ from schemas.subjects import (
     DLQ_STREAM,
     EVENTS_PREFIX,
     EVENTS_STREAM,
+    tenant_subject,
 )
-from services.core.access import inbox_prefix
+from services.core.access import OPERATOR_EVENTS, inbox_prefix
 from services.core.consumers import ConsumerGuard
 from services.core.metrics import ServiceMetrics
 from services.core.settings import CoreSettings, NatsSettings, StreamSettings
@@ -194,6 +195,9 @@ class EventBus:
         # set where every service connects as its own NATS user: consumers then refuse an event whose
         # ce-source names a service whose user could not have published it
         self.sources_bound = False
+        # a tenant operator's connection: operator events go on its tenant's subjects, and only
+        # events of that tenant may be sent
+        self.tenant_scope: str | None = None
         # every durable this service subscribes through, kept as declared by the runtime's guard
         self.consumers = ConsumerGuard(service)
 
@@ -212,6 +216,11 @@ class EventBus:
             correlation_id = correlation_id or causation.correlation_id
         event_id = event_id or new_event_id()
         event_tenant = getattr(event, "tenant", None)
+        if tenant is not None and event_tenant is not None and tenant != event_tenant:
+            raise ValueError(
+                f"{event.event_type} names tenant {event_tenant!r} but is sent for tenant {tenant!r}; "
+                "leave the tenant out or make the two agree"
+            )
         tenant = tenant or event_tenant or (causation.tenant if causation else None)
         return Envelope(
             id=event_id,
@@ -248,9 +257,18 @@ class EventBus:
             event_id=event_id,
             tenant=tenant,
         )
+        subject = event.subject()
+        if self.tenant_scope is not None:
+            if envelope.tenant != self.tenant_scope:
+                raise ValueError(
+                    f"this identity acts for tenant {self.tenant_scope!r}; it cannot send "
+                    f"{event.event_type} for tenant {envelope.tenant!r}"
+                )
+            if event.event_type in OPERATOR_EVENTS:
+                subject = tenant_subject(event.event_type, self.tenant_scope)
         await self.broker.publish(
             event,
-            event.subject(),
+            subject,
             headers=envelope.to_headers(),
             correlation_id=envelope.correlation_id,
             stream=EVENTS_STREAM,

@@ -39,15 +39,21 @@ class DurableSpec:
 
     stream: str
     durable: str
-    filter_subject: str
+    filter_subjects: tuple[str, ...]
     config: ConsumerConfig
 
     def differences(self, actual: ConsumerConfig) -> list[str]:
         """The enforced fields whose live value is not the declared one."""
-        wanted = {"filter_subject": self.filter_subject} | {
-            name: getattr(self.config, name) for name in ENFORCED if name != "filter_subject"
-        }
-        return [
+        filters = tuple(
+            sorted(actual.filter_subjects or ([actual.filter_subject] if actual.filter_subject else []))
+        )
+        wrong = (
+            []
+            if filters == tuple(sorted(self.filter_subjects))
+            else [f"filter_subjects are {list(filters)}, not {list(self.filter_subjects)}"]
+        )
+        wanted = {name: getattr(self.config, name) for name in ENFORCED if name != "filter_subject"}
+        return wrong + [
             f"{name} is {getattr(actual, name)!r}, not {value!r}"
             for name, value in wanted.items()
             if value is not None and getattr(actual, name) != value
@@ -55,10 +61,12 @@ class DurableSpec:
 
     def recreated(self, start_seq: int | None) -> ConsumerConfig:
         """The declared consumer, delivering from `start_seq` (None: only new messages)."""
+        single = len(self.filter_subjects) == 1
         config = ConsumerConfig(
             name=self.durable,
             durable_name=self.durable,
-            filter_subject=self.filter_subject,
+            filter_subject=self.filter_subjects[0] if single else None,
+            filter_subjects=None if single else list(self.filter_subjects),
             ack_policy=self.config.ack_policy,
             ack_wait=self.config.ack_wait,
             max_deliver=self.config.max_deliver,

@@ -28,8 +28,8 @@ from pydantic import ValidationError
 
 from schemas.envelope import Envelope, EnvelopeError
 from schemas.events import Event, describe_validation_error
-from schemas.subjects import DLQ_STREAM, EVENTS_STREAM, dlq_subject, durable_name
-from services.core.access import publishers_of
+from schemas.subjects import DLQ_STREAM, EVENTS_STREAM, dlq_subject, durable_name, tenant_subject
+from services.core.access import OPERATOR_EVENTS, publishers_of
 from services.core.bus import EventBus, events_stream
 from services.core.consumers import DurableSpec
 from services.core.metrics import ServiceMetrics
@@ -117,6 +117,14 @@ class EventConsumer(Generic[E]):
                 raise EnvelopeError(
                     {"type": f"{envelope.type!r} on a subject that carries {self.event_cls.ce_type()!r}"}
                 )
+            subject = msg.raw_message.subject
+            if subject != self.event_cls.subject() and envelope.tenant != subject.rsplit(".", 1)[-1]:
+                raise EnvelopeError(
+                    {
+                        "tenant": f"{envelope.tenant!r} on {subject}, which its sender may use for tenant "
+                        f"{subject.rsplit('.', 1)[-1]!r} only"
+                    }
+                )
             if self.bus.sources_bound and envelope.source not in self.publishers:
                 raise EnvelopeError(
                     {
@@ -125,6 +133,12 @@ class EventConsumer(Generic[E]):
                     }
                 )
             event = self.event_cls.read(json.loads(msg.body))
+            if getattr(event, "tenant", envelope.tenant) != envelope.tenant:
+                # one tenant on the envelope, another in the payload: the envelope's is the one a
+                # tenant operator's subject authenticated, and handlers act on the payload's
+                raise EnvelopeError(
+                    {"tenant": f"the payload names tenant {event.tenant!r}, the envelope {envelope.tenant!r}"}  # type: ignore[attr-defined]
+                )
         except EnvelopeError as error:
             await self._dead_letter(msg, "invalid-envelope", str(error), attempt, stream_seq)
             return
@@ -276,7 +290,11 @@ def subscribe_event(
     on_message.__name__ = f"{service}_{event_cls.event_type}".replace(".", "_").replace("-", "_")
     durable = durable_name(service, event_cls.event_type)
     config = consumer_config(delivery)
-    bus.consumers.declare(DurableSpec(EVENTS_STREAM, durable, event_cls.subject(), config))
+    filters = [event_cls.subject()]
+    if event_cls.event_type in OPERATOR_EVENTS:  # also as tenants' own operators send them
+        filters.append(tenant_subject(event_cls.event_type, "*"))
+        config.filter_subjects = filters
+    bus.consumers.declare(DurableSpec(EVENTS_STREAM, durable, tuple(filters), config))
     broker.subscriber(
         event_cls.subject(),
         stream=events_stream(),

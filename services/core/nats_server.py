@@ -161,7 +161,9 @@ class SecureNats:
         }
 
 
-def secure_nats(data_dir: Path, *, port: int, host: str = "127.0.0.1") -> SecureNats:
+def secure_nats(
+    data_dir: Path, *, port: int, host: str = "127.0.0.1", tenants: tuple[str, ...] = ()
+) -> SecureNats:
     """Certificates, passwords and the configuration of infra/nats, written under `data_dir`.
 
     Passwords and certificates are made once and kept, so a restart keeps its clients' settings.
@@ -196,10 +198,11 @@ def secure_nats(data_dir: Path, *, port: int, host: str = "127.0.0.1") -> Secure
     for variable, path in paths.items():
         conf = conf.replace(variable, json.dumps(str(path)))
     (conf_dir / "nats-server.conf").write_text(conf)
-    (conf_dir / "auth.conf").write_text(auth_conf())
+    table = service_access(tenants)  # with an `operator-<tenant>` user per tenant
+    (conf_dir / "auth.conf").write_text(auth_conf(table))
     passwords_file = secrets / "passwords.json"
     passwords: dict[str, str] = json.loads(passwords_file.read_text()) if passwords_file.exists() else {}
-    for user in [*service_access(), ADMIN_USER]:
+    for user in [*table, ADMIN_USER]:
         passwords.setdefault(user, new_password())
     write_secret(passwords_file, json.dumps(passwords, indent=2))
     env = {password_variable(user): password for user, password in passwords.items()}

@@ -13,6 +13,7 @@ from faststream.middlewares import AckPolicy
 from faststream.nats import NatsBroker
 
 from schemas.subjects import rpc_subject
+from services.core.access import tenant_of_user
 from services.core.bus import EventBus, build_broker, client_inbox, ensure_streams
 from services.core.metrics import ServiceMetrics
 from services.core.settings import CoreSettings
@@ -106,6 +107,7 @@ def build_runtime(
         inbox=client_inbox(settings.nats, service),
     )
     bus.sources_bound = settings.nats.per_user
+    bus.tenant_scope = tenant_of_user(settings.nats.user)
     return ServiceRuntime(
         service=service,
         settings=settings,

@@ -169,7 +169,7 @@ def register(
         await handlers.record_dead_letter(msg)
 
     config = consumer_config(delivery)
-    bus.consumers.declare(DurableSpec(DLQ_STREAM, REGISTRY_DLQ_DURABLE, f"{DLQ_PREFIX}.>", config))
+    bus.consumers.declare(DurableSpec(DLQ_STREAM, REGISTRY_DLQ_DURABLE, (f"{DLQ_PREFIX}.>",), config))
     broker.subscriber(
         f"{DLQ_PREFIX}.>",
         stream=dlq_stream(),

@@ -184,7 +184,9 @@ async def test_a_deleted_or_altered_durable_is_reported_and_restored_without_rep
     await wait_until(lambda: len(runtime.bus.consumers.repairs) == 2, timeout=10)
     assert "filter_subject" in runtime.bus.consumers.repairs[-1]["problem"]
     info = await js.consumer_info(EVENTS_STREAM, durable)
-    assert info.config.filter_subject == DatasetSubmitted.subject() and info.config.max_deliver != 100
+    # an operator event: its own subject, and its tenant operators' (`….dataset.submitted.<tenant>`)
+    wanted = [DatasetSubmitted.subject(), f"{DatasetSubmitted.subject()}.*"]
+    assert info.config.filter_subjects == wanted and info.config.max_deliver != 100
     await bus.publish(submitted(3))
     await wait_until(lambda: handled[-1:] == ["sub-3"], timeout=15)
     await asyncio.sleep(1.0)

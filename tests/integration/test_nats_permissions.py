@@ -31,12 +31,13 @@ from services.training.control import BUCKET as RUN_CONTROL_BUCKET
 from services.training.control import KvRunControl
 
 pytestmark = pytest.mark.integration
-TABLE = service_access()
+TENANTS = ("acme",)  # the secure server also has a tenant operator, `operator-acme`
+TABLE = service_access(TENANTS)
 
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureNats]:
-    server = secure_nats(tmp_path_factory.mktemp("secure-nats"), port=free_port())
+    server = secure_nats(tmp_path_factory.mktemp("secure-nats"), port=free_port(), tenants=TENANTS)
     with server.server:
         yield server
 
@@ -438,3 +439,85 @@ def test_write_secret_never_leaves_a_readable_window(tmp_path: Path, monkeypatch
     write_secret(old, "export A=2\n")
     assert modes[0] == 0o600
     assert stat.S_IMODE(old.stat().st_mode) == 0o600 and old.read_text() == "export A=2\n"
+
+
+async def test_a_tenant_operator_acts_for_its_own_tenant_only(
+    as_user: Any, secure: SecureNats, running: Any
+) -> None:
+    """`operator-acme` may send operator events for acme alone: on the bare subject or another
+    tenant's the server refuses it; a payload or envelope naming another tenant on acme's subject
+    is dead-lettered; its acme submission reaches curation as acme's."""
+    from pydantic import SecretStr
+
+    from schemas.dataset import DatasetSubmitted
+    from schemas.envelope import Envelope, new_event_id, now
+    from schemas.subjects import DLQ_STREAM, tenant_subject
+    from services.core.delivery import DLQ_REASON, HandlerContext, subscribe_event
+    from services.core.runtime import build_runtime
+    from services.core.settings import CoreSettings, NatsSettings
+    from tests.conftest import wait_until
+    from tests.support.events import submitted
+
+    def settings(user: str) -> CoreSettings:
+        nats_settings = NatsSettings(
+            url=secure.server.url,
+            user=user,
+            password=SecretStr(secure.passwords[user]),
+            tls_ca_file=secure.tls.ca_file,
+        )
+        return CoreSettings(nats=nats_settings, stream=StreamSettings(manage=False))
+
+    handled: list[tuple[str, str]] = []
+
+    async def record(event: DatasetSubmitted, ctx: HandlerContext) -> None:
+        handled.append((event.submission_id, ctx.envelope.tenant))
+
+    admin = await as_user(ADMIN_USER)
+    ajs = admin.nc.jetstream()
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await ajs.delete_consumer(EVENTS_STREAM, durable_name("curation", "dataset.submitted"))
+    await ajs.purge_stream(EVENTS_STREAM, subject=f"{event_subject('dataset.submitted')}.>")
+    await ajs.purge_stream(EVENTS_STREAM, subject=event_subject("dataset.submitted"))
+    curation = build_runtime("curation", settings("curation"))
+    subscribe_event(
+        curation.broker, DatasetSubmitted, record, service="curation", bus=curation.bus,
+        delivery=curation.settings.delivery,
+    )  # fmt: skip
+    await running(curation.app)
+    acme = build_runtime("cli", settings("operator-acme"))
+    await running(acme.app)
+    assert acme.bus.tenant_scope == "acme"
+
+    await acme.bus.publish(submitted(31, tenant="acme"))  # on tuneline.events.dataset.submitted.acme
+    await wait_until(lambda: ("sub-31", "acme") in handled, timeout=10)
+    with pytest.raises(ValueError, match="acts for tenant 'acme'"):
+        await acme.bus.publish(submitted(32, tenant="globex"))
+
+    # around the client's own check: the server and the consumers still hold the line
+    session = await as_user("operator-acme")
+    js = session.nc.jetstream()
+
+    def raw(n: int, tenant: str) -> tuple[bytes, dict[str, str]]:
+        event = submitted(n, tenant=tenant)
+        envelope = Envelope(
+            id=new_event_id(), source="tuneline/cli", type=event.ce_type(), time=now(),
+            subject=event.entity_id(), correlation_id=f"c-{n}", tenant=tenant,
+        )  # fmt: skip
+        return event.model_dump_json().encode(), envelope.to_headers()
+
+    for subject in (event_subject("dataset.submitted"), tenant_subject("dataset.submitted", "globex")):
+        body, headers = raw(33, "globex")
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.publish(subject, body, headers=headers, timeout=2)
+    body, headers = raw(34, "globex")  # another tenant's submission on acme's own subject
+    await js.publish(tenant_subject("dataset.submitted", "acme"), body, headers=headers)
+    await asyncio.sleep(0.3)
+    violations = " ".join(session.violations())
+    assert 'publish to "tuneline.events.dataset.submitted"' in violations
+    assert 'publish to "tuneline.events.dataset.submitted.globex"' in violations
+
+    sub = await ajs.pull_subscribe("tuneline.dlq.tuneline.events.dataset.submitted.acme", stream=DLQ_STREAM)
+    [letter] = await sub.fetch(1, timeout=10)
+    assert "which its sender may use for tenant 'acme' only" in letter.headers[DLQ_REASON]
+    await asyncio.sleep(0.5)
+    assert handled == [("sub-31", "acme")]
