@@ -347,45 +347,23 @@ async def test_a_service_may_only_publish_as_itself(as_user: Any, secure: Secure
     """The operator may publish dataset.submitted, but not claim to be curation while doing it: with
     one NATS user per service, a consumer dead-letters an event whose ce-source could not have sent
     it, and only what the sender's identity allows reaches the handler."""
-    from pydantic import SecretStr
-
     from schemas.dataset import DatasetSubmitted
     from schemas.subjects import DLQ_STREAM
     from services.core.bus import EventBus
-    from services.core.delivery import DLQ_KIND, DLQ_REASON, HandlerContext, subscribe_event
+    from services.core.delivery import DLQ_KIND, DLQ_REASON, HandlerContext
     from services.core.runtime import build_runtime
-    from services.core.settings import CoreSettings, NatsSettings
     from tests.conftest import wait_until
     from tests.support.events import submitted
-
-    def settings(user: str) -> CoreSettings:
-        nats_settings = NatsSettings(
-            url=secure.server.url,
-            user=user,
-            password=SecretStr(secure.passwords[user]),
-            tls_ca_file=secure.tls.ca_file,
-        )
-        return CoreSettings(nats=nats_settings, stream=StreamSettings(manage=False))
 
     handled: list[str] = []
 
     async def record(event: DatasetSubmitted, ctx: HandlerContext) -> None:
         handled.append(ctx.envelope.source)
 
-    admin = await as_user(ADMIN_USER)
-    ajs = admin.nc.jetstream()
-    with contextlib.suppress(nats.js.errors.NotFoundError):  # another test of this module made one
-        await ajs.delete_consumer(EVENTS_STREAM, durable_name("curation", "dataset.submitted"))
-    await ajs.purge_stream(EVENTS_STREAM, subject=event_subject("dataset.submitted"))
-
-    curation = build_runtime("curation", settings("curation"))
-    assert curation.bus.sources_bound
-    subscribe_event(
-        curation.broker, DatasetSubmitted, record, service="curation", bus=curation.bus,
-        delivery=curation.settings.delivery,
-    )  # fmt: skip
-    await running(curation.app)
-    operator = build_runtime("cli", settings("operator"))
+    curation = await curation_as_itself(as_user, secure, running, record)
+    assert curation.bus.sources_bound  # per-user credentials: ce-source is checked
+    ajs = (await as_user(ADMIN_USER)).nc.jetstream()
+    operator = build_runtime("cli", as_service(secure, "operator"))
     await running(operator.app)
     await operator.bus.publish(submitted(1))
     forged = EventBus(operator.broker, "curation")  # the operator's connection, curation's name
@@ -447,44 +425,22 @@ async def test_a_tenant_operator_acts_for_its_own_tenant_only(
     """`operator-acme` may send operator events for acme alone: on the bare subject or another
     tenant's the server refuses it; a payload or envelope naming another tenant on acme's subject
     is dead-lettered; its acme submission reaches curation as acme's."""
-    from pydantic import SecretStr
-
     from schemas.dataset import DatasetSubmitted
     from schemas.envelope import Envelope, new_event_id, now
     from schemas.subjects import DLQ_STREAM, tenant_subject
-    from services.core.delivery import DLQ_REASON, HandlerContext, subscribe_event
+    from services.core.delivery import DLQ_REASON, HandlerContext
     from services.core.runtime import build_runtime
-    from services.core.settings import CoreSettings, NatsSettings
     from tests.conftest import wait_until
     from tests.support.events import submitted
-
-    def settings(user: str) -> CoreSettings:
-        nats_settings = NatsSettings(
-            url=secure.server.url,
-            user=user,
-            password=SecretStr(secure.passwords[user]),
-            tls_ca_file=secure.tls.ca_file,
-        )
-        return CoreSettings(nats=nats_settings, stream=StreamSettings(manage=False))
 
     handled: list[tuple[str, str]] = []
 
     async def record(event: DatasetSubmitted, ctx: HandlerContext) -> None:
         handled.append((event.submission_id, ctx.envelope.tenant))
 
-    admin = await as_user(ADMIN_USER)
-    ajs = admin.nc.jetstream()
-    with contextlib.suppress(nats.js.errors.NotFoundError):
-        await ajs.delete_consumer(EVENTS_STREAM, durable_name("curation", "dataset.submitted"))
-    await ajs.purge_stream(EVENTS_STREAM, subject=f"{event_subject('dataset.submitted')}.>")
-    await ajs.purge_stream(EVENTS_STREAM, subject=event_subject("dataset.submitted"))
-    curation = build_runtime("curation", settings("curation"))
-    subscribe_event(
-        curation.broker, DatasetSubmitted, record, service="curation", bus=curation.bus,
-        delivery=curation.settings.delivery,
-    )  # fmt: skip
-    await running(curation.app)
-    acme = build_runtime("cli", settings("operator-acme"))
+    await curation_as_itself(as_user, secure, running, record)
+    ajs = (await as_user(ADMIN_USER)).nc.jetstream()
+    acme = build_runtime("cli", as_service(secure, "operator-acme"))
     await running(acme.app)
     assert acme.bus.tenant_scope == "acme"
 
@@ -521,3 +477,39 @@ async def test_a_tenant_operator_acts_for_its_own_tenant_only(
     assert "which its sender may use for tenant 'acme' only" in letter.headers[DLQ_REASON]
     await asyncio.sleep(0.5)
     assert handled == [("sub-31", "acme")]
+
+
+def as_service(secure: SecureNats, user: str) -> Any:
+    """Core settings that connect to the secure server as `user`, as `tuneline up --secure` does."""
+    from pydantic import SecretStr
+
+    from services.core.settings import CoreSettings, NatsSettings
+
+    nats_settings = NatsSettings(
+        url=secure.server.url,
+        user=user,
+        password=SecretStr(secure.passwords[user]),
+        tls_ca_file=secure.tls.ca_file,
+    )
+    return CoreSettings(nats=nats_settings, stream=StreamSettings(manage=False))
+
+
+async def curation_as_itself(as_user: Any, secure: SecureNats, running: Any, handler: Any) -> Any:
+    """Curation's dataset.submitted consumer as the curation user, from an empty subject (the
+    module's server is shared: earlier tests leave a durable and messages behind)."""
+    from schemas.dataset import DatasetSubmitted
+    from services.core.delivery import subscribe_event
+    from services.core.runtime import build_runtime
+
+    ajs = (await as_user(ADMIN_USER)).nc.jetstream()
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await ajs.delete_consumer(EVENTS_STREAM, durable_name("curation", "dataset.submitted"))
+    await ajs.purge_stream(EVENTS_STREAM, subject=f"{event_subject('dataset.submitted')}.>")
+    await ajs.purge_stream(EVENTS_STREAM, subject=event_subject("dataset.submitted"))
+    curation = build_runtime("curation", as_service(secure, "curation"))
+    subscribe_event(
+        curation.broker, DatasetSubmitted, handler, service="curation", bus=curation.bus,
+        delivery=curation.settings.delivery,
+    )  # fmt: skip
+    await running(curation.app)
+    return curation
