@@ -53,6 +53,24 @@ OPERATOR_EVENTS = (
 )
 
 
+# Events two identities may publish: the second one publishes on `<subject>.<service>`, which only
+# its NATS user may use, so a consumer can tell which of the two sent it (a service may only
+# publish as itself). The first publishes the bare subject.
+SECONDARY_PUBLISHERS: dict[str, str] = {
+    "candidate.ready": "merging",  # training publishes the bare subject
+    "drift.check-requested": "evaluation",  # its scheduler; the operator publishes the bare one
+}
+# events that arrive on `<subject>.<token>` as well as the bare subject
+SUFFIXED_EVENTS = frozenset(OPERATOR_EVENTS) | frozenset(SECONDARY_PUBLISHERS)
+
+
+def publish_subject(event_type: str, service: str) -> str:
+    """Where `service` publishes `event_type`: its own subject if it is the secondary publisher."""
+    if SECONDARY_PUBLISHERS.get(event_type) == service:
+        return tenant_subject(event_type, service)
+    return event_subject(event_type)
+
+
 @dataclass(frozen=True)
 class Access:
     """What one NATS user (a service, or the operator's CLI) needs to do its job."""
@@ -80,10 +98,10 @@ class Access:
         ]
         if self.manages_streams:
             subjects += [f"{JS_API}.STREAM.UPDATE.{name}" for name in MANAGED_STREAMS]
-        subjects += [event_subject(event) for event in self.publishes]
+        subjects += [publish_subject(event, self.service) for event in self.publishes]
         for event in self.consumes:
             subjects.append(dlq_subject(event_subject(event)))
-            if event in OPERATOR_EVENTS:  # also those sent by tenants' operators
+            if event in SUFFIXED_EVENTS:  # also those sent by tenants' operators or a second publisher
                 subjects.append(dlq_subject(tenant_subject(event, "*")))
             subjects += durable_api(EVENTS_STREAM, durable_name(self.service, event))
         if self.reads_dead_letters:
@@ -171,6 +189,9 @@ def _unique(subjects: Iterable[str]) -> list[str]:
 
 
 TENANT_OPERATOR_PREFIX = "operator-"
+SERVICE_NAMES = frozenset(
+    {"registry", "curation", "training", "merging", "evaluation", "rollout", "serving", "cli"}
+)
 
 
 def tenant_operator(tenant: str) -> Access:
@@ -178,6 +199,8 @@ def tenant_operator(tenant: str) -> Access:
     tenant only (on `tuneline.events.<event>.<tenant>`) and upload files. It reads no events and
     asks no queries: every tenant's records are behind them (its view is the dashboard's tenant key).
     """
+    if tenant in SERVICE_NAMES:
+        raise ValueError(f"tenant {tenant!r} is a service's name; its subjects would be that service's")
     return Access(
         f"{TENANT_OPERATOR_PREFIX}{tenant}",
         "cli",
@@ -287,13 +310,20 @@ def service_access(tenants: Iterable[str] = ()) -> dict[str, Access]:
     return {access.user: access for access in table}
 
 
-def publishers_of(event_type: str, table: dict[str, Access] | None = None) -> frozenset[str]:
-    """The `ce-source` values that may carry `event_type`: the services whose NATS user may publish
-    its subject. Where every service connects as its own user, any other source is forged."""
+def publishers_of(event_type: str, subject: str | None = None) -> frozenset[str]:
+    """The `ce-source` values that may carry `event_type` on `subject` (default: its bare subject):
+    the services whose NATS user may publish there. Where every service connects as its own user,
+    any other source is forged."""
+    subject = subject or event_subject(event_type)
+    if subject != event_subject(event_type):
+        token = subject.rsplit(".", 1)[-1]
+        if SECONDARY_PUBLISHERS.get(event_type) == token:
+            return frozenset({f"tuneline/{token}"})
+        return frozenset({"tuneline/cli"})  # a tenant operator's subject
     return frozenset(
         f"tuneline/{access.service}"
-        for access in (table or service_access()).values()
-        if event_type in access.publishes
+        for access in service_access().values()
+        if event_type in access.publishes and publish_subject(event_type, access.service) == subject
     )
 
 

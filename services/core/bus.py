@@ -32,7 +32,7 @@ from schemas.subjects import (
     EVENTS_STREAM,
     tenant_subject,
 )
-from services.core.access import OPERATOR_EVENTS, inbox_prefix
+from services.core.access import OPERATOR_EVENTS, inbox_prefix, publish_subject
 from services.core.consumers import ConsumerGuard
 from services.core.metrics import ServiceMetrics
 from services.core.settings import CoreSettings, NatsSettings, StreamSettings
@@ -257,7 +257,7 @@ class EventBus:
             event_id=event_id,
             tenant=tenant,
         )
-        subject = event.subject()
+        subject = publish_subject(event.event_type, self.service)
         if self.tenant_scope is not None:
             if envelope.tenant != self.tenant_scope:
                 raise ValueError(

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from schemas.envelope import Envelope, EnvelopeError
 from schemas.events import Event, describe_validation_error
 from schemas.subjects import DLQ_STREAM, EVENTS_STREAM, dlq_subject, durable_name, tenant_subject
-from services.core.access import OPERATOR_EVENTS, publishers_of
+from services.core.access import SECONDARY_PUBLISHERS, SUFFIXED_EVENTS, publishers_of
 from services.core.bus import EventBus, events_stream
 from services.core.consumers import DurableSpec
 from services.core.metrics import ServiceMetrics
@@ -118,18 +118,21 @@ class EventConsumer(Generic[E]):
                     {"type": f"{envelope.type!r} on a subject that carries {self.event_cls.ce_type()!r}"}
                 )
             subject = msg.raw_message.subject
-            if subject != self.event_cls.subject() and envelope.tenant != subject.rsplit(".", 1)[-1]:
+            token = subject.rsplit(".", 1)[-1] if subject != self.event_cls.subject() else None
+            secondary = SECONDARY_PUBLISHERS.get(self.event_cls.event_type)
+            if token is not None and token != secondary and envelope.tenant != token:
                 raise EnvelopeError(
                     {
                         "tenant": f"{envelope.tenant!r} on {subject}, which its sender may use for tenant "
                         f"{subject.rsplit('.', 1)[-1]!r} only"
                     }
                 )
-            if self.bus.sources_bound and envelope.source not in self.publishers:
+            allowed = self.publishers if token is None else publishers_of(self.event_cls.event_type, subject)
+            if self.bus.sources_bound and envelope.source not in allowed:
                 raise EnvelopeError(
                     {
-                        "source": f"{envelope.source!r} may not publish {self.event_cls.event_type} "
-                        f"(only {', '.join(sorted(self.publishers)) or 'no service'}): a forged source"
+                        "source": f"{envelope.source!r} may not publish {self.event_cls.event_type} on "
+                        f"{subject} (only {', '.join(sorted(allowed)) or 'no service'}): a forged source"
                     }
                 )
             event = self.event_cls.read(json.loads(msg.body))
@@ -291,7 +294,7 @@ def subscribe_event(
     durable = durable_name(service, event_cls.event_type)
     config = consumer_config(delivery)
     filters = [event_cls.subject()]
-    if event_cls.event_type in OPERATOR_EVENTS:  # also as tenants' own operators send them
+    if event_cls.event_type in SUFFIXED_EVENTS:  # also as tenants' operators or a 2nd publisher send them
         filters.append(tenant_subject(event_cls.event_type, "*"))
         config.filter_subjects = filters
     bus.consumers.declare(DurableSpec(EVENTS_STREAM, durable, tuple(filters), config))

@@ -22,7 +22,15 @@ from nats.js.api import ConsumerConfig
 
 from schemas.subjects import EVENTS_STREAM, ROUTES_BUCKET, durable_name, event_subject
 from services.core import uploads
-from services.core.access import ADMIN_USER, TRAINING_BUCKET, Access, inbox_prefix, service_access
+from services.core.access import (
+    ADMIN_USER,
+    TRAINING_BUCKET,
+    Access,
+    inbox_prefix,
+    publish_subject,
+    publishers_of,
+    service_access,
+)
 from services.core.bus import ensure_streams
 from services.core.nats_server import SecureNats, free_port, secure_nats
 from services.core.routes import RouteTable
@@ -208,7 +216,8 @@ async def test_each_user_can_do_its_job(as_user: Any, user: str) -> None:
         except nats.errors.TimeoutError:
             pass  # nothing to pull is fine; a refused pull shows up as a violation below
     for n, event in enumerate(access.publishes):
-        ack = await js.publish(event_subject(event), b"{}", headers=envelope(event, f"{user}-{n}"))
+        subject = publish_subject(event, access.service)
+        ack = await js.publish(subject, b"{}", headers=envelope(event, f"{user}-{n}"))
         assert ack.stream == EVENTS_STREAM
     for kind, bucket, level in access.buckets:
         if bucket == ROUTES_BUCKET:
@@ -513,3 +522,26 @@ async def curation_as_itself(as_user: Any, secure: SecureNats, running: Any, han
     )  # fmt: skip
     await running(curation.app)
     return curation
+
+
+async def test_an_event_with_two_publishers_tells_them_apart_by_subject(as_user: Any) -> None:
+    """candidate.ready comes from training (the bare subject) and merging (`….candidate.ready.merging`),
+    each allowed only its own: neither can pass for the other, so its ce-source is authenticated."""
+    training, merging = await as_user("training"), await as_user("merging")
+    bare, merged = event_subject("candidate.ready"), publish_subject("candidate.ready", "merging")
+    assert merged == f"{bare}.merging" and publish_subject("candidate.ready", "training") == bare
+    for session, own, other in ((training, bare, merged), (merging, merged, bare)):
+        js = session.nc.jetstream()
+        ack = await js.publish(own, b"{}", headers=envelope("candidate.ready", f"own-{own}"))
+        assert ack.stream == EVENTS_STREAM
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.publish(other, b"{}", headers=envelope("candidate.ready", f"other-{own}"), timeout=2)
+    await asyncio.sleep(0.2)
+    assert any(f'publish to "{merged}"' in v for v in training.violations())
+    assert any(f'publish to "{bare}"' in v for v in merging.violations())
+    assert publishers_of("candidate.ready") == {"tuneline/training"}
+    assert publishers_of("candidate.ready", merged) == {"tuneline/merging"}
+    assert publishers_of("drift.check-requested") == {"tuneline/cli"}
+    assert publishers_of("drift.check-requested", f"{event_subject('drift.check-requested')}.evaluation") == {
+        "tuneline/evaluation"
+    }
