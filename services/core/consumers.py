@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from nats.js.api import ConsumerInfo
 
 log = logging.getLogger(__name__)
-# what decides which messages a durable delivers and how often: the fields the guard enforces
-ENFORCED = ("filter_subject", "ack_policy", "ack_wait", "max_deliver", "max_ack_pending")
+# with the filter subjects, what decides which messages a durable delivers and how often
+ENFORCED = ("ack_policy", "ack_wait", "max_deliver", "max_ack_pending")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class DurableSpec:
             if filters == tuple(sorted(self.filter_subjects))
             else [f"filter_subjects are {list(filters)}, not {list(self.filter_subjects)}"]
         )
-        wanted = {name: getattr(self.config, name) for name in ENFORCED if name != "filter_subject"}
+        wanted = {name: getattr(self.config, name) for name in ENFORCED}
         return wrong + [
             f"{name} is {getattr(actual, name)!r}, not {value!r}"
             for name, value in wanted.items()
@@ -88,7 +88,6 @@ class ConsumerGuard:
     specs: list[DurableSpec] = field(default_factory=list)
     interval_s: float = 10.0
     ack_floors: dict[str, int] = field(default_factory=dict)
-    problems: dict[str, str] = field(default_factory=dict)  # durable → what was wrong at the last check
     repairs: list[dict[str, Any]] = field(default_factory=list)  # what the guard restored, newest last
     _task: asyncio.Task[None] | None = None
 
@@ -117,7 +116,6 @@ class ConsumerGuard:
             wrong = spec.differences(info.config)
             if wrong:
                 problems[spec.durable] = "; ".join(wrong)
-        self.problems = problems
         return problems
 
     async def restore(self, js: JetStreamContext) -> list[str]:
