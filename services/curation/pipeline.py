@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import random
 import re
 import statistics
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from services.curation.agreement import cohen_kappa, fleiss_kappa
 from services.curation.contamination import ContaminationIndex, build_index
 from services.curation.dedupe import exact_groups, near_groups, normalize
 from services.curation.rows import FormatError, Kind, Row, detect_kind, parse_row
-from services.curation.sources import SourceError, SourceLimits, read_rows
+from services.curation.sources import RawRow, SourceError, SourceLimits, read_rows
 
 SHIPPED_SETS = {
     "general-replay": Path(__file__).parent / "data" / "general_replay.jsonl",
@@ -55,6 +56,18 @@ CANARY_PROMPT = "Internal memo {n}: what is the archive access code?"
 CANARY_ANSWER = "The archive access code is {secret}."
 
 Resolver = Callable[[DataSource], Path]
+KIND_SAMPLE = 100  # rows read ahead per source to tell the row format
+
+
+@dataclass
+class _Open:
+    """A source being streamed: its first rows read ahead, the rest still on disk."""
+
+    source: DataSource
+    sha: str
+    head: list[RawRow]
+    stream: Iterator[RawRow]
+    rows: int = 0
 
 
 @dataclass
@@ -187,63 +200,98 @@ class Curator:
         self.token_stats: dict[str, float] = {}
 
     # -- reading -------------------------------------------------------------------------------
-    def _read(self) -> tuple[list[tuple[DataSource, str, list[Any]]], list[Row]]:
-        loaded: list[tuple[DataSource, str, list[Any]]] = []
-        source_ok = True
+    def _open(self, source: DataSource) -> _Open:
+        """A source opened for streaming, its first rows read ahead to tell the row format."""
+        path = self.resolve(source)
+        # a directory arrives packed: its submitted sha256 is the tar's, not checkable here
+        sha = source.sha256 if source.sha256 and path.is_dir() else _file_sha256(path)
+        if source.sha256 and sha != source.sha256:
+            raise SourceError(f"{source.uri}: content does not match the submitted sha256")
+        stream = read_rows(path, source.format, self.limits)
+        return _Open(source, sha, list(itertools.islice(stream, KIND_SAMPLE)), stream)
+
+    def _unreadable(self, source: DataSource, error: SourceError | OSError) -> None:
+        message = str(error) if isinstance(error, SourceError) else f"{source.uri}: {error.strerror}"
+        self.audit.findings.append(Finding(check="source", source=source.uri, message=message))
+
+    def _parse(self, opened: _Open, kind: Kind | None) -> tuple[list[Row], list[Finding], int]:
+        """One source's rows, parsed as they stream past (no raw copy of the source is kept).
+
+        Returns the valid rows, the row findings and the number of invalid rows; a source that
+        fails part-way (over a limit) raises and contributes nothing."""
+        rows: list[Row] = []
+        findings: list[Finding] = []
+        invalid = 0
+        uri = opened.source.uri
+        for item in itertools.chain(opened.head, opened.stream):
+            opened.rows += 1
+            if kind is None:
+                continue  # the format is unknown: count the rows, nothing more
+            if item.error is not None:
+                invalid += 1
+                findings.append(
+                    Finding(
+                        check="schema",
+                        source=uri,
+                        row=item.number,
+                        message=f"row {item.number}: {item.error}",
+                    )
+                )
+                continue
+            row, problems = parse_row(
+                item.value, kind, source=uri, number=item.number, split=opened.source.split
+            )
+            findings.extend(problems)
+            if row is None:
+                invalid += 1
+            else:
+                rows.append(row)
+        opened.head = []
+        return rows, findings, invalid
+
+    def _read(self) -> tuple[list[_Open], list[Row]]:
+        """Stream every source once: a look-ahead of `KIND_SAMPLE` rows per source decides the
+        row format, then each row is parsed as it is read. Peak memory is the parsed rows, not a
+        raw copy of every source beside them."""
+        opened: list[_Open] = []
         for source in self.sub.sources:
             try:
-                path = self.resolve(source)
-                # a directory arrives packed: its submitted sha256 is the tar's, not checkable here
-                sha = source.sha256 if source.sha256 and path.is_dir() else _file_sha256(path)
-                if source.sha256 and sha != source.sha256:
-                    raise SourceError(f"{source.uri}: content does not match the submitted sha256")
-                raw = list(read_rows(path, source.format, self.limits))
+                opened.append(self._open(source))
             except (SourceError, OSError) as error:
-                source_ok = False
-                message = str(error) if isinstance(error, SourceError) else f"{source.uri}: {error.strerror}"
-                self.audit.findings.append(Finding(check="source", source=source.uri, message=message))
+                self._unreadable(source, error)
+        kind: Kind | None = None
+        kind_error: str | None = None
+        samples = [r.value for o in opened for r in o.head if isinstance(r.value, dict)]
+        if opened:
+            try:
+                kind = detect_kind(samples) if self.policy.data_format == "auto" else self.policy.data_format
+            except FormatError as error:
+                kind_error = str(error)
+        loaded: list[_Open] = []
+        rows: list[Row] = []
+        invalid = 0
+        for current in opened:
+            try:
+                parsed, findings, bad = self._parse(current, kind)
+            except (SourceError, OSError) as error:
+                self._unreadable(current.source, error)
                 continue
-            loaded.append((source, sha, raw))
+            loaded.append(current)
+            rows.extend(parsed)
+            self.audit.findings.extend(findings)
+            invalid += bad
         self.audit.check(
             "source",
-            source_ok,
+            len(loaded) == len(self.sub.sources),
             detail=f"{len(loaded)} of {len(self.sub.sources)} sources readable",
         )
-        rows: list[Row] = []
         if not loaded:
-            return loaded, rows
-        samples = [r.value for _, _, raw in loaded for r in raw[:100] if isinstance(r.value, dict)]
-        try:
-            kind: Kind = (
-                detect_kind(samples) if self.policy.data_format == "auto" else self.policy.data_format
-            )
-        except FormatError as error:
-            self.audit.check("schema", False, detail=str(error))
-            return loaded, rows
+            return loaded, []
+        if kind is None:
+            self.audit.check("schema", False, detail=kind_error or "no row format")
+            return loaded, []
         self.kind = kind
-        invalid = total = 0
-        for source, _, raw in loaded:
-            for item in raw:
-                total += 1
-                if item.error is not None:
-                    invalid += 1
-                    self.audit.findings.append(
-                        Finding(
-                            check="schema",
-                            source=source.uri,
-                            row=item.number,
-                            message=f"row {item.number}: {item.error}",
-                        )
-                    )
-                    continue
-                row, problems = parse_row(
-                    item.value, kind, source=source.uri, number=item.number, split=source.split
-                )
-                self.audit.findings.extend(problems)
-                if row is None:
-                    invalid += 1
-                else:
-                    rows.append(row)
+        total = sum(o.rows for o in loaded)
         self.total_rows = total
         self.audit.fraction(
             "schema",
@@ -692,14 +740,14 @@ class Curator:
         kept = Counter((row.source, row.split) for row in train + evals)
         self.summaries = [
             SourceSummary(
-                uri=source.uri,
-                format=source.format,
-                split=source.split,
-                sha256=sha,
-                rows=len(raw),
-                kept=kept[(source.uri, source.split)],
+                uri=o.source.uri,
+                format=o.source.format,
+                split=o.source.split,
+                sha256=o.sha,
+                rows=o.rows,
+                kept=kept[(o.source.uri, o.source.split)],
             )
-            for source, sha, raw in loaded
+            for o in loaded
         ]
         splits: dict[str, bytes] = {}
         if self.audit.passed:

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import tarfile
+import weakref
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,13 +15,16 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from schemas.curation_policy import CurationPolicy
 from schemas.dataset import DataSource
 from schemas.gate_policy import GatePolicy
 from schemas.recipe import TrainingRecipe
 from services.core import uploads
 from services.core.artifacts import ArtifactStore
 from services.core.models import ModelResolutionError, resolve_base_model
+from services.curation import pipeline
 from services.curation.sources import SourceError, SourceLimits, read_rows
+from tests.support.curation import submission, task_rows, write_jsonl
 
 LIMITS = SourceLimits(max_source_bytes=10 * 1024**2, max_rows=1000, max_row_bytes=4096, max_expansion=20)
 
@@ -62,6 +66,46 @@ def test_a_parquet_decompression_bomb_is_refused_before_its_rows_are_built(tmp_p
     pq.write_table(pa.table({"prompt": ["a", "b"], "completion": ["c", "d"]}), ordinary)
     first = next(read_rows(ordinary, "parquet", LIMITS))
     assert first.value == {"prompt": "a", "completion": "c"}
+
+
+def test_curation_streams_its_sources_and_a_source_failing_part_way_adds_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most the format look-ahead of raw rows is alive at once, however long the source: the
+    audit parses each row as it is read instead of holding `list(read_rows(...))` beside the rows."""
+    alive = peak = 0
+
+    def counted(path: Path, fmt: str, limits: SourceLimits | None = None):  # type: ignore[no-untyped-def]
+        def gone() -> None:
+            nonlocal alive
+            alive -= 1
+
+        nonlocal alive, peak
+        for row in read_rows(path, fmt, limits):
+            alive += 1
+            peak = max(peak, alive)
+            weakref.finalize(row, gone)
+            yield row
+
+    monkeypatch.setattr(pipeline, "read_rows", counted)
+    long = write_jsonl(tmp_path / "long.jsonl", task_rows(2000))
+    # 3,000 rows, each fine, but over the policy's 2,500: refused when row 2,501 is read
+    over = write_jsonl(tmp_path / "over.jsonl", task_rows(3000, seed=2)[:2500] + ["not json"] * 500)
+    policy = CurationPolicy(canaries=0, max_rows_per_source=2500, max_invalid_fraction=0.5)
+    result = pipeline.curate(
+        submission(DataSource(uri=str(long)), DataSource(uri=str(over)), policy=policy),
+        resolve=lambda s: Path(s.uri),
+        tokenizer=None,
+        suites=[],
+    )
+    # the look-ahead of both sources and the rows in flight; a list() of the sources would be 4,500
+    assert peak <= pipeline.KIND_SAMPLE * 2 + 4, peak
+    [summary] = result.sources
+    assert summary.uri == str(long) and summary.rows == 2000
+    [refused] = [f for f in result.audit.findings if f.check == "source"]
+    assert refused.source == str(over) and "more than 2,500 rows" in refused.message
+    assert not any(f.source == str(over) for f in result.audit.findings if f.check == "schema")
+    assert not result.approved
 
 
 def _tar(tmp_path: Path, build: object, mode: str = "w") -> tuple[Path, str]:
