@@ -21,7 +21,8 @@ Name = Annotated[
 RouteAlias = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
 ]  # a DNS-label-like alias, also usable as a NATS subject token and a KV key
-Tenant = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+Tenant = Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
 
 TrainingMethod = Literal["sft-lora", "sft-qlora", "sft-full", "dpo", "ipo", "kto", "distill"]
 

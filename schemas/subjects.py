@@ -35,6 +35,25 @@ def rpc_subject(service: str, query: str) -> str:
     return f"{RPC_PREFIX}.{service}.{query}"
 
 
+# the registry queries a tenant operator may ask, each answered for its tenant only
+TENANT_QUERIES = (
+    "timeline",
+    "models.list",
+    "models.get",
+    "datasets.list",
+    "datasets.get",
+    "runs.list",
+    "runs.get",
+    "evals.get",
+    "cards.get",
+)
+
+
+def tenant_rpc_subject(service: str, query: str, tenant: str) -> str:
+    """A query asked for one tenant: `tuneline.rpc.registry.models.list.acme`."""
+    return f"{rpc_subject(service, query)}.{tenant}"
+
+
 def durable_name(service: str, event_type: str) -> str:
     """One durable pull consumer per (service, event): `registry_dataset_approved`.
 

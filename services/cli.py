@@ -33,7 +33,7 @@ from schemas.envelope import Envelope, EnvelopeError
 from schemas.events import validation_problems
 from schemas.merge import MergeRequested
 from schemas.specification import asyncapi_document, event_json_schemas
-from schemas.subjects import DLQ_PREFIX, EVENTS_PREFIX
+from schemas.subjects import DLQ_PREFIX, EVENTS_PREFIX, TENANT_QUERIES
 from services.core import uploads
 from services.core.access import tenant_of_user
 from services.core.rpc import RpcError, query
@@ -110,6 +110,15 @@ async def _connected() -> AsyncIterator[ServiceRuntime]:
     finally:
         await runtime.broker.stop()
         runtime.tracer_provider.shutdown()
+
+
+async def _ask(
+    runtime: ServiceRuntime, service: str, name: str, body: dict[str, Any], timeout: float = 5.0
+) -> dict[str, Any]:
+    """A query; a tenant operator (`operator-<tenant>`) asks the registry for its tenant's records."""
+    tenant = tenant_of_user(runtime.settings.nats.user)
+    scoped = tenant is not None and service == "registry" and name in TENANT_QUERIES
+    return await query(runtime.broker, service, name, body, timeout, tenant=tenant if scoped else None)
 
 
 def _run(coro: Any) -> Any:
@@ -421,9 +430,7 @@ def status(
         async with _connected() as runtime:
             deadline = time.monotonic() + wait
             while True:
-                timeline = await query(
-                    runtime.broker, "registry", "timeline", {"correlation_id": correlation_id}
-                )
+                timeline = await _ask(runtime, "registry", "timeline", {"correlation_id": correlation_id})
                 if timeline["entries"] or time.monotonic() >= deadline:
                     return timeline
                 await asyncio.sleep(0.2)
@@ -465,7 +472,7 @@ def models_list(
     async def fetch() -> dict[str, Any]:
         async with _connected() as runtime:
             body = {"tenant": tenant, "route": route, "limit": limit}
-            return await query(runtime.broker, "registry", "models.list", body)
+            return await _ask(runtime, "registry", "models.list", body)
 
     result = _run(fetch())
     if as_json:
@@ -510,7 +517,7 @@ def models_show(
 
     async def fetch() -> dict[str, Any]:
         async with _connected() as runtime:
-            return await query(runtime.broker, "registry", "models.get", {"version_id": version_id})
+            return await _ask(runtime, "registry", "models.get", {"version_id": version_id})
 
     detail = _run(fetch())
     console.print_json(json.dumps({k: detail[k] for k in ("summary", "model_ref", "lineage")}))
@@ -523,7 +530,7 @@ def dlq_list(limit: Annotated[int, typer.Option(help="At most N, newest first")]
 
     async def fetch() -> dict[str, Any]:
         async with _connected() as runtime:
-            return await query(runtime.broker, "registry", "dead-letters.list", {"limit": limit})
+            return await _ask(runtime, "registry", "dead-letters.list", {"limit": limit})
 
     table = Table("recorded", "subject", "refused by", "kind", "reason")
     for letter in _run(fetch())["dead_letters"]:
@@ -647,7 +654,7 @@ async def _dataset_detail(ident: str, *, wait: float = 0.0, until_decided: bool 
         deadline = time.monotonic() + wait
         while True:
             try:
-                detail = await query(runtime.broker, "registry", "datasets.get", {"id": ident})
+                detail = await _ask(runtime, "registry", "datasets.get", {"id": ident})
             except RpcError:
                 if time.monotonic() >= deadline:
                     raise
@@ -743,7 +750,7 @@ def datasets_list(
     async def fetch() -> dict[str, Any]:
         async with _connected() as runtime:
             body = {"tenant": tenant, "status": status, "limit": limit}
-            return await query(runtime.broker, "registry", "datasets.list", body)
+            return await _ask(runtime, "registry", "datasets.list", body)
 
     table = Table("submission", "status", "dataset id", "task", "route", "tenant", "updated")
     for d in _run(fetch())["datasets"]:
@@ -776,7 +783,7 @@ def _duration(seconds: float | None) -> str:
 
 
 async def _run_detail(runtime: ServiceRuntime, ident: str) -> dict[str, Any]:
-    detail = await query(runtime.broker, "registry", "runs.get", {"run_id": ident})
+    detail = await _ask(runtime, "registry", "runs.get", {"run_id": ident})
     if detail.get("code") == "not-found":
         raise _fail(f"{detail['error']}; `tuneline runs` lists the runs")
     if "error" in detail and "summary" not in detail:
@@ -801,7 +808,7 @@ def runs_root(
     async def fetch() -> dict[str, Any]:
         async with _connected() as runtime:
             body = {"tenant": tenant, "status": status, "limit": limit}
-            return await query(runtime.broker, "registry", "runs.list", body)
+            return await _ask(runtime, "registry", "runs.list", body)
 
     runs = _run(fetch())["runs"]
     if as_json:
@@ -1141,7 +1148,7 @@ KEY_METRICS = {
 def _query(service: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
     async def ask() -> dict[str, Any]:
         async with _connected() as runtime:
-            return await query(runtime.broker, service, name, body, timeout=15.0)
+            return await _ask(runtime, service, name, body, timeout=15.0)
 
     return dict(_run(ask()))
 
@@ -1326,7 +1333,7 @@ def suites_add(
         async with _connected() as runtime:
             uri, _ = await uploads.upload(runtime.broker.connection.jetstream(), data)
             body = {"name": name, "upload": uri, "scorer": scorer, "kind": kind}
-            return await query(runtime.broker, "evaluation", "suites.add", body, timeout=30.0)
+            return await _ask(runtime, "evaluation", "suites.add", body, timeout=30.0)
 
     info = _run(send())
     console.print(
@@ -1383,8 +1390,8 @@ def merge(
             console.print(f"merge {event.request_id} requested ({event.method} of {', '.join(event.inputs)})")
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                timeline = await query(
-                    runtime.broker, "registry", "timeline", {"correlation_id": envelope.correlation_id}
+                timeline = await _ask(
+                    runtime, "registry", "timeline", {"correlation_id": envelope.correlation_id}
                 )
                 for entry in timeline["entries"]:
                     if entry["type"].endswith((".candidate.ready.v1", ".merge.failed.v1")):

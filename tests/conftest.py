@@ -17,6 +17,7 @@ from services.core.settings import CoreSettings, DeliverySettings, NatsSettings,
 from tests.support.postgres import PostgresCluster
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+pytest_plugins = ["tests.support.secure_nats"]  # the `secure` server and `as_user` sessions
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from schemas.catalogue import EVENTS
+from schemas.refs import TENANT_PATTERN
 from schemas.subjects import (
     DECISIONS_PREFIX,
     DECISIONS_STREAM,
@@ -28,10 +29,12 @@ from schemas.subjects import (
     DLQ_STREAM,
     EVENTS_STREAM,
     ROUTES_BUCKET,
+    TENANT_QUERIES,
     dlq_subject,
     durable_name,
     event_subject,
     rpc_subject,
+    tenant_rpc_subject,
     tenant_subject,
 )
 
@@ -196,8 +199,9 @@ SERVICE_NAMES = frozenset(
 
 def tenant_operator(tenant: str) -> Access:
     """A tenant's own operator identity, `operator-<tenant>`: it may send operator events for its
-    tenant only (on `tuneline.events.<event>.<tenant>`) and upload files. It reads no events and
-    asks no queries: every tenant's records are behind them (its view is the dashboard's tenant key).
+    tenant only (on `tuneline.events.<event>.<tenant>`), upload files, and ask the registry's
+    tenant queries for its tenant only (`tuneline.rpc.registry.<query>.<tenant>`). It reads no
+    events from the stream (every tenant's are there) and asks no unscoped query.
     """
     if tenant in SERVICE_NAMES:
         raise ValueError(f"tenant {tenant!r} is a service's name; its subjects would be that service's")
@@ -205,7 +209,10 @@ def tenant_operator(tenant: str) -> Access:
         f"{TENANT_OPERATOR_PREFIX}{tenant}",
         "cli",
         buckets=(("OBJ", UPLOADS_BUCKET, "write"),),
-        extra_publish=tuple(tenant_subject(event, tenant) for event in OPERATOR_EVENTS),
+        extra_publish=(
+            *(tenant_subject(event, tenant) for event in OPERATOR_EVENTS),
+            *(tenant_rpc_subject("registry", query, tenant) for query in TENANT_QUERIES),
+        ),
     )
 
 
@@ -344,23 +351,40 @@ def _listed(key: str, subjects: Iterable[str]) -> list[str]:
     return [f"        {key}: {{ allow: [", *(f'          "{subject}"' for subject in subjects), "        ] }"]
 
 
+TENANT_MARKER = "    # tenant operators (operator-<tenant>): one per tenant of the deployment"
+# a valid tenant name that stands for each tenant in the chart's template
+_TENANT_PLACEHOLDER = "tenant0placeholder"
+
+
+def _user_block(access: Access) -> list[str]:
+    return [
+        "    {",
+        f'      user: "{access.user}"',
+        f"      password: ${password_variable(access.user)}",
+        "      permissions: {",
+        *_listed("publish", access.publish_allow()),
+        *_listed("subscribe", access.subscribe_allow()),
+        "        # answer requests sent to this user (its own queries, health) on their reply subject",
+        "        allow_responses: true",
+        "      }",
+        "    }",
+    ]
+
+
 def auth_conf(table: dict[str, Access] | None = None) -> str:
-    """The `authorization` block of nats-server.conf for every user in the table, plus an admin."""
+    """The `authorization` block of nats-server.conf for every user in the table, plus an admin.
+
+    Tenant operators follow `TENANT_MARKER`, where the Helm chart renders its own
+    (`global.tuneline.tenants`), so a chart and a `service_access(tenants)` table give one file."""
     table = table or service_access()
     lines = [HEADER, "authorization {", "  timeout: 2", "  users: ["]
-    for access in table.values():
-        lines += [
-            "    {",
-            f'      user: "{access.user}"',
-            f"      password: ${password_variable(access.user)}",
-            "      permissions: {",
-            *_listed("publish", access.publish_allow()),
-            *_listed("subscribe", access.subscribe_allow()),
-            "        # answer requests sent to this user (its own queries, health) on their reply subject",
-            "        allow_responses: true",
-            "      }",
-            "    }",
-        ]
+    services = [a for a in table.values() if tenant_of_user(a.user) is None]
+    tenants = [a for a in table.values() if tenant_of_user(a.user) is not None]
+    for access in services:
+        lines += _user_block(access)
+    lines.append(TENANT_MARKER)
+    for access in tenants:
+        lines += _user_block(access)
     lines += [
         "    # streams, consumers and buckets by hand (nats CLI, nats-box); never given to a service",
         f'    {{ user: "{ADMIN_USER}", password: ${password_variable(ADMIN_USER)} }}',
@@ -372,12 +396,40 @@ def auth_conf(table: dict[str, Access] | None = None) -> str:
 
 
 def helm_users_template(table: dict[str, Access] | None = None) -> str:
-    """The Helm chart's list of NATS users (its Secret and the NATS pods' password variables)."""
+    """The Helm chart's list of NATS users (its Secret and the NATS pods' password variables) and
+    the permissions of a tenant operator, rendered for each of `global.tuneline.tenants`."""
     users = " ".join([*(table or service_access()), ADMIN_USER])
+    block = "\n".join(_user_block(tenant_operator(_TENANT_PLACEHOLDER)))
+    block = block.replace(_TENANT_PLACEHOLDER.upper(), "{{ upper $tenant }}").replace(
+        _TENANT_PLACEHOLDER, "{{ $tenant }}"
+    )
+    services = " ".join(sorted(SERVICE_NAMES))
     return (
         "{{/* GENERATED by `tuneline infra export` from services/core/access.py. */}}\n"
+        '{{- define "tuneline.tenants" -}}\n'
+        "{{- $tenants := ((.Values.global).tuneline).tenants | default list }}\n"
+        "{{- range $tenants }}\n"
+        f'{{{{- if not (regexMatch "{TENANT_PATTERN}" .) }}}}\n'
+        '{{- fail (printf "global.tuneline.tenants: %q is not a tenant name (lowercase letters, digits, '
+        '- and _, at most 63)" .) }}\n'
+        "{{- end }}\n"
+        f'{{{{- if has . (splitList " " "{services}") }}}}\n'
+        "{{- fail (printf \"global.tuneline.tenants: %q is a service's name; its subjects would be that "
+        "service's\" .) }}\n"
+        "{{- end }}\n"
+        "{{- end }}\n"
+        '{{- $tenants | uniq | join " " }}\n'
+        "{{- end }}\n\n"
         '{{- define "tuneline.natsUsers" -}}\n'
-        f"{users}\n"
+        f"{users}"
+        '{{- range (include "tuneline.tenants" . | splitList " " | compact) }}'
+        f" {TENANT_OPERATOR_PREFIX}{{{{ . }}}}{{{{- end }}}}\n"
+        "{{- end }}\n\n"
+        f'{{{{- define "tuneline.natsTenantMarker" }}}}{TENANT_MARKER}{{{{ end }}}}\n\n'
+        '{{- define "tuneline.natsTenantOperators" -}}\n'
+        '{{- range $tenant := (include "tuneline.tenants" . | splitList " " | compact) }}\n'
+        f"{block}\n"
+        "{{- end }}\n"
         "{{- end }}\n"
     )
 
@@ -386,6 +438,7 @@ __all__ = [
     "ADMIN_USER",
     "DLQ_PREFIX",
     "OPERATOR_EVENTS",
+    "TENANT_MARKER",
     "Access",
     "auth_conf",
     "helm_users_template",

@@ -7,11 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream.middlewares import AckPolicy
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsMessage
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from schemas.subjects import rpc_subject
+from schemas.subjects import rpc_subject, tenant_rpc_subject
+from services.core.delivery import raw_body
 
 
 class RpcError(RuntimeError):
@@ -23,9 +24,16 @@ class RpcError(RuntimeError):
 
 
 async def query(
-    broker: NatsBroker, service: str, name: str, body: dict[str, Any], timeout: float = 5.0
+    broker: NatsBroker,
+    service: str,
+    name: str,
+    body: dict[str, Any],
+    timeout: float = 5.0,
+    *,
+    tenant: str | None = None,
 ) -> dict[str, Any]:
-    subject = rpc_subject(service, name)
+    """Ask `service` the query `name`; with `tenant`, for that tenant's records only."""
+    subject = rpc_subject(service, name) if tenant is None else tenant_rpc_subject(service, name, tenant)
     try:
         reply = await broker.request(body, subject, timeout=timeout)
     except NoRespondersError:
@@ -52,4 +60,29 @@ def serve(
     handle.__name__ = f"rpc_{name.replace('.', '_').replace('-', '_')}"
     broker.subscriber(
         rpc_subject(service, name), queue=service, ack_policy=AckPolicy.MANUAL, title=f"{service}:rpc:{name}"
+    )(handle)
+
+
+def serve_for_tenants(
+    broker: NatsBroker, service: str, name: str, fn: Callable[[Any, str], Awaitable[dict[str, Any]]]
+) -> None:
+    """Answer `tuneline.rpc.<service>.<name>.<tenant>` with `fn(body, tenant)`. The tenant is the
+    subject's last token, which NATS permissions bind to the asking identity."""
+    prefix = rpc_subject(service, name) + "."
+
+    async def handle(msg: NatsMessage) -> dict[str, Any]:
+        tenant = msg.raw_message.subject.removeprefix(prefix)
+        try:
+            body = json.loads(msg.body) if msg.body else {}
+        except ValueError:
+            body = None  # the query's contract refuses it with a reason
+        return dict(await fn(body, tenant))
+
+    handle.__name__ = f"rpc_{name.replace('.', '_').replace('-', '_')}_for_tenant"
+    broker.subscriber(
+        prefix + "*",
+        queue=service,
+        ack_policy=AckPolicy.MANUAL,
+        decoder=raw_body,
+        title=f"{service}:rpc:{name}:tenant",
     )(handle)

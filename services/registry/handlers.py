@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from faststream.middlewares import AckPolicy
 from faststream.nats import NatsBroker, NatsMessage, PullSub
-from pydantic import ValidationError
 
 from schemas.catalogue import EVENTS
 from schemas.events import Event
-from schemas.queries import (
-    CardQuery,
-    DatasetList,
-    DatasetQuery,
-    DatasetsQuery,
-    EvalsQuery,
-    ModelVersionList,
-    ModelVersionQuery,
-    ModelVersionsQuery,
-    QueryError,
-    RunList,
-    RunQuery,
-    RunsQuery,
-    TimelineQuery,
-)
-from schemas.subjects import DLQ_PREFIX, DLQ_STREAM
+from schemas.subjects import DLQ_PREFIX, DLQ_STREAM, TENANT_QUERIES
 from services.core.access import REGISTRY_DLQ_DURABLE
 from services.core.bus import EventBus, dlq_stream
 from services.core.consumers import DurableSpec
@@ -44,9 +29,10 @@ from services.core.delivery import (
     subscribe_event,
 )
 from services.core.metrics import ServiceMetrics
-from services.core.rpc import serve
+from services.core.rpc import serve, serve_for_tenants
 from services.core.settings import DeliverySettings
-from services.registry.store import DeadLetter, NotFound, RegistryStore
+from services.registry.queries import answer, registry_queries
+from services.registry.store import DeadLetter, RegistryStore
 
 SERVICE = "registry"
 logger = logging.getLogger(__name__)
@@ -87,63 +73,9 @@ class RegistryHandlers:
         await msg.ack()
 
     # -- queries -----------------------------------------------------------------------------
-    async def timeline(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await _answer(TimelineQuery, body, lambda q: self.store.timeline(q.correlation_id))
-
-    async def models_list(self, body: dict[str, Any]) -> dict[str, Any]:
-        def run(q: ModelVersionsQuery) -> ModelVersionList:
-            return ModelVersionList(
-                versions=self.store.list_versions(
-                    tenant=q.tenant, route=q.route, status=q.status, limit=q.limit
-                )
-            )
-
-        return await _answer(ModelVersionsQuery, body, run)
-
-    async def models_get(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await _answer(ModelVersionQuery, body, lambda q: self.store.get_version(q.version_id))
-
-    async def datasets_list(self, body: dict[str, Any]) -> dict[str, Any]:
-        def run(q: DatasetsQuery) -> DatasetList:
-            return DatasetList(
-                datasets=self.store.list_datasets(tenant=q.tenant, status=q.status, limit=q.limit)
-            )
-
-        return await _answer(DatasetsQuery, body, run)
-
-    async def datasets_get(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await _answer(DatasetQuery, body, lambda q: self.store.get_dataset(q.id))
-
-    async def runs_list(self, body: dict[str, Any]) -> dict[str, Any]:
-        def run(q: RunsQuery) -> RunList:
-            return RunList(runs=self.store.list_runs(tenant=q.tenant, status=q.status, limit=q.limit))
-
-        return await _answer(RunsQuery, body, run)
-
-    async def runs_get(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await _answer(RunQuery, body, lambda q: self.store.get_run(q.run_id))
-
-    async def evals_get(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await _answer(EvalsQuery, body, lambda q: self.store.get_evals(q.version_id))
-
-    async def cards_get(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await _answer(CardQuery, body, lambda q: self.store.card(q.version_id))
-
     async def dead_letters(self, body: dict[str, Any]) -> dict[str, Any]:
         limit = int(body.get("limit", 50)) if isinstance(body, dict) else 50
         return {"dead_letters": await asyncio.to_thread(self.store.dead_letters, limit)}
-
-
-async def _answer(query_cls: Any, body: Any, run: Any) -> dict[str, Any]:
-    try:
-        query = query_cls.model_validate(body if isinstance(body, dict) else {})
-    except ValidationError as error:
-        return QueryError(error=f"bad {query_cls.__name__}: {error}", code="bad-request").model_dump()
-    try:
-        result = await asyncio.to_thread(run, query)
-    except NotFound as error:
-        return QueryError(error=str(error), code="not-found").model_dump()
-    return dict(result.model_dump(mode="json"))
 
 
 def register(
@@ -182,17 +114,8 @@ def register(
         title="registry:dead-letters",
     )(on_dead_letter)
 
-    queries = {
-        "timeline": handlers.timeline,
-        "models.list": handlers.models_list,
-        "models.get": handlers.models_get,
-        "datasets.list": handlers.datasets_list,
-        "datasets.get": handlers.datasets_get,
-        "runs.list": handlers.runs_list,
-        "runs.get": handlers.runs_get,
-        "evals.get": handlers.evals_get,
-        "cards.get": handlers.cards_get,
-        "dead-letters.list": handlers.dead_letters,
-    }
-    for name, fn in queries.items():
-        serve(broker, SERVICE, name, fn)
+    for name, query in registry_queries(handlers.store).items():
+        serve(broker, SERVICE, name, functools.partial(answer, name, query))
+        if name in TENANT_QUERIES:
+            serve_for_tenants(broker, SERVICE, name, functools.partial(answer, name, query))
+    serve(broker, SERVICE, "dead-letters.list", handlers.dead_letters)

@@ -11,13 +11,11 @@ import contextlib
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
-from nats.aio.client import Client
 from nats.js.api import ConsumerConfig
 
 from schemas.subjects import EVENTS_STREAM, ROUTES_BUCKET, durable_name, event_subject
@@ -29,81 +27,14 @@ from services.core.access import (
     inbox_prefix,
     publish_subject,
     publishers_of,
-    service_access,
 )
-from services.core.bus import ensure_streams
-from services.core.nats_server import SecureNats, free_port, secure_nats
+from services.core.nats_server import SecureNats
 from services.core.routes import RouteTable
-from services.core.settings import StreamSettings
 from services.training.control import BUCKET as RUN_CONTROL_BUCKET
 from services.training.control import KvRunControl
+from tests.support.secure_nats import TABLE, as_service, curation_as_itself, envelope
 
 pytestmark = pytest.mark.integration
-TENANTS = ("acme",)  # the secure server also has a tenant operator, `operator-acme`
-TABLE = service_access(TENANTS)
-
-
-@pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureNats]:
-    server = secure_nats(tmp_path_factory.mktemp("secure-nats"), port=free_port(), tenants=TENANTS)
-    with server.server:
-        yield server
-
-
-class Session:
-    """One user's connection, with the permission errors the server reported to it."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-        self.nc: Client | None = None
-
-    async def connect(self, secure: SecureNats, user: str) -> Session:
-        async def on_error(error: Exception) -> None:
-            self.errors.append(str(error))
-
-        self.nc = await nats.connect(
-            secure.server.url,
-            user=user,
-            password=secure.passwords[user],
-            tls=ssl.create_default_context(cafile=str(secure.tls.ca_file)),
-            inbox_prefix=inbox_prefix(user),
-            error_cb=on_error,
-            allow_reconnect=False,
-        )
-        return self
-
-    def violations(self) -> list[str]:
-        return [e for e in self.errors if "permissions violation" in e.lower()]
-
-
-@pytest.fixture
-async def as_user(secure: SecureNats, tmp_path: Path) -> AsyncIterator[Any]:
-    sessions: list[Session] = []
-
-    async def connect(user: str) -> Session:
-        session = await Session().connect(secure, user)
-        sessions.append(session)
-        return session
-
-    # what exists before anyone works: the streams, the buckets, one uploaded file
-    admin = await connect(ADMIN_USER)
-    assert admin.nc is not None
-    js = admin.nc.jetstream()
-    await ensure_streams(js, StreamSettings())
-    await RouteTable.open(js)
-    await KvRunControl.open(js)
-    (tmp_path / "probe.jsonl").write_text('{"probe": 1}\n')
-    uri, _ = await uploads.upload(js, tmp_path / "probe.jsonl")
-    connect.upload_uri = uri  # type: ignore[attr-defined]
-    connect.work = tmp_path  # type: ignore[attr-defined]
-    yield connect
-    for session in sessions:
-        if session.nc is not None and not session.nc.is_closed:
-            await session.nc.close()
-
-
-def envelope(event_type: str, event_id: str) -> dict[str, str]:
-    return {"Nats-Msg-Id": event_id, "ce-type": f"tuneline.{event_type}.v1", "ce-id": event_id}
 
 
 async def test_an_anonymous_client_or_a_wrong_password_is_refused(secure: SecureNats) -> None:
@@ -426,102 +357,6 @@ def test_write_secret_never_leaves_a_readable_window(tmp_path: Path, monkeypatch
     write_secret(old, "export A=2\n")
     assert modes[0] == 0o600
     assert stat.S_IMODE(old.stat().st_mode) == 0o600 and old.read_text() == "export A=2\n"
-
-
-async def test_a_tenant_operator_acts_for_its_own_tenant_only(
-    as_user: Any, secure: SecureNats, running: Any
-) -> None:
-    """`operator-acme` may send operator events for acme alone: on the bare subject or another
-    tenant's the server refuses it; a payload or envelope naming another tenant on acme's subject
-    is dead-lettered; its acme submission reaches curation as acme's."""
-    from schemas.dataset import DatasetSubmitted
-    from schemas.envelope import Envelope, new_event_id, now
-    from schemas.subjects import DLQ_STREAM, tenant_subject
-    from services.core.delivery import DLQ_REASON, HandlerContext
-    from services.core.runtime import build_runtime
-    from tests.conftest import wait_until
-    from tests.support.events import submitted
-
-    handled: list[tuple[str, str]] = []
-
-    async def record(event: DatasetSubmitted, ctx: HandlerContext) -> None:
-        handled.append((event.submission_id, ctx.envelope.tenant))
-
-    await curation_as_itself(as_user, secure, running, record)
-    ajs = (await as_user(ADMIN_USER)).nc.jetstream()
-    acme = build_runtime("cli", as_service(secure, "operator-acme"))
-    await running(acme.app)
-    assert acme.bus.tenant_scope == "acme"
-
-    await acme.bus.publish(submitted(31, tenant="acme"))  # on tuneline.events.dataset.submitted.acme
-    await wait_until(lambda: ("sub-31", "acme") in handled, timeout=10)
-    with pytest.raises(ValueError, match="acts for tenant 'acme'"):
-        await acme.bus.publish(submitted(32, tenant="globex"))
-
-    # around the client's own check: the server and the consumers still hold the line
-    session = await as_user("operator-acme")
-    js = session.nc.jetstream()
-
-    def raw(n: int, tenant: str) -> tuple[bytes, dict[str, str]]:
-        event = submitted(n, tenant=tenant)
-        envelope = Envelope(
-            id=new_event_id(), source="tuneline/cli", type=event.ce_type(), time=now(),
-            subject=event.entity_id(), correlation_id=f"c-{n}", tenant=tenant,
-        )  # fmt: skip
-        return event.model_dump_json().encode(), envelope.to_headers()
-
-    for subject in (event_subject("dataset.submitted"), tenant_subject("dataset.submitted", "globex")):
-        body, headers = raw(33, "globex")
-        with pytest.raises(nats.errors.TimeoutError):
-            await js.publish(subject, body, headers=headers, timeout=2)
-    body, headers = raw(34, "globex")  # another tenant's submission on acme's own subject
-    await js.publish(tenant_subject("dataset.submitted", "acme"), body, headers=headers)
-    await asyncio.sleep(0.3)
-    violations = " ".join(session.violations())
-    assert 'publish to "tuneline.events.dataset.submitted"' in violations
-    assert 'publish to "tuneline.events.dataset.submitted.globex"' in violations
-
-    sub = await ajs.pull_subscribe("tuneline.dlq.tuneline.events.dataset.submitted.acme", stream=DLQ_STREAM)
-    [letter] = await sub.fetch(1, timeout=10)
-    assert "which its sender may use for tenant 'acme' only" in letter.headers[DLQ_REASON]
-    await asyncio.sleep(0.5)
-    assert handled == [("sub-31", "acme")]
-
-
-def as_service(secure: SecureNats, user: str) -> Any:
-    """Core settings that connect to the secure server as `user`, as `tuneline up --secure` does."""
-    from pydantic import SecretStr
-
-    from services.core.settings import CoreSettings, NatsSettings
-
-    nats_settings = NatsSettings(
-        url=secure.server.url,
-        user=user,
-        password=SecretStr(secure.passwords[user]),
-        tls_ca_file=secure.tls.ca_file,
-    )
-    return CoreSettings(nats=nats_settings, stream=StreamSettings(manage=False))
-
-
-async def curation_as_itself(as_user: Any, secure: SecureNats, running: Any, handler: Any) -> Any:
-    """Curation's dataset.submitted consumer as the curation user, from an empty subject (the
-    module's server is shared: earlier tests leave a durable and messages behind)."""
-    from schemas.dataset import DatasetSubmitted
-    from services.core.delivery import subscribe_event
-    from services.core.runtime import build_runtime
-
-    ajs = (await as_user(ADMIN_USER)).nc.jetstream()
-    with contextlib.suppress(nats.js.errors.NotFoundError):
-        await ajs.delete_consumer(EVENTS_STREAM, durable_name("curation", "dataset.submitted"))
-    await ajs.purge_stream(EVENTS_STREAM, subject=f"{event_subject('dataset.submitted')}.>")
-    await ajs.purge_stream(EVENTS_STREAM, subject=event_subject("dataset.submitted"))
-    curation = build_runtime("curation", as_service(secure, "curation"))
-    subscribe_event(
-        curation.broker, DatasetSubmitted, handler, service="curation", bus=curation.bus,
-        delivery=curation.settings.delivery,
-    )  # fmt: skip
-    await running(curation.app)
-    return curation
 
 
 async def test_an_event_with_two_publishers_tells_them_apart_by_subject(as_user: Any) -> None:
