@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test browser test-gpu test-chart chart-deps lint typecheck schemas infra bench clean up
+.PHONY: demo test browser test-gpu test-chart chart-deps lint typecheck schemas infra docs bench clean up
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ typecheck: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/tuneline schemas export
+
+# docs/cli.md: every command's --help, from the Typer app (tests/unit/test_cli_reference.py checks it)
+docs: $(STAMP)
+	$(BIN)/python -m services.cli_reference
 
 # NATS users and permissions (services/core/access.py) → infra/nats and the Helm chart
 infra: $(STAMP)

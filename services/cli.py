@@ -1012,7 +1012,9 @@ def _generated_files() -> dict[str, str]:
 
 @schemas_app.command("export")
 def schemas_export(
-    out: Annotated[Path, typer.Option(help="Output directory")] = GENERATED,
+    out: Annotated[
+        Path, typer.Option(help="Output directory", show_default="<repository>/schemas/generated")
+    ] = GENERATED,
     check: Annotated[
         bool, typer.Option(help="Fail if the files on disk differ from the models (CI)")
     ] = False,
@@ -1056,7 +1058,9 @@ def _infra_files() -> dict[str, str]:
 
 @infra_app.command("export")
 def infra_export(
-    root: Annotated[Path, typer.Option(help="Repository root")] = GENERATED.parents[1],
+    root: Annotated[
+        Path, typer.Option(help="Repository root", show_default="this checkout")
+    ] = GENERATED.parents[1],
     check: Annotated[bool, typer.Option(help="Fail if the files on disk differ (CI)")] = False,
 ) -> None:
     """Write the NATS users and permissions (services/core/access.py) to infra/ and the Helm chart."""
@@ -1075,7 +1079,9 @@ def infra_export(
 
 @infra_app.command("secrets")
 def infra_secrets(
-    out: Annotated[Path, typer.Option(help="Where compose.yaml lives")] = GENERATED.parents[1] / "infra",
+    out: Annotated[
+        Path, typer.Option(help="Where compose.yaml lives", show_default="<repository>/infra")
+    ] = GENERATED.parents[1] / "infra",
 ) -> None:
     """Passwords (infra/.env) and a development CA and NATS certificate (infra/tls/) for compose.
 
