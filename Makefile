@@ -62,7 +62,7 @@ schemas: $(STAMP)
 
 # docs/cli.md: every command's --help, from the Typer app (tests/unit/test_cli_reference.py checks it)
 docs: $(STAMP)
-	$(BIN)/python -m services.cli_reference
+	$(BIN)/python -m services.cli.reference
 
 # NATS users and permissions (services/core/access.py) → infra/nats and the Helm chart
 infra: $(STAMP)

@@ -55,20 +55,6 @@ class RawRow:
     error: str | None = None
 
 
-def infer_format(path: str | os.PathLike[str]) -> str:
-    p = Path(path)
-    if p.is_dir():
-        return "hf-dataset"
-    suffix = "".join(p.suffixes[-2:]) if p.suffix == ".gz" else p.suffix
-    formats = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
-    if suffix.lower() not in formats:
-        raise SourceError(
-            f"{path}: cannot tell the format from the extension {suffix!r}; use .jsonl, .parquet, .csv "
-            "or a directory saved with datasets' save_to_disk"
-        )
-    return formats[suffix.lower()]
-
-
 def read_rows(path: str | os.PathLike[str], fmt: str, limits: SourceLimits | None = None) -> Iterator[RawRow]:
     """The source's rows, one at a time (never the whole file in memory), within `limits`."""
     limits = limits or SourceLimits()

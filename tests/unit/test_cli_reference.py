@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_every_commands_help_matches_the_committed_reference() -> None:
     # a fresh interpreter: Typer and Rich fix the terminal's width and colour when imported
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli_reference", "--check"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "services.cli.reference", "--check"], cwd=REPO, capture_output=True, text=True
     )
     assert done.returncode == 0, f"{done.stderr}\nrun `make docs` if the change is meant"
 
@@ -22,7 +22,7 @@ def test_the_reference_has_every_command_and_no_path_of_this_checkout() -> None:
     import typer
 
     from services.cli import app
-    from services.cli_reference import command_paths
+    from services.cli.reference import command_paths
 
     text = (REPO / "docs" / "cli.md").read_text()
     assert str(REPO) not in text

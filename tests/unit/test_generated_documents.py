@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from schemas.catalogue import EVENTS
-from services.cli import GENERATED, _generated_files
+from services.cli.generated import GENERATED, _generated_files
 
 
 def test_generated_schemas_match_the_models() -> None:

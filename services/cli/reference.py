@@ -1,6 +1,6 @@
 """docs/cli.md: the `--help` page of every `tuneline` command, generated from the Typer app.
 
-`python -m services.cli_reference` writes it; `--check` fails when the file drifts from the app
+`python -m services.cli.reference` writes it; `--check` fails when the file drifts from the app
 (`make test` runs it, as it checks the generated schemas). The pages are rendered as a terminal
 100 columns wide without colour, so the file is the same on every machine and is the snapshot
 that a restructuring of the CLI must leave byte-identical.
@@ -28,11 +28,11 @@ import click
 import typer
 from typer.testing import CliRunner
 
-REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 HEADER = (
     "# `tuneline` command reference\n\n"
     "Every command's `--help`, generated from the Typer app by `make docs` "
-    "(`python -m services.cli_reference`); `make test` fails when this file drifts from the code.\n"
+    "(`python -m services.cli.reference`); `make test` fails when this file drifts from the code.\n"
 )
 
 
