@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test browser test-gpu test-chart chart-deps lint typecheck schemas infra docs bench clean up
+.PHONY: demo test check browser test-gpu test-chart chart-deps lint typecheck schemas infra docs bench clean up
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,11 @@ browser:
 test: $(STAMP) browser lint typecheck
 	$(BIN)/tuneline schemas export --check
 	$(BIN)/tuneline infra export --check
-	$(BIN)/python -m pytest -m "not gpu and not chart_deps"
+	$(BIN)/python -m pytest -m "not gpu and not chart_deps" --cov --cov-report=term
+
+# the inner loop: lint, types and the unit tests (no nats-server, no PostgreSQL, no browser)
+check: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest -q -m "not gpu and not chart_deps" tests/unit
 
 # on a CUDA machine: QLoRA (bitsandbytes) and the other CUDA-only paths
 test-gpu: $(STAMP)
@@ -53,6 +57,7 @@ test-chart: chart-deps
 lint: $(STAMP)
 	$(BIN)/ruff check schemas services tests bench examples
 	$(BIN)/ruff format --check schemas services tests bench examples
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -15,7 +15,7 @@ import pytest
 
 from services.core.nats_server import EmbeddedNats, free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 TUNELINE = [sys.executable, "-m", "services.cli"]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dataset.submitted.json"
 TICKETS = EXAMPLE.parent / "support-tickets" / "tickets.jsonl"
