@@ -39,7 +39,7 @@ DESIGN_EVENTS = {
     "rollout.resume-requested",
     "rollout.abort-requested",
     "rollout.promote-requested",
-    "rollout.rollback-requested",  # added by tuneline: the operator's manual rollback (README, design)
+    "rollout.rollback-requested",  # added by tuneline: the operator's manual rollback (docs/design.md)
     "serving.window",
     "drift.check-requested",
     "drift.detected",
