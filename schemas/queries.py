@@ -1,15 +1,22 @@
-"""Request/reply contracts of the registry's queries (`tuneline.rpc.registry.<query>`)."""
+"""Request/reply contracts of the services' queries (`tuneline.rpc.<service>.<query>`).
+
+Every query is paired with its request and reply models in `QUERIES` (as `schemas/catalogue.py`
+pairs events with subjects); `services.core.rpc.ask` sends a request and validates the reply
+into the paired model, so a caller never reads an unchecked dict.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from schemas.events import Contract
 from schemas.gate_policy import GatePolicy
 from schemas.refs import ModelRef
+from schemas.subjects import TENANT_QUERIES, rpc_subject
 
 
 class TimelineQuery(Contract):
@@ -229,3 +236,81 @@ class SuiteScore(Contract):
 class QueryError(Contract):
     error: str
     code: str = Field(description="not-found | bad-request | internal")
+
+
+class DeadLettersQuery(Contract):
+    limit: int = Field(default=50, ge=1, le=1000, description="At most N, newest first")
+
+
+class DeadLetterSummary(Contract):
+    original_subject: str
+    service: str
+    kind: str
+    reason: str
+    ce_id: str | None
+    recorded_at: datetime
+
+
+class DeadLetterList(Contract):
+    dead_letters: tuple[DeadLetterSummary, ...]
+
+
+class SuitesQuery(Contract):
+    """Every suite evaluation knows: shipped and registered."""
+
+
+Request = TypeVar("Request", bound=BaseModel)
+Reply = TypeVar("Reply", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class QuerySpec(Generic[Request, Reply]):
+    """One query: who answers it, its name, and the models of its request and its reply."""
+
+    service: str
+    name: str
+    request: type[Request]
+    reply: type[Reply]
+
+    @property
+    def subject(self) -> str:
+        return rpc_subject(self.service, self.name)
+
+    @property
+    def tenant_scoped(self) -> bool:
+        """A tenant operator may ask it, for its own tenant's records only."""
+        return self.service == "registry" and self.name in TENANT_QUERIES
+
+
+TIMELINE = QuerySpec("registry", "timeline", TimelineQuery, Timeline)
+MODELS_LIST = QuerySpec("registry", "models.list", ModelVersionsQuery, ModelVersionList)
+MODELS_GET = QuerySpec("registry", "models.get", ModelVersionQuery, ModelVersionDetail)
+DATASETS_LIST = QuerySpec("registry", "datasets.list", DatasetsQuery, DatasetList)
+DATASETS_GET = QuerySpec("registry", "datasets.get", DatasetQuery, DatasetDetail)
+RUNS_LIST = QuerySpec("registry", "runs.list", RunsQuery, RunList)
+RUNS_GET = QuerySpec("registry", "runs.get", RunQuery, RunDetail)
+EVALS_GET = QuerySpec("registry", "evals.get", EvalsQuery, EvalDetail)
+CARDS_GET = QuerySpec("registry", "cards.get", CardQuery, AdaptationCard)
+DEAD_LETTERS_LIST = QuerySpec("registry", "dead-letters.list", DeadLettersQuery, DeadLetterList)
+SUITES_LIST = QuerySpec("evaluation", "suites.list", SuitesQuery, SuiteList)
+SUITES_ADD = QuerySpec("evaluation", "suites.add", SuiteRegistration, SuiteInfo)
+SUITES_SCORE = QuerySpec("evaluation", "suites.score", SuiteScoreRequest, SuiteScore)
+
+QUERIES: dict[str, QuerySpec[Any, Any]] = {
+    q.subject: q
+    for q in (
+        TIMELINE,
+        MODELS_LIST,
+        MODELS_GET,
+        DATASETS_LIST,
+        DATASETS_GET,
+        RUNS_LIST,
+        RUNS_GET,
+        EVALS_GET,
+        CARDS_GET,
+        DEAD_LETTERS_LIST,
+        SUITES_LIST,
+        SUITES_ADD,
+        SUITES_SCORE,
+    )
+}

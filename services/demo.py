@@ -21,8 +21,20 @@ from rich.console import Console
 
 from schemas.dataset import DatasetSubmitted
 from schemas.envelope import Envelope, new_event_id, now
+from schemas.queries import (
+    DEAD_LETTERS_LIST,
+    EVALS_GET,
+    MODELS_LIST,
+    RUNS_GET,
+    RUNS_LIST,
+    DeadLettersQuery,
+    EvalsQuery,
+    ModelVersionsQuery,
+    RunQuery,
+    RunsQuery,
+)
 from services.core.nats_server import free_port
-from services.core.rpc import query
+from services.core.rpc import ask
 from services.core.runtime import build_runtime
 from services.core.settings import CoreSettings
 from services.stack import Stack, StackConfig, StackError, wait_healthy
@@ -339,26 +351,24 @@ async def _malformed(stack: Stack, correlation: str, console: Console) -> None:
 
 async def _wait_for_run(stack: Stack) -> str:
     async def first_run(runtime: Any) -> str | None:
-        runs = (await query(runtime.broker, "registry", "runs.list", {"limit": 1}))["runs"]
-        return str(runs[0]["run_id"]) if runs else None
+        runs = (await ask(runtime.broker, RUNS_LIST, RunsQuery(limit=1))).runs
+        return runs[0].run_id if runs else None
 
     return str(await _with_runtime(stack, first_run, what="the training run"))
 
 
 async def _version_of(stack: Stack, run_id: str) -> str:
     async def version(runtime: Any) -> str | None:
-        detail = await query(runtime.broker, "registry", "runs.get", {"run_id": run_id})
-        return detail["summary"]["version_id"]
+        detail = await ask(runtime.broker, RUNS_GET, RunQuery(run_id=run_id))
+        return detail.summary.version_id
 
     return str(await _with_runtime(stack, version, what="the candidate of the run"))
 
 
 async def _version_on(stack: Stack, route: str) -> str:
     async def newest(runtime: Any) -> str | None:
-        versions = (await query(runtime.broker, "registry", "models.list", {"route": route, "limit": 1}))[
-            "versions"
-        ]
-        return str(versions[0]["version_id"]) if versions else None
+        versions = (await ask(runtime.broker, MODELS_LIST, ModelVersionsQuery(route=route, limit=1))).versions
+        return versions[0].version_id if versions else None
 
     return str(await _with_runtime(stack, newest, what=f"the version on route {route}"))
 
@@ -369,7 +379,9 @@ async def _verdict_of(stack: Stack, version: str, status: Any = None) -> str:
     async def decided(runtime: Any) -> str | None:
         if status is not None:  # progress: the wait is minutes long on SmolLM2
             status.update(f"evaluating {version}: {time.monotonic() - started:.0f} s …")
-        detail = await query(runtime.broker, "registry", "evals.get", {"version_id": version})
+        detail = (await ask(runtime.broker, EVALS_GET, EvalsQuery(version_id=version))).model_dump(
+            mode="json"
+        )
         if detail["failures"]:
             raise StackError(f"evaluation failed: {detail['failures'][-1]['error']}")
         if not detail["decisions"]:
@@ -380,7 +392,7 @@ async def _verdict_of(stack: Stack, version: str, status: Any = None) -> str:
 
 
 async def _evals(runtime: Any, version: str) -> dict[str, Any]:
-    return dict(await query(runtime.broker, "registry", "evals.get", {"version_id": version}))
+    return (await ask(runtime.broker, EVALS_GET, EvalsQuery(version_id=version))).model_dump(mode="json")
 
 
 def _metric(detail: dict[str, Any], kind: str, metric: str, arm: str) -> float | None:
@@ -442,8 +454,8 @@ async def _with_runtime(stack: Stack, fn: Any, *, what: str, timeout: float = 60
 
 
 async def _dead_letters(runtime: Any) -> list[dict[str, Any]] | None:
-    result = await query(runtime.broker, "registry", "dead-letters.list", {"limit": 10})
-    return result["dead_letters"] or None
+    result = await ask(runtime.broker, DEAD_LETTERS_LIST, DeadLettersQuery(limit=10))
+    return result.model_dump(mode="json")["dead_letters"] or None
 
 
 async def _wait_for(fn: Any, *, what: str, stack: Stack, timeout: float = 60.0) -> Any:

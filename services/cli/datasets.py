@@ -18,6 +18,7 @@ from rich.table import Table
 from schemas.dataset import DatasetSubmitted, DataSource, SubmissionSpec
 from schemas.envelope import Envelope
 from schemas.events import validation_problems
+from schemas.queries import DATASETS_GET, DATASETS_LIST, DatasetQuery, DatasetsQuery
 from services.cli.session import Session, ask, console, fail, run_coro, validated, when
 from services.core import uploads
 from services.core.access import tenant_of_user
@@ -138,7 +139,7 @@ async def _dataset_detail(
         deadline = time.monotonic() + wait
         while True:
             try:
-                detail = await ask(runtime, "registry", "datasets.get", {"id": ident})
+                detail = (await ask(runtime, DATASETS_GET, DatasetQuery(id=ident))).model_dump(mode="json")
             except RpcError:
                 if time.monotonic() >= deadline:
                     raise
@@ -236,8 +237,8 @@ def datasets_list(
 
     async def fetch() -> dict[str, Any]:
         async with session.connected() as runtime:
-            body = {"tenant": tenant, "status": status, "limit": limit}
-            return await ask(runtime, "registry", "datasets.list", body)
+            request = DatasetsQuery(tenant=tenant, status=status, limit=limit)
+            return (await ask(runtime, DATASETS_LIST, request)).model_dump(mode="json")
 
     table = Table("submission", "status", "dataset id", "task", "route", "tenant", "updated")
     for d in run_coro(fetch())["datasets"]:

@@ -11,6 +11,16 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from schemas.envelope import Envelope
+from schemas.queries import (
+    CARDS_GET,
+    EVALS_GET,
+    SUITES_ADD,
+    SUITES_LIST,
+    CardQuery,
+    EvalsQuery,
+    SuiteRegistration,
+    SuitesQuery,
+)
 from services.cli.session import Session, ask, console, err, fail, run_coro, when
 from services.core import uploads
 
@@ -117,7 +127,7 @@ def evals_show(
 ) -> None:
     """The comparison tables: candidate vs base vs few-shot vs production, with the gate verdicts."""
     session = Session.of(ctx)
-    detail = session.ask_now("registry", "evals.get", {"version_id": version})
+    detail = session.ask_now(EVALS_GET, EvalsQuery(version_id=version)).model_dump(mode="json")
     if as_json:
         console.print_json(json.dumps(detail))
         return
@@ -128,7 +138,7 @@ def evals_show(
     latest = detail["evaluations"][-1]
     console.print(f"[bold]{detail['version_id']}[/] evaluated at {when(latest['created_at'])}")
     _print_suites(latest["suites"])
-    card = session.ask_now("registry", "cards.get", {"version_id": detail["version_id"]})["card"]
+    card = session.ask_now(CARDS_GET, CardQuery(version_id=detail["version_id"])).card
     few_shot = (card.get("evaluation") or {}).get("few_shot")
     if few_shot:
         console.print(f"few-shot baseline: {few_shot['summary']}")
@@ -169,7 +179,7 @@ def drift_check(
 def suites_list(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every suite evaluation runs: shipped ones and those registered with `suites add`."""
     session = Session.of(ctx)
-    answer = session.ask_now("evaluation", "suites.list", {})
+    answer = session.ask_now(SUITES_LIST, SuitesQuery()).model_dump(mode="json")
     if as_json:
         console.print_json(json.dumps(answer))
         return
@@ -203,8 +213,8 @@ def suites_add(
     async def send() -> dict[str, Any]:
         async with session.connected() as runtime:
             uri, _ = await uploads.upload(runtime.broker.connection.jetstream(), data)
-            body = {"name": name, "upload": uri, "scorer": scorer, "kind": kind}
-            return await ask(runtime, "evaluation", "suites.add", body, timeout=30.0)
+            request = SuiteRegistration(name=name, upload=uri, scorer=scorer, kind=kind)
+            return (await ask(runtime, SUITES_ADD, request, timeout=30.0)).model_dump(mode="json")
 
     info = run_coro(send())
     console.print(

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from schemas.catalogue import EVENTS, UnknownEventType, event_class
 from schemas.envelope import Envelope, EnvelopeError
+from schemas.queries import DEAD_LETTERS_LIST, DeadLettersQuery
 from schemas.subjects import DLQ_PREFIX, EVENTS_PREFIX
 from services.cli.session import Session, ask, console, fail, run_coro, validated, when
 
@@ -200,7 +201,9 @@ def dlq_list(
 
     async def fetch() -> dict[str, Any]:
         async with session.connected() as runtime:
-            return await ask(runtime, "registry", "dead-letters.list", {"limit": limit})
+            return (await ask(runtime, DEAD_LETTERS_LIST, DeadLettersQuery(limit=limit))).model_dump(
+                mode="json"
+            )
 
     table = Table("recorded", "subject", "refused by", "kind", "reason")
     for letter in run_coro(fetch())["dead_letters"]:

@@ -12,6 +12,16 @@ import typer
 from rich.markdown import Markdown
 from rich.table import Table
 
+from schemas.queries import (
+    CARDS_GET,
+    MODELS_GET,
+    MODELS_LIST,
+    TIMELINE,
+    CardQuery,
+    ModelVersionQuery,
+    ModelVersionsQuery,
+    TimelineQuery,
+)
 from services.cli.session import Session, ask, console, err, fail, run_coro, when
 
 
@@ -30,7 +40,9 @@ def status(
         async with session.connected() as runtime:
             deadline = time.monotonic() + wait
             while True:
-                timeline = await ask(runtime, "registry", "timeline", {"correlation_id": correlation_id})
+                timeline = (
+                    await ask(runtime, TIMELINE, TimelineQuery(correlation_id=correlation_id))
+                ).model_dump(mode="json")
                 if timeline["entries"] or time.monotonic() >= deadline:
                     return timeline
                 await asyncio.sleep(0.2)
@@ -76,8 +88,8 @@ def models_list(
 
     async def fetch() -> dict[str, Any]:
         async with session.connected() as runtime:
-            body = {"tenant": tenant, "route": route, "limit": limit}
-            return await ask(runtime, "registry", "models.list", body)
+            request = ModelVersionsQuery(tenant=tenant, route=route, limit=limit)
+            return (await ask(runtime, MODELS_LIST, request)).model_dump(mode="json")
 
     result = run_coro(fetch())
     if as_json:
@@ -124,7 +136,9 @@ def models_show(
 
     async def fetch() -> dict[str, Any]:
         async with session.connected() as runtime:
-            return await ask(runtime, "registry", "models.get", {"version_id": version_id})
+            return (await ask(runtime, MODELS_GET, ModelVersionQuery(version_id=version_id))).model_dump(
+                mode="json"
+            )
 
     detail = run_coro(fetch())
     console.print_json(json.dumps({k: detail[k] for k in ("summary", "model_ref", "lineage")}))
@@ -139,7 +153,7 @@ def card(
 ) -> None:
     """The adaptation card of a model version, assembled by the registry from its lineage."""
     session = Session.of(ctx)
-    answer = session.ask_now("registry", "cards.get", {"version_id": version})
+    answer = session.ask_now(CARDS_GET, CardQuery(version_id=version)).model_dump(mode="json")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".md").write_text(answer["markdown"], encoding="utf-8")

@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from schemas.merge import MergeRequested
+from schemas.queries import TIMELINE, TimelineQuery
 from services.cli.lineage import print_timeline
 from services.cli.session import Session, ask, console, fail, run_coro
 
@@ -65,9 +66,8 @@ def merge(
             console.print(f"merge {event.request_id} requested ({event.method} of {', '.join(event.inputs)})")
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                timeline = await ask(
-                    runtime, "registry", "timeline", {"correlation_id": envelope.correlation_id}
-                )
+                request = TimelineQuery(correlation_id=envelope.correlation_id)
+                timeline = (await ask(runtime, TIMELINE, request)).model_dump(mode="json")
                 for entry in timeline["entries"]:
                     if entry["type"].endswith((".candidate.ready.v1", ".merge.failed.v1")):
                         return dict(timeline)

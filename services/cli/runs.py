@@ -11,9 +11,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from schemas.queries import RUNS_GET, RUNS_LIST, RunQuery, RunsQuery
 from schemas.subjects import EVENTS_PREFIX
 from services.cli.lineage import print_timeline
 from services.cli.session import Session, ask, console, fail, number, run_coro, when
+from services.core.rpc import RpcError
 from services.core.runtime import ServiceRuntime
 
 runs_app = typer.Typer(help="Training runs (no subcommand: list them).", invoke_without_command=True)
@@ -32,12 +34,13 @@ def _duration(seconds: float | None) -> str:
 
 
 async def _run_detail(runtime: ServiceRuntime, ident: str) -> dict[str, Any]:
-    detail = await ask(runtime, "registry", "runs.get", {"run_id": ident})
-    if detail.get("code") == "not-found":
-        raise fail(f"{detail['error']}; `tuneline runs` lists the runs")
-    if "error" in detail and "summary" not in detail:
-        raise fail(detail["error"])
-    return detail
+    try:
+        detail = await ask(runtime, RUNS_GET, RunQuery(run_id=ident))
+    except RpcError as error:
+        if error.code == "not-found":
+            raise fail(f"{error}; `tuneline runs` lists the runs") from None
+        raise
+    return detail.model_dump(mode="json")
 
 
 @runs_app.callback()
@@ -57,8 +60,8 @@ def runs_root(
 
     async def fetch() -> dict[str, Any]:
         async with session.connected() as runtime:
-            body = {"tenant": tenant, "status": status, "limit": limit}
-            return await ask(runtime, "registry", "runs.list", body)
+            request = RunsQuery(tenant=tenant, status=status, limit=limit)
+            return (await ask(runtime, RUNS_LIST, request)).model_dump(mode="json")
 
     runs = run_coro(fetch())["runs"]
     if as_json:

@@ -11,13 +11,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
 from schemas.events import validation_problems
-from schemas.subjects import TENANT_QUERIES
+from schemas.queries import QuerySpec, Reply
+from services.core import rpc
 from services.core.access import tenant_of_user
-from services.core.rpc import RpcError, query
+from services.core.rpc import RpcError
 from services.core.runtime import ServiceRuntime, build_runtime
 from services.core.settings import CoreSettings, NatsSettings
 
@@ -73,23 +74,25 @@ class Session:
             await runtime.broker.stop()
             runtime.tracer_provider.shutdown()
 
-    def ask_now(self, service: str, name: str, body: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
-        """Connect, ask one query, return its answer (exit 1 when nobody answers)."""
+    def ask_now(self, spec: QuerySpec[Any, Reply], request: BaseModel, timeout: float = 15.0) -> Reply:
+        """Connect, ask one query, return its validated reply (exit 1 when nobody answers)."""
 
-        async def request() -> dict[str, Any]:
+        async def send() -> Reply:
             async with self.connected() as runtime:
-                return await ask(runtime, service, name, body, timeout=timeout)
+                return await ask(runtime, spec, request, timeout=timeout)
 
-        return dict(run_coro(request()))
+        result: Reply = run_coro(send())
+        return result
 
 
 async def ask(
-    runtime: ServiceRuntime, service: str, name: str, body: dict[str, Any], timeout: float = 5.0
-) -> dict[str, Any]:
-    """A query; a tenant operator (`operator-<tenant>`) asks the registry for its tenant's records."""
+    runtime: ServiceRuntime, spec: QuerySpec[Any, Reply], request: BaseModel, timeout: float = 5.0
+) -> Reply:
+    """A query, its reply validated into the contract; a tenant operator (`operator-<tenant>`) asks
+    the registry for its own tenant's records."""
     tenant = tenant_of_user(runtime.settings.nats.user)
-    scoped = tenant is not None and service == "registry" and name in TENANT_QUERIES
-    return await query(runtime.broker, service, name, body, timeout, tenant=tenant if scoped else None)
+    scoped = tenant is not None and spec.tenant_scoped
+    return await rpc.ask(runtime.broker, spec, request, timeout=timeout, tenant=tenant if scoped else None)
 
 
 def run_coro(coro: Any) -> Any:

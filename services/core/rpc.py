@@ -10,7 +10,10 @@ from faststream.middlewares import AckPolicy
 from faststream.nats import NatsBroker, NatsMessage
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from pydantic import BaseModel, ValidationError
 
+from schemas.events import validation_problems
+from schemas.queries import QuerySpec, Reply
 from schemas.subjects import rpc_subject, tenant_rpc_subject
 from services.core.delivery import raw_body
 
@@ -47,6 +50,31 @@ async def query(
     if isinstance(answer, dict) and "error" in answer and "code" in answer:
         raise RpcError(str(answer["error"]), code=str(answer["code"]))
     return dict(answer)
+
+
+async def ask(
+    broker: NatsBroker,
+    spec: QuerySpec[Any, Reply],
+    request: BaseModel,
+    *,
+    timeout: float = 5.0,
+    tenant: str | None = None,
+) -> Reply:
+    """Ask `spec` with `request` (its request model) and return the reply validated into its
+    reply model; with `tenant`, for that tenant's records only. A reply that is not what the
+    contract says raises RpcError (code `bad-reply`) naming the fields."""
+    if not isinstance(request, spec.request):
+        raise TypeError(f"{spec.name} takes a {spec.request.__name__}, not a {type(request).__name__}")
+    body = request.model_dump(mode="json", exclude_none=True)
+    answer = await query(broker, spec.service, spec.name, body, timeout, tenant=tenant)
+    try:
+        return spec.reply.model_validate(answer)
+    except ValidationError as error:
+        raise RpcError(
+            f"the {spec.service} service's reply to {spec.name} is not a {spec.reply.__name__}: "
+            + "; ".join(validation_problems(error)),
+            code="bad-reply",
+        ) from None
 
 
 def serve(

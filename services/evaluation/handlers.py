@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from faststream.nats import NatsBroker
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.candidate import CandidateReady
 from schemas.evaluation import (
@@ -28,13 +28,28 @@ from schemas.evaluation import (
     SuiteResult,
 )
 from schemas.gate_policy import GatePolicy
-from schemas.queries import QueryError, SuiteInfo, SuiteList, SuiteRegistration, SuiteScore, SuiteScoreRequest
+from schemas.queries import (
+    EVALS_GET,
+    MODELS_GET,
+    MODELS_LIST,
+    EvalsQuery,
+    ModelVersionQuery,
+    ModelVersionsQuery,
+    QueryError,
+    QuerySpec,
+    Reply,
+    SuiteInfo,
+    SuiteList,
+    SuiteRegistration,
+    SuiteScore,
+    SuiteScoreRequest,
+)
 from schemas.refs import ModelRef
 from services.core.artifacts import ArtifactStore
 from services.core.bus import EventBus
 from services.core.delivery import HandlerContext, subscribe_event
 from services.core.metrics import ServiceMetrics
-from services.core.rpc import RpcError, query, serve
+from services.core.rpc import RpcError, ask, serve
 from services.core.suites import Suite, SuiteError, all_suites, register_suite
 from services.core.uploads import UploadError, download, pack_directory
 from services.evaluation.config import EvaluationSettings
@@ -88,9 +103,9 @@ class EvaluationHandlers:
         with self._evaluator(f"score-{uuid.uuid4().hex[:12]}") as evaluator:
             return evaluator.score_suite(request.candidate, request.policy, request.suite)
 
-    async def _registry(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    async def _registry(self, spec: QuerySpec[Any, Reply], request: BaseModel) -> Reply | None:
         try:
-            return await query(self.broker, "registry", name, body, timeout=10.0)
+            return await ask(self.broker, spec, request, timeout=10.0)
         except RpcError as error:
             if error.code == "not-found":
                 return None
@@ -100,14 +115,14 @@ class EvaluationHandlers:
         """The version serving the route in production, per the registry (None when there is none)."""
         if route is None:
             return None
-        listing = await self._registry(
-            "models.list", {"route": route, "tenant": tenant, "status": "production", "limit": 1}
-        )
-        versions = (listing or {}).get("versions") or []
-        if not versions:
+        request = ModelVersionsQuery(route=route, tenant=tenant, status="production", limit=1)
+        listing = await self._registry(MODELS_LIST, request)
+        if listing is None or not listing.versions:
             return None
-        detail = await self._registry("models.get", {"version_id": versions[0]["version_id"]})
-        return ModelRef.model_validate(detail["model_ref"]) if detail else None
+        detail = await self._registry(
+            MODELS_GET, ModelVersionQuery(version_id=listing.versions[0].version_id)
+        )
+        return ModelRef.model_validate(detail.model_ref) if detail else None
 
     # -- candidate.ready ----------------------------------------------------------------------
     async def on_candidate(self, event: CandidateReady, ctx: HandlerContext) -> None:
@@ -153,14 +168,12 @@ class EvaluationHandlers:
             log.info("drift check of %s: no production version, nothing to check", event.route)
             return
         version = production.version_id()
-        evals = await self._registry("evals.get", {"version_id": version})
-        evaluations = (evals or {}).get("evaluations") or []
-        if not evaluations:
+        evals = await self._registry(EVALS_GET, EvalsQuery(version_id=version))
+        if evals is None or not evals.evaluations:
             log.info("drift check of %s: %s has no recorded evaluation to compare with", event.route, version)
             return
-        decisions = (evals or {}).get("decisions") or []
-        policy = GatePolicy.model_validate(decisions[-1]["policy"]) if decisions else GatePolicy()
-        reference = [SuiteResult.model_validate(s) for s in evaluations[0]["suites"]]
+        policy = GatePolicy.model_validate(evals.decisions[-1].policy) if evals.decisions else GatePolicy()
+        reference = [SuiteResult.model_validate(s) for s in evals.evaluations[0].suites]
         outcome = await asyncio.to_thread(
             self._evaluate, f"drift-{version}-{ctx.attempt}", production, policy, None, latency_items=0
         )
@@ -176,16 +189,14 @@ class EvaluationHandlers:
     async def publish_drift_checks(self, bus: EventBus, slot: int) -> int:
         """One drift.check-requested per production route; ids are per (route, slot), so replicas
         publishing the same slot are deduplicated by JetStream."""
-        listing = await self._registry("models.list", {"status": "production", "limit": 1000})
+        listing = await self._registry(MODELS_LIST, ModelVersionsQuery(status="production", limit=1000))
         count = 0
-        for version in (listing or {}).get("versions") or []:
-            if not version.get("route"):
+        for version in listing.versions if listing else ():
+            if not version.route:
                 continue
-            event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"tuneline/drift/{version['route']}/{slot}"))
+            event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"tuneline/drift/{version.route}/{slot}"))
             await bus.publish(
-                DriftCheckRequested(
-                    route=version["route"], tenant=version["tenant"], requested_by="scheduler"
-                ),
+                DriftCheckRequested(route=version.route, tenant=version.tenant, requested_by="scheduler"),
                 event_id=event_id,
             )
             count += 1

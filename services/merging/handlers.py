@@ -14,7 +14,14 @@ from faststream.nats import NatsBroker
 from schemas.candidate import CandidateReady
 from schemas.gate_policy import GatePolicy
 from schemas.merge import MergeFailed, MergeRequested, Mismatch
-from schemas.queries import SuiteScore, SuiteScoreRequest
+from schemas.queries import (
+    EVALS_GET,
+    MODELS_GET,
+    SUITES_SCORE,
+    EvalsQuery,
+    ModelVersionQuery,
+    SuiteScoreRequest,
+)
 from schemas.refs import (
     AdapterRef,
     ArtifactRef,
@@ -29,7 +36,7 @@ from services.core.bus import EventBus
 from services.core.delivery import HandlerContext, subscribe_event
 from services.core.metrics import ServiceMetrics
 from services.core.models import ModelResolutionError, resolve_exact_base
-from services.core.rpc import RpcError, query
+from services.core.rpc import RpcError, ask
 from services.merging import compat, ops
 from services.merging.config import MergingSettings
 
@@ -79,19 +86,19 @@ class MergingHandlers:
         found = []
         for ident in event.inputs:
             try:
-                detail = await query(
-                    self.broker, "registry", "models.get", {"version_id": ident}, timeout=10.0
+                found_version = await ask(
+                    self.broker, MODELS_GET, ModelVersionQuery(version_id=ident), timeout=10.0
                 )
             except RpcError as error:
                 if error.code == "not-found":
                     raise Refused(f"input {ident}: {error}") from None
                 raise
-            summary = detail["summary"]
-            if summary["tenant"] != event.tenant:
+            summary = found_version.summary
+            if summary.tenant != event.tenant:
                 # never say more about another tenant's version than that it is not yours
                 raise Refused(f"input {ident} is not a model version of tenant {event.tenant}")
             found.append(
-                (summary["version_id"], ModelRef.model_validate(detail["model_ref"]), summary["route"])
+                (summary.version_id, ModelRef.model_validate(found_version.model_ref), summary.route)
             )
         return found
 
@@ -101,8 +108,8 @@ class MergingHandlers:
         members: list[Ranked] = []
         versions: set[str] = set()
         for index, (version, ref, _) in enumerate(inputs):
-            detail = await query(self.broker, "registry", "evals.get", {"version_id": version}, timeout=10.0)
-            evaluations = detail.get("evaluations") or []
+            detail = await ask(self.broker, EVALS_GET, EvalsQuery(version_id=version), timeout=10.0)
+            evaluations = detail.model_dump(mode="json")["evaluations"]
             if not evaluations:
                 raise Refused(
                     f"input {version} has no evaluation in the registry: greedy-soup ranks members by "
@@ -115,8 +122,8 @@ class MergingHandlers:
                 raise Refused(f"input {version} was not evaluated on {suite!r}; rank_by one of: {names}")
             score = next(a["metrics"]["score"] for a in found["scores"] if a["arm"] == "candidate")
             versions.add(found["suite"]["sha256"])
-            decisions = detail.get("decisions") or []
-            policy = GatePolicy.model_validate(decisions[-1]["policy"]) if decisions else GatePolicy()
+            decisions = detail.decisions
+            policy = GatePolicy.model_validate(decisions[-1].policy) if decisions else GatePolicy()
             members.append(Ranked(index, version, ref, float(score), policy))
         if len(versions) > 1:
             raise Refused(
@@ -323,14 +330,8 @@ class MergingHandlers:
         request = SuiteScoreRequest(
             candidate=candidate, suite=ranking.suite, policy=ranking.members[0].policy
         )
-        answer = await query(
-            self.broker,
-            "evaluation",
-            "suites.score",
-            request.model_dump(mode="json"),
-            timeout=self.settings.trial_timeout_s,
-        )
-        return float(SuiteScore.model_validate(answer).score)
+        answer = await ask(self.broker, SUITES_SCORE, request, timeout=self.settings.trial_timeout_s)
+        return float(answer.score)
 
 
 def _targets(config: dict[str, Any]) -> list[str]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from faststream import FastStream
 
-from schemas.queries import EvalDetail
+from schemas.queries import EVALS_GET, EvalDetail, EvalsQuery
 from services.core.routes import RouteTable
-from services.core.rpc import RpcError, query
+from services.core.rpc import RpcError, ask
 from services.core.runtime import build_runtime
 from services.rollout.config import RolloutSettings
 from services.rollout.controller import RolloutController
@@ -20,12 +20,12 @@ def create_app(settings: RolloutSettings) -> FastStream:
 
     async def verify(version: str, verdict_id: str) -> None:
         try:
-            answer = await query(runtime.broker, "registry", "evals.get", {"version_id": version})
+            answer: EvalDetail | None = await ask(runtime.broker, EVALS_GET, EvalsQuery(version_id=version))
         except RpcError as error:
             if error.code != "not-found":
                 raise ReleaseNotRecorded(f"could not ask the registry about {version}: {error}") from None
             answer = None
-        check_release(EvalDetail.model_validate(answer) if answer else None, version, verdict_id)
+        check_release(answer, version, verdict_id)
 
     controller = RolloutController(table, runtime.bus, settings.policy, verify=verify)
     register(
