@@ -126,7 +126,7 @@ def job_for(
 
 def canary_rows(count: int, seed: str = "test") -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Rows planted the way curation plants them, and the manifest entries that name them."""
-    from services.curation.pipeline import CANARY_ANSWER, CANARY_PROMPT
+    from services.curation.checks.canaries import CANARY_ANSWER, CANARY_PROMPT
 
     rows, planted = [], []
     for n in range(1, count + 1):

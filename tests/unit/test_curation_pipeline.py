@@ -14,8 +14,9 @@ from schemas.dataset import CANARY_KEY, SELF_REPLAY_KEY, DataSource, MixComponen
 from services.core.artifacts import ArtifactStore
 from services.core.models import load_tokenizer, tokenizer_sha256
 from services.core.suites import Suite, register_suite, registered_suites
+from services.curation.checks.context import SHIPPED_SETS
 from services.curation.data import generate
-from services.curation.pipeline import SHIPPED_SETS, Curated, Tokenizer, curate
+from services.curation.pipeline import Curated, Tokenizer, curate
 from services.curation.sources import SourceLimits
 from tests.support.curation import replay_mix, submission, task_rows, write_jsonl
 

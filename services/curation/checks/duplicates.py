@@ -1,0 +1,57 @@
+"""duplicates: exact and near (MinHash) duplicate groups; one row of each kept, eval rows first."""
+
+from __future__ import annotations
+
+from services.curation.checks.context import CheckContext
+from services.curation.dedupe import exact_groups, near_groups
+from services.curation.rows import Row
+
+
+def duplicates(c: CheckContext, rows: list[Row]) -> list[Row]:
+    # eval rows first: when a train row duplicates an eval row, the eval row is kept
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].split != "eval", i))
+    ordered = [rows[i] for i in order]
+    texts = [row.full_text() for row in ordered]
+    exact = exact_groups(texts)
+    drop: set[int] = set()
+    for group in exact:
+        _report_group(c, "exact duplicate", ordered, group)
+        drop.update(group[1:])
+    remaining = [i for i in range(len(ordered)) if i not in drop]
+    near = near_groups(
+        [texts[i] for i in remaining],
+        threshold=c.policy.near_duplicate_threshold,
+        num_perm=c.policy.minhash_permutations,
+        shingle_words=c.policy.shingle_words,
+    )
+    near_dropped = 0
+    for group in near:
+        members = [remaining[i] for i in group]
+        _report_group(c, "near-duplicate", ordered, members)
+        drop.update(members[1:])
+        near_dropped += len(members) - 1
+    exact_dropped = len(drop) - near_dropped
+    c.audit.fraction(
+        "duplicates",
+        len(drop),
+        len(rows),
+        c.policy.max_duplicate_fraction,
+        f"{len(exact)} exact groups ({exact_dropped} rows dropped), {len(near)} near-duplicate groups "
+        f"at Jaccard ≥ {c.policy.near_duplicate_threshold} ({near_dropped} rows dropped); "
+        "one row of each kept",
+    )
+    return [row for i, row in enumerate(ordered) if i not in drop]
+
+
+def _report_group(c: CheckContext, what: str, rows: list[Row], group: list[int]) -> None:
+    kept = rows[group[0]]
+    for i in group[1:]:
+        row = rows[i]
+        c.audit.flag(
+            "duplicates",
+            row,
+            f"row {row.number}: {what} of row {kept.number}"
+            + (f" in {kept.source}" if kept.source != row.source else "")
+            + f" (dropped; group of {len(group)})",
+            related_rows=tuple(rows[j].number for j in group if j != i),
+        )
