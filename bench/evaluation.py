@@ -31,7 +31,7 @@ from services.core.models import (
     weights_sha256,
 )
 from services.core.settings import CoreSettings
-from services.core.suites import shipped_suites
+from services.core.suite_catalogue import shipped_suites
 from services.evaluation.engine import Engine
 from services.evaluation.evaluate import EvalOptions, Evaluator
 

@@ -34,7 +34,7 @@ from schemas.subjects import (
 )
 from services.core.access import OPERATOR_EVENTS, inbox_prefix, publish_subject
 from services.core.consumers import ConsumerGuard
-from services.core.metrics import ServiceMetrics
+from services.core.prometheus import ServiceMetrics
 from services.core.settings import CoreSettings, NatsSettings, StreamSettings
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from schemas.subjects import DLQ_STREAM, EVENTS_STREAM, dlq_subject, durable_nam
 from services.core.access import SECONDARY_PUBLISHERS, SUFFIXED_EVENTS, publishers_of
 from services.core.bus import EventBus, events_stream
 from services.core.consumers import DurableSpec
-from services.core.metrics import ServiceMetrics
+from services.core.prometheus import ServiceMetrics
 from services.core.settings import DeliverySettings
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from faststream.nats import NatsBroker
 from schemas.subjects import rpc_subject
 from services.core.access import tenant_of_user
 from services.core.bus import EventBus, build_broker, client_inbox, ensure_streams
-from services.core.metrics import ServiceMetrics
+from services.core.prometheus import ServiceMetrics
 from services.core.settings import CoreSettings
 from services.core.telemetry import build_tracer_provider
 

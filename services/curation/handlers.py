@@ -18,9 +18,9 @@ from services.core import uploads
 from services.core.artifacts import ArtifactError, ArtifactStore
 from services.core.bus import EventBus
 from services.core.delivery import HandlerContext, subscribe_event
-from services.core.metrics import ServiceMetrics
 from services.core.models import ModelResolutionError, load_tokenizer, resolve_base_model, tokenizer_sha256
-from services.core.suites import all_suites
+from services.core.prometheus import ServiceMetrics
+from services.core.suite_catalogue import all_suites
 from services.curation.config import CurationSettings
 from services.curation.pipeline import (
     FINDINGS_IN_EVENT,

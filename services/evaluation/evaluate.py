@@ -23,14 +23,14 @@ from schemas.gate_policy import GatePolicy
 from schemas.refs import ArtifactRef, ModelRef
 from services.core.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
 from services.core.models import BaseMismatch, ModelResolutionError, inference_dtype, resolve_exact_base
-from services.core.suites import Suite, all_suites
+from services.core.suite_catalogue import Suite, all_suites
+from services.evaluation.comparisons import ArmOutcome, compare, score_outputs
 from services.evaluation.engine import BATCH_SIZE, Engine, EngineError
 from services.evaluation.gates import evaluate_gates
 from services.evaluation.harness import HarnessMissing, score_task
-from services.evaluation.metrics import ArmOutcome, compare, score_outputs
 from services.evaluation.scoring import Scored
 from services.evaluation.stats import percentile
-from services.evaluation.suites import (
+from services.evaluation.suite_plan import (
     PlanError,
     SuitePlan,
     catalogue_plan,

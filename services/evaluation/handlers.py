@@ -48,9 +48,9 @@ from schemas.refs import ModelRef
 from services.core.artifacts import ArtifactStore
 from services.core.bus import EventBus
 from services.core.delivery import HandlerContext, subscribe_event
-from services.core.metrics import ServiceMetrics
+from services.core.prometheus import ServiceMetrics
 from services.core.rpc import RpcError, ask, serve
-from services.core.suites import Suite, SuiteError, all_suites, register_suite
+from services.core.suite_catalogue import Suite, SuiteError, all_suites, register_suite
 from services.core.uploads import UploadError, download, pack_directory
 from services.evaluation.config import EvaluationSettings
 from services.evaluation.evaluate import EvalOptions, EvaluationError, Evaluator, Outcome

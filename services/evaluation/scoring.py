@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 
 from services.core.refusals import is_refusal, normalize
-from services.core.suites import SCORERS
+from services.core.suite_catalogue import SCORERS
 
 __all__ = ["Scored", "ScoringError", "is_refusal", "normalize", "score", "token_f1"]
 

@@ -34,8 +34,8 @@ from schemas.refs import (
 from services.core.artifacts import ArtifactError, ArtifactStore
 from services.core.bus import EventBus
 from services.core.delivery import HandlerContext, subscribe_event
-from services.core.metrics import ServiceMetrics
 from services.core.models import ModelResolutionError, resolve_exact_base
+from services.core.prometheus import ServiceMetrics
 from services.core.rpc import RpcError, ask
 from services.merging import compat, ops
 from services.merging.config import MergingSettings

@@ -28,7 +28,7 @@ from services.core.delivery import (
     raw_body,
     subscribe_event,
 )
-from services.core.metrics import ServiceMetrics
+from services.core.prometheus import ServiceMetrics
 from services.core.rpc import serve, serve_for_tenants
 from services.core.settings import DeliverySettings
 from services.registry.queries import answer, registry_queries

@@ -16,7 +16,7 @@ from schemas.rollout import (
 from schemas.serving import ServingWindow
 from services.core.bus import EventBus
 from services.core.delivery import HandlerContext, PermanentError, subscribe_event
-from services.core.metrics import ServiceMetrics
+from services.core.prometheus import ServiceMetrics
 from services.core.settings import DeliverySettings
 from services.rollout.controller import RolloutController
 from services.rollout.release import ReleaseRefused

@@ -27,8 +27,8 @@ from schemas.training import (
 from services.core.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
 from services.core.bus import EventBus
 from services.core.delivery import HandlerContext, PermanentError, subscribe_event
-from services.core.metrics import ServiceMetrics
 from services.core.models import ModelResolutionError, resolve_base_model, tokenizer_sha256
+from services.core.prometheus import ServiceMetrics
 from services.training import preflight
 from services.training.config import TrainingSettings
 from services.training.control import RunControl

@@ -24,7 +24,7 @@ from services.core.artifacts import ArtifactStore
 from services.core.rpc import query
 from services.core.runtime import ServiceRuntime
 from services.core.settings import CoreSettings
-from services.core.suites import register_suite
+from services.core.suite_catalogue import register_suite
 from services.evaluation.config import EvaluationSettings
 from services.evaluation.handlers import EvaluationHandlers
 from services.training.app import build_training

@@ -145,7 +145,7 @@ def test_a_candidate_on_another_base_or_with_foreign_modules_is_refused_before_l
 def test_an_lm_eval_task_scores_candidate_and_base_per_document(
     store: ArtifactStore, tmp_path: Path, tiny_model: Path, model_cache: Path
 ) -> None:
-    from services.core.suites import register_suite
+    from services.core.suite_catalogue import register_suite
     from services.core.uploads import pack_directory
 
     task_dir = Path(__file__).parents[2] / "examples" / "lm-eval-task"

@@ -12,7 +12,7 @@ from services.core.artifacts import ArtifactStore
 from services.core.models import tokenizer_sha256, weights_sha256
 from services.core.rpc import RpcError, query
 from services.core.runtime import ServiceRuntime
-from services.core.suites import register_suite
+from services.core.suite_catalogue import register_suite
 from tests.support.stream import first_event
 
 

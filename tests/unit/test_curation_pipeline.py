@@ -13,7 +13,7 @@ from schemas.curation_policy import CurationPolicy
 from schemas.dataset import CANARY_KEY, SELF_REPLAY_KEY, DataSource, MixComponent, MixSpec
 from services.core.artifacts import ArtifactStore
 from services.core.models import load_tokenizer, tokenizer_sha256
-from services.core.suites import Suite, register_suite, registered_suites
+from services.core.suite_catalogue import Suite, register_suite, registered_suites
 from services.curation.checks.context import SHIPPED_SETS
 from services.curation.data import generate
 from services.curation.pipeline import Curated, Tokenizer, curate

@@ -13,15 +13,15 @@ from schemas.gate_policy import GatePolicy
 from schemas.refs import EvalSuiteRef
 from services.core import shipped_suites
 from services.core.artifacts import ArtifactStore
-from services.core.suites import SuiteError, register_suite
-from services.core.suites import shipped_suites as load_shipped
+from services.core.suite_catalogue import SuiteError, register_suite
+from services.core.suite_catalogue import shipped_suites as load_shipped
 from services.curation.contamination import build_index
+from services.evaluation.comparisons import ArmOutcome, compare, score_outputs
 from services.evaluation.gates import evaluate_gates
 from services.evaluation.handlers import drift_deltas
-from services.evaluation.metrics import ArmOutcome, compare, score_outputs
 from services.evaluation.scoring import ScoringError, is_refusal, leaked, score, token_f1
 from services.evaluation.stats import mcnemar_exact, paired_bootstrap, percentile
-from services.evaluation.suites import PlanError, SuitePlan, target_items, target_plan
+from services.evaluation.suite_plan import PlanError, SuitePlan, target_items, target_plan
 
 CURATION_DATA = Path(__file__).parents[2] / "services" / "curation" / "data"
 
@@ -197,7 +197,7 @@ class _ScriptedTimes:
 def test_latency_takes_each_probes_median_over_rounds_so_one_stall_is_not_the_p95(
     rounds: int, tmp_path: Path
 ) -> None:
-    from services.core.suites import Suite
+    from services.core.suite_catalogue import Suite
     from services.evaluation.evaluate import EvalOptions, Evaluator
 
     data = "".join(json.dumps({"id": i, "prompt": f"probe {i}"}) + "\n" for i in range(8)).encode()
