@@ -11,7 +11,9 @@ DLQ_PREFIX = "tuneline.dlq"
 DECISIONS_STREAM = "TUNELINE_DECISIONS"
 DECISIONS_PREFIX = "tuneline.decisions"
 RPC_PREFIX = "tuneline.rpc"
-ROUTES_BUCKET = "tuneline_routes"
+ROUTES_BUCKET = "tuneline_routes"  # KV: rollout writes the route table, serving watches it
+UPLOADS_BUCKET = "tuneline_uploads"  # object store: files the CLI uploads (sources, suites)
+TRAINING_BUCKET = "tuneline_training"  # KV: run control (cancel requests, worker leases)
 
 
 def event_subject(event_type: str) -> str:

@@ -30,6 +30,8 @@ from schemas.subjects import (
     EVENTS_STREAM,
     ROUTES_BUCKET,
     TENANT_QUERIES,
+    TRAINING_BUCKET,
+    UPLOADS_BUCKET,
     dlq_subject,
     durable_name,
     event_subject,
@@ -39,8 +41,6 @@ from schemas.subjects import (
 )
 
 JS_API = "$JS.API"
-UPLOADS_BUCKET = "tuneline_uploads"  # services.core.uploads.BUCKET
-TRAINING_BUCKET = "tuneline_training"  # services.training.control.BUCKET (services never import core's users)
 MANAGED_STREAMS = (EVENTS_STREAM, DLQ_STREAM, DECISIONS_STREAM)
 REGISTRY_DLQ_DURABLE = "registry_dead_letters"
 OPERATOR_EVENTS = (

@@ -20,9 +20,10 @@ from nats.js import JetStreamContext
 from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError, ObjectNotFoundError
 
+from schemas.subjects import UPLOADS_BUCKET
 from services.core.artifacts import sha256_file
 
-BUCKET = "tuneline_uploads"
+BUCKET = UPLOADS_BUCKET
 PREFIX = "upload:"
 MAX_UNPACKED_BYTES = 2 * 1024**3  # an uploaded directory, unpacked
 

@@ -12,7 +12,9 @@ from typing import Any, Protocol
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-BUCKET = "tuneline_training"
+from schemas.subjects import TRAINING_BUCKET
+
+BUCKET = TRAINING_BUCKET
 
 
 class RunControl(Protocol):
