@@ -104,6 +104,7 @@ class EventConsumer(Generic[E]):
         self.delivery = delivery
         self.metrics = metrics
         self.publishers = publishers_of(event_cls.event_type)
+        self.durable = durable_name(service, event_cls.event_type)
         if metrics is not None:
             labels = (service, event_cls.event_type)
             self._outcomes = {o: metrics.handled.labels(*labels, o) for o in OUTCOMES}
@@ -111,6 +112,19 @@ class EventConsumer(Generic[E]):
 
     async def __call__(self, msg: NatsMessage) -> None:
         attempt, stream_seq = delivery_info(msg)
+        floor = self.bus.consumers.ack_floors.get(self.durable, 0)
+        if stream_seq is not None and stream_seq <= floor:
+            # acked before: only a replaced or reset durable delivers it again, in the window before
+            # the consumer guard puts the durable back. Never handled twice.
+            logger.warning(
+                "%s: stream message %d is at or below %s's ack floor %d: a replay, acked unhandled",
+                self.service,
+                stream_seq,
+                self.durable,
+                floor,
+            )
+            await msg.ack()
+            return
         try:
             envelope = Envelope.from_headers(msg.headers)
             if envelope.type != self.event_cls.ce_type():

@@ -191,3 +191,43 @@ async def test_a_deleted_or_altered_durable_is_reported_and_restored_without_rep
     await wait_until(lambda: handled[-1:] == ["sub-3"], timeout=15)
     await asyncio.sleep(1.0)
     assert Counter(handled) == {"sub-1": 1, "sub-2": 1, "sub-3": 1}
+
+
+async def test_a_replay_before_the_guard_repairs_the_durable_is_never_handled_again(
+    core_settings: CoreSettings, running: Any
+) -> None:
+    """The window the guard cannot close: a deliver-all replacement delivers before the next check.
+    Whatever sits at or below the durable's known ack floor was handled already: it is acked unhandled.
+    The guard is kept asleep (an hour between checks) so the replay certainly reaches the handler."""
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    from schemas.subjects import EVENTS_STREAM, durable_name
+
+    core = core_settings.model_copy(
+        update={"delivery": core_settings.delivery.model_copy(update={"consumer_check_s": 3600})}
+    )
+    handled: list[str] = []
+
+    async def record(event: DatasetSubmitted, ctx: HandlerContext) -> None:
+        handled.append(event.submission_id)
+
+    runtime = worker(core, record, service="replayed")
+    await running(runtime.app)
+    bus = EventBus(runtime.broker, "operator")
+    js = runtime.broker.connection.jetstream()
+    durable = durable_name("replayed", "dataset.submitted")
+    for n in (1, 2, 3):
+        await bus.publish(submitted(n))
+    await wait_until(lambda: handled == ["sub-1", "sub-2", "sub-3"])
+    await asyncio.sleep(0.5)  # the acks reach the server
+    await runtime.bus.consumers.inspect(js)  # what the guard's next check would record
+    assert runtime.bus.consumers.ack_floors[durable] == 3
+    config = (await js.consumer_info(EVENTS_STREAM, durable)).config
+    await js.delete_consumer(EVENTS_STREAM, durable)
+    await js.add_consumer(
+        EVENTS_STREAM, ConsumerConfig(**{**config.as_dict(), "deliver_policy": DeliverPolicy.ALL})
+    )
+    await bus.publish(submitted(4))
+    await wait_until(lambda: handled[-1:] == ["sub-4"], timeout=15)
+    await asyncio.sleep(1.0)
+    assert handled == ["sub-1", "sub-2", "sub-3", "sub-4"]
