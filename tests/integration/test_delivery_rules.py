@@ -133,6 +133,33 @@ async def test_replicas_share_the_durable_and_each_event_is_handled_once_per_ser
     assert by_replica["a"] > 0 and by_replica["b"] > 0
 
 
+async def guarded_recorder(
+    core_settings: CoreSettings, running: Any, service: str, check_s: float
+) -> tuple[ServiceRuntime, EventBus, Any, str, list[str]]:
+    """A running service recording the dataset.submitted it handles, its durable checked every
+    `check_s`: the runtime, an operator's bus, JetStream, the durable's name and the handled ids."""
+    from schemas.subjects import durable_name
+
+    core = core_settings.model_copy(
+        update={"delivery": core_settings.delivery.model_copy(update={"consumer_check_s": check_s})}
+    )
+    handled: list[str] = []
+
+    async def record(event: DatasetSubmitted, ctx: HandlerContext) -> None:
+        handled.append(event.submission_id)
+
+    runtime = worker(core, record, service=service)
+    await running(runtime.app)
+    js = runtime.broker.connection.jetstream()
+    return (
+        runtime,
+        EventBus(runtime.broker, "operator"),
+        js,
+        durable_name(service, "dataset.submitted"),
+        handled,
+    )
+
+
 async def test_a_deleted_or_altered_durable_is_reported_and_restored_without_replaying(
     core_settings: CoreSettings, running: Any
 ) -> None:
@@ -141,22 +168,10 @@ async def test_a_deleted_or_altered_durable_is_reported_and_restored_without_rep
     its last ack floor: every event is handled once, none replayed."""
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
-    from schemas.subjects import EVENTS_STREAM, durable_name
+    from schemas.subjects import EVENTS_STREAM
     from services.core.rpc import query
 
-    core = core_settings.model_copy(
-        update={"delivery": core_settings.delivery.model_copy(update={"consumer_check_s": 0.5})}
-    )
-    handled: list[str] = []
-
-    async def record(event: DatasetSubmitted, ctx: HandlerContext) -> None:
-        handled.append(event.submission_id)
-
-    runtime = worker(core, record, service="guarded")
-    await running(runtime.app)
-    bus = EventBus(runtime.broker, "operator")
-    js = runtime.broker.connection.jetstream()
-    durable = durable_name("guarded", "dataset.submitted")
+    runtime, bus, js, durable, handled = await guarded_recorder(core_settings, running, "guarded", 0.5)
     await bus.publish(submitted(1))
     await wait_until(lambda: handled == ["sub-1"])
     await wait_until(lambda: runtime.bus.consumers.ack_floors.get(durable, 0) >= 1, timeout=5)
@@ -201,21 +216,9 @@ async def test_a_replay_before_the_guard_repairs_the_durable_is_never_handled_ag
     The guard is kept asleep (an hour between checks) so the replay certainly reaches the handler."""
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
-    from schemas.subjects import EVENTS_STREAM, durable_name
+    from schemas.subjects import EVENTS_STREAM
 
-    core = core_settings.model_copy(
-        update={"delivery": core_settings.delivery.model_copy(update={"consumer_check_s": 3600})}
-    )
-    handled: list[str] = []
-
-    async def record(event: DatasetSubmitted, ctx: HandlerContext) -> None:
-        handled.append(event.submission_id)
-
-    runtime = worker(core, record, service="replayed")
-    await running(runtime.app)
-    bus = EventBus(runtime.broker, "operator")
-    js = runtime.broker.connection.jetstream()
-    durable = durable_name("replayed", "dataset.submitted")
+    runtime, bus, js, durable, handled = await guarded_recorder(core_settings, running, "replayed", 3600)
     for n in (1, 2, 3):
         await bus.publish(submitted(n))
     await wait_until(lambda: handled == ["sub-1", "sub-2", "sub-3"])
