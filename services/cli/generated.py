@@ -62,7 +62,7 @@ infra_app = typer.Typer(help="Deployment files generated from code (NATS permiss
 
 
 def _infra_files() -> dict[str, str]:
-    from services.core.access import auth_conf, helm_users_template
+    from services.core.nats_config import auth_conf, helm_users_template
 
     auth = auth_conf()
     return {

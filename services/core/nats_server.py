@@ -168,7 +168,8 @@ def secure_nats(
 
     Passwords and certificates are made once and kept, so a restart keeps its clients' settings.
     """
-    from services.core.access import ADMIN_USER, auth_conf, password_variable, service_access
+    from services.core.access import ADMIN_USER, password_variable, service_access
+    from services.core.nats_config import auth_conf
     from services.core.pki import make_server_tls, new_password
 
     source = INFRA_NATS / "nats-server.conf"

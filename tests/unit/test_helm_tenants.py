@@ -8,7 +8,8 @@ from __future__ import annotations
 import helm_python as helm
 import pytest
 
-from services.core.access import ADMIN_USER, auth_conf, service_access
+from services.core.access import ADMIN_USER, service_access
+from services.core.nats_config import auth_conf
 from tests.support.helm import manifests, of_kind, render, validate
 
 TENANTS = ["acme", "beta-2"]
