@@ -10,6 +10,8 @@ from typing import Any
 from schemas.curation_policy import CurationPolicy
 from schemas.dataset import DatasetSubmitted, DataSource, MixComponent, MixSpec
 from schemas.recipe import TrainingRecipe
+from services.core.suite_catalogue import Suite
+from services.curation.pipeline import Curated, Tokenizer, curate
 
 NAMES = ["Ana", "Ben", "Chloe", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kira", "Luca"]
 THINGS = ["lamp", "chair", "mouse", "filter", "backpack", "tracker", "grinder", "desk", "speaker", "keyboard"]
@@ -66,3 +68,22 @@ def replay_mix(seed: int = 3) -> MixSpec:
             MixComponent(name="safety", ratio=0.1),
         ),
     )
+
+
+# -- running the pipeline on crafted data (the unit tests' helpers) --
+def run(tokenizer: Tokenizer, *sources: DataSource, suites: list[Suite] | None = None, **kw: Any) -> Curated:
+    return curate(
+        submission(*sources, **kw), resolve=lambda s: Path(s.uri), tokenizer=tokenizer, suites=suites or []
+    )
+
+
+def check(result: Curated, name: str) -> Any:
+    return next(c for c in result.audit.checks if c.name == name)
+
+
+def findings(result: Curated, name: str) -> list[Any]:
+    return [f for f in result.audit.findings if f.check == name]
+
+
+def lines(data: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in data.decode().splitlines()]
