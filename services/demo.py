@@ -21,22 +21,20 @@ from rich.console import Console
 
 from schemas.dataset import DatasetSubmitted
 from schemas.envelope import Envelope, new_event_id, now
-from schemas.queries import (
-    DEAD_LETTERS_LIST,
-    EVALS_GET,
-    MODELS_LIST,
-    RUNS_GET,
-    RUNS_LIST,
-    DeadLettersQuery,
-    EvalsQuery,
-    ModelVersionsQuery,
-    RunQuery,
-    RunsQuery,
-)
 from services.core.nats_server import free_port
-from services.core.rpc import ask
 from services.core.runtime import build_runtime
 from services.core.settings import CoreSettings
+from services.demo_registry import (
+    arm_metric,
+    dead_letters,
+    evals,
+    verdict_of,
+    version_of,
+    version_on,
+    wait_for,
+    wait_for_run,
+    with_runtime,
+)
 from services.stack import Stack, StackConfig, StackError, wait_healthy
 
 DEMO_DIR = Path(".tuneline/demo")
@@ -148,10 +146,10 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
             + ("the tiny test model" if quick else "SmolLM2-135M-Instruct")
             + ", in a worker subprocess, checkpointing to the artifact store (tuneline watch):"
         )
-        run_id = asyncio.run(_wait_for_run(stack))
+        run_id = asyncio.run(wait_for_run(stack))
         _cli(stack, console, "watch", run_id, live=True)
         timings["training (from approval)"] = time.monotonic() - approved_at
-        version = asyncio.run(_version_of(stack, run_id))
+        version = asyncio.run(version_of(stack, run_id))
         console.print("\n6. the candidate it announced (candidate.ready), as the registry holds it:")
         _cli(stack, console, "models", "show", version)
         console.print(
@@ -161,7 +159,7 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         )
         t = time.monotonic()
         with console.status("evaluating: candidate, base and few-shot base answer every suite …") as status:
-            verdict = asyncio.run(_verdict_of(stack, version, status))
+            verdict = asyncio.run(verdict_of(stack, version, status))
         timings["evaluation"] = time.monotonic() - t
         _cli(stack, console, "evals", "show", version)
         card = DEMO_DIR / "card"
@@ -195,7 +193,7 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
             "600",
         )
         timings["merging"] = time.monotonic() - t
-        merged = asyncio.run(_version_on(stack, merged_route))
+        merged = asyncio.run(version_on(stack, merged_route))
         _cli(stack, console, "models", "show", merged)
         console.print(
             f"\n10. the registry's timeline of the approved lineage (tuneline status {correlation}):"
@@ -206,7 +204,7 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         )
         _cli(stack, console, "datasets", "list")
         _cli(stack, console, "runs")
-        detail = asyncio.run(_with_runtime(stack, lambda r: _evals(r, version), what="the evaluation"))
+        detail = asyncio.run(with_runtime(stack, lambda r: evals(r, version), what="the evaluation"))
         _summary(console, detail, verdict, timings, card, stack, time.monotonic() - started)
         if keep:
             operator_env = stack.config.data_dir / "nats" / "secrets" / "operator.env"
@@ -338,7 +336,7 @@ async def _malformed(stack: Stack, correlation: str, console: Console) -> None:
             headers=bad.to_headers(),
             stream="TUNELINE",
         )
-        letters = await _wait_for(lambda: _dead_letters(runtime), what="the dead letter", stack=stack)
+        letters = await wait_for(lambda: dead_letters(runtime), what="the dead letter", stack=stack)
     finally:
         await runtime.broker.stop()
     console.print("   dead-lettered with its reason (tuneline dlq list):")
@@ -347,61 +345,6 @@ async def _malformed(stack: Stack, correlation: str, console: Console) -> None:
             f"   [red]{letter['original_subject']}[/] refused by {letter['service']}: "
             f"{letter['reason'][:300]}"
         )
-
-
-async def _wait_for_run(stack: Stack) -> str:
-    async def first_run(runtime: Any) -> str | None:
-        runs = (await ask(runtime.broker, RUNS_LIST, RunsQuery(limit=1))).runs
-        return runs[0].run_id if runs else None
-
-    return str(await _with_runtime(stack, first_run, what="the training run"))
-
-
-async def _version_of(stack: Stack, run_id: str) -> str:
-    async def version(runtime: Any) -> str | None:
-        detail = await ask(runtime.broker, RUNS_GET, RunQuery(run_id=run_id))
-        return detail.summary.version_id
-
-    return str(await _with_runtime(stack, version, what="the candidate of the run"))
-
-
-async def _version_on(stack: Stack, route: str) -> str:
-    async def newest(runtime: Any) -> str | None:
-        versions = (await ask(runtime.broker, MODELS_LIST, ModelVersionsQuery(route=route, limit=1))).versions
-        return versions[0].version_id if versions else None
-
-    return str(await _with_runtime(stack, newest, what=f"the version on route {route}"))
-
-
-async def _verdict_of(stack: Stack, version: str, status: Any = None) -> str:
-    started = time.monotonic()
-
-    async def decided(runtime: Any) -> str | None:
-        if status is not None:  # progress: the wait is minutes long on SmolLM2
-            status.update(f"evaluating {version}: {time.monotonic() - started:.0f} s …")
-        detail = (await ask(runtime.broker, EVALS_GET, EvalsQuery(version_id=version))).model_dump(
-            mode="json"
-        )
-        if detail["failures"]:
-            raise StackError(f"evaluation failed: {detail['failures'][-1]['error']}")
-        if not detail["decisions"]:
-            return None
-        return "passed" if detail["decisions"][-1]["passed"] else "failed"
-
-    return str(await _with_runtime(stack, decided, what="the gate verdict", timeout=1800))
-
-
-async def _evals(runtime: Any, version: str) -> dict[str, Any]:
-    return (await ask(runtime.broker, EVALS_GET, EvalsQuery(version_id=version))).model_dump(mode="json")
-
-
-def _metric(detail: dict[str, Any], kind: str, metric: str, arm: str) -> float | None:
-    for suite in detail["evaluations"][-1]["suites"]:
-        if suite["kind"] == kind:
-            for score in suite["scores"]:
-                if score["arm"] == arm and metric in score["metrics"]:
-                    return float(score["metrics"][metric])
-    return None
 
 
 def _summary(
@@ -418,14 +361,14 @@ def _summary(
 
     def pair(kind: str, metric: str, unit: str = "") -> str:
         candidate, base = (
-            _metric(detail, kind, metric, "candidate"),
-            _metric(detail, kind, metric, "baseline"),
+            arm_metric(detail, kind, metric, "candidate"),
+            arm_metric(detail, kind, metric, "baseline"),
         )
         if candidate is None or base is None:
             return "not measured"
         return f"{candidate:.1f}{unit} vs base {base:.1f}{unit} ({candidate - base:+.1f})"
 
-    few_shot = _metric(detail, "target", "score", "few-shot")
+    few_shot = arm_metric(detail, "target", "score", "few-shot")
     table = Table(title="summary", show_header=False)
     table.add_row("task gain (target, points)", pair("target", "score"))
     if few_shot is not None:
@@ -442,37 +385,3 @@ def _summary(
     table.add_row("query the route (with --keep)", _curl(stack, url, route))
     console.print(table)
     console.print(f"[green]demo finished in {elapsed:.1f}s.[/]")
-
-
-async def _with_runtime(stack: Stack, fn: Any, *, what: str, timeout: float = 60.0) -> Any:
-    runtime = build_runtime("cli", CoreSettings(nats=stack.nats_settings()), max_reconnect_attempts=0)
-    await runtime.broker.connect()
-    try:
-        return await _wait_for(lambda: fn(runtime), what=what, stack=stack, timeout=timeout)
-    finally:
-        await runtime.broker.stop()
-
-
-async def _dead_letters(runtime: Any) -> list[dict[str, Any]] | None:
-    result = await ask(runtime.broker, DEAD_LETTERS_LIST, DeadLettersQuery(limit=10))
-    return result.model_dump(mode="json")["dead_letters"] or None
-
-
-async def _wait_for(fn: Any, *, what: str, stack: Stack, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if dead := stack.dead_services():
-            name = next(iter(dead))
-            raise StackError(f"{name} died during the demo:\n{stack.log_tail(name)}")
-        try:
-            result = await fn()
-        except StackError:
-            raise
-        except Exception as error:  # noqa: BLE001  (not up yet: keep polling until the deadline)
-            last_error = error
-            result = None
-        if result:
-            return result
-        await asyncio.sleep(0.2)
-    raise StackError(f"timed out waiting for {what}" + (f": {last_error}" if last_error else ""))

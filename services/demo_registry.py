@@ -1,0 +1,114 @@
+"""What the demo asks the registry while it runs: the run, the candidate, the verdict, the
+evaluation's figures and the dead letters, each waited for with a timeout that names what is late."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from schemas.queries import (
+    DEAD_LETTERS_LIST,
+    EVALS_GET,
+    MODELS_LIST,
+    RUNS_GET,
+    RUNS_LIST,
+    DeadLettersQuery,
+    EvalsQuery,
+    ModelVersionsQuery,
+    RunQuery,
+    RunsQuery,
+)
+from services.core.rpc import ask
+from services.core.runtime import build_runtime
+from services.core.settings import CoreSettings
+from services.stack import Stack, StackError
+
+
+async def wait_for_run(stack: Stack) -> str:
+    async def first_run(runtime: Any) -> str | None:
+        runs = (await ask(runtime.broker, RUNS_LIST, RunsQuery(limit=1))).runs
+        return runs[0].run_id if runs else None
+
+    return str(await with_runtime(stack, first_run, what="the training run"))
+
+
+async def version_of(stack: Stack, run_id: str) -> str:
+    async def version(runtime: Any) -> str | None:
+        detail = await ask(runtime.broker, RUNS_GET, RunQuery(run_id=run_id))
+        return detail.summary.version_id
+
+    return str(await with_runtime(stack, version, what="the candidate of the run"))
+
+
+async def version_on(stack: Stack, route: str) -> str:
+    async def newest(runtime: Any) -> str | None:
+        versions = (await ask(runtime.broker, MODELS_LIST, ModelVersionsQuery(route=route, limit=1))).versions
+        return versions[0].version_id if versions else None
+
+    return str(await with_runtime(stack, newest, what=f"the version on route {route}"))
+
+
+async def verdict_of(stack: Stack, version: str, status: Any = None) -> str:
+    started = time.monotonic()
+
+    async def decided(runtime: Any) -> str | None:
+        if status is not None:  # progress: the wait is minutes long on SmolLM2
+            status.update(f"evaluating {version}: {time.monotonic() - started:.0f} s …")
+        detail = (await ask(runtime.broker, EVALS_GET, EvalsQuery(version_id=version))).model_dump(
+            mode="json"
+        )
+        if detail["failures"]:
+            raise StackError(f"evaluation failed: {detail['failures'][-1]['error']}")
+        if not detail["decisions"]:
+            return None
+        return "passed" if detail["decisions"][-1]["passed"] else "failed"
+
+    return str(await with_runtime(stack, decided, what="the gate verdict", timeout=1800))
+
+
+async def evals(runtime: Any, version: str) -> dict[str, Any]:
+    return (await ask(runtime.broker, EVALS_GET, EvalsQuery(version_id=version))).model_dump(mode="json")
+
+
+def arm_metric(detail: dict[str, Any], kind: str, metric: str, arm: str) -> float | None:
+    for suite in detail["evaluations"][-1]["suites"]:
+        if suite["kind"] == kind:
+            for score in suite["scores"]:
+                if score["arm"] == arm and metric in score["metrics"]:
+                    return float(score["metrics"][metric])
+    return None
+
+
+async def with_runtime(stack: Stack, fn: Any, *, what: str, timeout: float = 60.0) -> Any:
+    runtime = build_runtime("cli", CoreSettings(nats=stack.nats_settings()), max_reconnect_attempts=0)
+    await runtime.broker.connect()
+    try:
+        return await wait_for(lambda: fn(runtime), what=what, stack=stack, timeout=timeout)
+    finally:
+        await runtime.broker.stop()
+
+
+async def dead_letters(runtime: Any) -> list[dict[str, Any]] | None:
+    result = await ask(runtime.broker, DEAD_LETTERS_LIST, DeadLettersQuery(limit=10))
+    return result.model_dump(mode="json")["dead_letters"] or None
+
+
+async def wait_for(fn: Any, *, what: str, stack: Stack, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if dead := stack.dead_services():
+            name = next(iter(dead))
+            raise StackError(f"{name} died during the demo:\n{stack.log_tail(name)}")
+        try:
+            result = await fn()
+        except StackError:
+            raise
+        except Exception as error:  # noqa: BLE001  (not up yet: keep polling until the deadline)
+            last_error = error
+            result = None
+        if result:
+            return result
+        await asyncio.sleep(0.2)
+    raise StackError(f"timed out waiting for {what}" + (f": {last_error}" if last_error else ""))
