@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.evaluation import Arm, Comparison
 from services.evaluation.scoring import Scored, leaked, score
 from services.evaluation.stats import mcnemar_exact, paired_bootstrap
+
+if TYPE_CHECKING:
+    from services.evaluation.suite_plan import SuitePlan
 
 
 @dataclass
@@ -136,3 +139,21 @@ def _paired(
         ci_high=interval.high,
         discordant=(test.reference_only, test.candidate_only),
     )
+
+
+def suite_detail(plan: SuitePlan, outcomes: dict[str, ArmOutcome]) -> dict[str, Any]:
+    """The per-item record of one suite: every arm's output and verdict, and which arms came from
+    the baseline cache."""
+    rows = []
+    for i, item in enumerate(plan.items):
+        row: dict[str, Any] = {"id": str(item["id"])}
+        for arm, outcome in outcomes.items():
+            row[arm] = {"output": outcome.outputs[i], "correct": outcome.scored[i].correct}
+        rows.append(row)
+    return {
+        "suite": plan.ref.name,
+        "kind": plan.kind,
+        "scorer": plan.scorer,
+        "cached_arms": [arm for arm, o in outcomes.items() if o.cached],
+        "items": rows,
+    }

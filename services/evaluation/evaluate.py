@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,12 +23,12 @@ from schemas.refs import ArtifactRef, ModelRef
 from services.core.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
 from services.core.models import BaseMismatch, ModelResolutionError, inference_dtype, resolve_exact_base
 from services.core.suite_catalogue import Suite, all_suites
-from services.evaluation.comparisons import ArmOutcome, compare, score_outputs
+from services.evaluation.comparisons import ArmOutcome, compare, score_outputs, suite_detail
 from services.evaluation.engine import BATCH_SIZE, Engine, EngineError
 from services.evaluation.gates import evaluate_gates
 from services.evaluation.harness import HarnessMissing, score_task
+from services.evaluation.latency import measure_latency
 from services.evaluation.scoring import Scored
-from services.evaluation.stats import percentile
 from services.evaluation.suite_plan import (
     PlanError,
     SuitePlan,
@@ -356,12 +355,12 @@ class Evaluator:
                     comparisons=tuple(comparisons),
                 )
             )
-            details.append(_suite_detail(plan, outcomes))
+            details.append(suite_detail(plan, outcomes))
         timings["generation_s"] = time.perf_counter() - generation_started
         latency = self.latency_suite()
         if latency is not None:
             measured_at = time.perf_counter()
-            result, detail = self._latency(engine, latency, versions, production is not None)
+            result, detail = measure_latency(engine, latency, versions, production is not None, self.options)
             results.append(result)
             details.append(detail)
             timings["latency_s"] = time.perf_counter() - measured_at
@@ -384,69 +383,6 @@ class Evaluator:
             "dtype": self._dtype_name(),
         }
         return Outcome(results, gates, notes, report, timings)
-
-    def _latency(
-        self, engine: Engine, suite: Suite, versions: dict[str, str], with_production: bool
-    ) -> tuple[SuiteResult, dict[str, Any]]:
-        """Per-token time of single-prompt generation, base and candidate interleaved. Each probe is
-        timed `latency_rounds` times per arm, the arms' order alternating; a probe's time is the
-        median of its rounds, and p50/p95 are taken over the probes."""
-        items = suite.items()[: self.options.latency_items]
-        arms = ["candidate", "baseline"] + (["production"] if with_production else [])
-        tokens = self.options.latency_tokens
-        prompt0 = [{"role": "user", "content": str(items[0]["prompt"])}]
-        for arm in arms:  # warm-up: first calls pay for allocation and kernel selection
-            engine.time_per_token(arm, prompt0, tokens)
-        rounds: dict[str, list[list[float]]] = {arm: [[] for _ in items] for arm in arms}
-        for r in range(self.options.latency_rounds):
-            for n, item in enumerate(items):
-                prompt = [{"role": "user", "content": str(item["prompt"])}]
-                order = arms if (n + r) % 2 == 0 else list(reversed(arms))
-                for arm in order:
-                    rounds[arm][n].append(1000.0 * engine.time_per_token(arm, prompt, tokens))
-        samples = {arm: [statistics.median(times) for times in per_item] for arm, per_item in rounds.items()}
-        metrics = {
-            arm: {
-                "p50_ms_per_token": percentile(values, 50),
-                "p95_ms_per_token": percentile(values, 95),
-                "items": float(len(values)),
-            }
-            for arm, values in samples.items()
-        }
-        ratio = metrics["candidate"]["p95_ms_per_token"] / max(metrics["baseline"]["p95_ms_per_token"], 1e-9)
-        comparison = Comparison(
-            metric="p95_ms_per_token",
-            reference="baseline",
-            candidate_value=metrics["candidate"]["p95_ms_per_token"],
-            reference_value=metrics["baseline"]["p95_ms_per_token"],
-            delta=metrics["candidate"]["p95_ms_per_token"] - metrics["baseline"]["p95_ms_per_token"],
-            statistic=f"ratio {ratio:.3f}",
-        )
-        result = SuiteResult(
-            suite=suite.ref(),
-            kind="latency",
-            items=len(items),
-            scores=tuple(ArmScore(arm=a, version_id=versions[a], metrics=metrics[a]) for a in arms),
-            comparisons=(comparison,),
-        )
-        detail = {"suite": suite.name, "kind": "latency", "ms_per_token": samples, "rounds": rounds}
-        return result, detail
-
-
-def _suite_detail(plan: SuitePlan, outcomes: dict[str, ArmOutcome]) -> dict[str, Any]:
-    rows = []
-    for i, item in enumerate(plan.items):
-        row: dict[str, Any] = {"id": str(item["id"])}
-        for arm, outcome in outcomes.items():
-            row[arm] = {"output": outcome.outputs[i], "correct": outcome.scored[i].correct}
-        rows.append(row)
-    return {
-        "suite": plan.ref.name,
-        "kind": plan.kind,
-        "scorer": plan.scorer,
-        "cached_arms": [arm for arm, o in outcomes.items() if o.cached],
-        "items": rows,
-    }
 
 
 def _ref_fields(split: dict[str, Any]) -> dict[str, Any]:

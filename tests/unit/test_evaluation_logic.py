@@ -198,15 +198,16 @@ def test_latency_takes_each_probes_median_over_rounds_so_one_stall_is_not_the_p9
     rounds: int, tmp_path: Path
 ) -> None:
     from services.core.suite_catalogue import Suite
-    from services.evaluation.evaluate import EvalOptions, Evaluator
+    from services.evaluation.evaluate import EvalOptions
+    from services.evaluation.latency import measure_latency
 
     data = "".join(json.dumps({"id": i, "prompt": f"probe {i}"}) + "\n" for i in range(8)).encode()
     suite = Suite("latency", "0" * 64, "none", "shipped", data, kind="latency")
     options = EvalOptions(latency_items=8, latency_rounds=rounds)
-    evaluator = Evaluator(ArtifactStore(str(tmp_path)), options, model_cache=str(tmp_path), work_dir=tmp_path)
     # after 2 warm-ups, probe 5 (odd: baseline first) of round 0 times the candidate at call 13
     engine = _ScriptedTimes(stalls={13})
-    result, detail = evaluator._latency(engine, suite, {"candidate": "c", "baseline": "b"}, False)  # type: ignore[arg-type]
+    versions = {"candidate": "c", "baseline": "b"}
+    result, detail = measure_latency(engine, suite, versions, False, options)  # type: ignore[arg-type]
     assert len(engine.calls) == 2 + 2 * 8 * rounds
     assert engine.calls[2:6] == ["candidate", "baseline", "baseline", "candidate"]  # interleaved
     assert engine.calls[13] == "candidate"
