@@ -100,7 +100,8 @@ class ConsumerGuard:
 
         async def info_of(spec: DurableSpec) -> ConsumerInfo | None:
             try:
-                return await js.consumer_info(spec.stream, spec.durable)
+                info: ConsumerInfo = await js.consumer_info(spec.stream, spec.durable)
+                return info
             except NotFoundError:
                 return None
 

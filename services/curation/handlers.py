@@ -21,11 +21,11 @@ from services.core.delivery import HandlerContext, subscribe_event
 from services.core.models import ModelResolutionError, load_tokenizer, resolve_base_model, tokenizer_sha256
 from services.core.prometheus import ServiceMetrics
 from services.core.suite_catalogue import all_suites
+from services.curation.checks.context import Tokenizer
 from services.curation.config import CurationSettings
 from services.curation.pipeline import (
     FINDINGS_IN_EVENT,
     Curated,
-    Tokenizer,
     curate,
     manifest,
     report,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas.refs import ModelRef
+from schemas.refs import ArtifactRef, ModelRef
 from services.core.artifacts import ArtifactError, ArtifactStore
 from services.core.models import (
     ModelResolutionError,
@@ -294,7 +294,7 @@ class TransformersBackend:
                 raise BackendError(f"version {ref.version_id()}: {error}") from None
         return self._bases[sha]
 
-    def _fetch(self, artifact: Any, what: str) -> Path:
+    def _fetch(self, artifact: ArtifactRef, what: str) -> Path:
         target = self.work_dir / what / artifact.sha256[:32]
         marker = target / ".complete"
         if not marker.exists():

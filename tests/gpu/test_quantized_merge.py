@@ -13,7 +13,7 @@ from schemas.refs import ModelRef
 from services.core.artifacts import ArtifactStore
 from services.evaluation.engine import Engine
 from services.merging.config import MergingSettings
-from services.merging.handlers import QUANTIZATIONS, MergingHandlers
+from services.merging.merges import QUANTIZATIONS, Merger
 from tests.support.merging import ref_for
 from tests.support.training import FACTS, chat, recipe, train_on
 
@@ -52,11 +52,11 @@ def test_quantizing_an_adapter_version_merges_it_and_records_the_config(
     settings = MergingSettings(work_dir=str(tmp_path / "merging"))
     settings.core.artifact_root = str(tmp_path / "artifacts")
     settings.core.model_cache = str(tiny_model.parent)
-    handlers = MergingHandlers(settings, store, broker=None)  # type: ignore[arg-type]
+    merger = Merger(settings, store)
     event = MergeRequested(
         request_id="q4", tenant="acme", inputs=(ref.version_id(),), method="quantize-bnb-4bit"
     )
-    merged, lineage = handlers.merge(event, [(ref.version_id(), ref, None)], tmp_path / "work")
+    merged, lineage = merger.merge(event, [(ref.version_id(), ref, None)], tmp_path / "work")
     assert merged.adapter is None and merged.weights is not None
     assert merged.quantization == QUANTIZATIONS["quantize-bnb-4bit"]
     assert lineage.merge_difference is not None and lineage.merge_difference.greedy_agreement == 1.0

@@ -245,22 +245,22 @@ def test_a_bnb_request_for_an_adapter_version_merges_it_first(
 ) -> None:
     """bitsandbytes quantizes full weights at load, so an adapter is merged into its base first. The
     loading itself needs CUDA (tests/gpu); here CUDA is declared present to check what is recorded."""
-    from services.merging import handlers as merging_handlers
+    from services.merging import merges
 
     store = ArtifactStore(tmp_path / "artifacts")
     ref = ref_for(store, tiny_model, adapters[0])
     settings = MergingSettings(work_dir=str(tmp_path / "merging"))
     settings.core.model_cache = str(tiny_model.parent)
-    handlers = merging_handlers.MergingHandlers(settings, store, broker=None)  # type: ignore[arg-type]
+    merger = merges.Merger(settings, store)
     event = MergeRequested(
         request_id="q4", tenant="acme", inputs=(ref.version_id(),), method="quantize-bnb-4bit"
     )
     inputs = [(ref.version_id(), ref, None)]
-    with pytest.raises(merging_handlers.Refused, match="needs CUDA"):
-        handlers.merge(event, inputs, tmp_path / "work")
+    with pytest.raises(merges.Refused, match="needs CUDA"):
+        merger.merge(event, inputs, tmp_path / "work")
 
-    monkeypatch.setattr(merging_handlers, "_cuda", lambda: True)
-    merged, lineage = handlers.merge(event, inputs, tmp_path / "work")
+    monkeypatch.setattr(merges, "_cuda", lambda: True)
+    merged, lineage = merger.merge(event, inputs, tmp_path / "work")
     assert merged.adapter is None and merged.weights is not None
     assert merged.merge.kind == "merged-into-base"
     assert merged.quantization.method == "bnb-4bit" and merged.quantization.quant_type == "nf4"

@@ -29,7 +29,7 @@ class _WithAnchorColumn:
         self.collate = collate
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.collate(examples)
+        batch: dict[str, Any] = self.collate(examples)
         batch[ANCHOR_COLUMN] = torch.tensor([int(e.get(ANCHOR_COLUMN, 0)) for e in examples])
         return batch
 
