@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas.recipe import TrainingRecipe
+from schemas.refs import ArtifactRef
 
 DataFormat = Literal["sft", "preference", "feedback"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -45,16 +46,90 @@ class TrainingJob(BaseModel):
     device: Device = "auto"
 
 
-class WorkerMessage(BaseModel):
-    """One line the worker prints: `kind` says which fields are set."""
-
-    model_config = ConfigDict(extra="allow")
-
-    kind: Literal["started", "progress", "checkpoint", "done", "cancelled", "error"]
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     def line(self) -> str:
         return self.model_dump_json(exclude_none=True) + "\n"
 
 
-def message(kind: str, **fields: Any) -> WorkerMessage:
-    return WorkerMessage.model_validate({"kind": kind, **fields})
+class Started(_Message):
+    kind: Literal["started"] = "started"
+    total_steps: int
+    resumed_from_step: int | None = None
+
+
+class Progress(_Message):
+    """A training log (loss) or an evaluation (eval_loss) at a step."""
+
+    kind: Literal["progress"] = "progress"
+    step: int
+    total_steps: int
+    epoch: float = 0.0
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_second: float | None = None
+    eta_seconds: float | None = None
+
+
+class Checkpoint(_Message):
+    """A checkpoint already uploaded to the artifact store (the named ref points at it)."""
+
+    kind: Literal["checkpoint"] = "checkpoint"
+    step: int
+    tree: ArtifactRef
+
+
+class Done(_Message):
+    kind: Literal["done"] = "done"
+    model_dir: str
+    steps: int
+    first_loss: float | None = None
+    last_loss: float | None = None
+    train_loss: float | None = None
+    runtime_s: float
+    tokens: float = 0.0
+    tokens_per_second: float | None = None
+    peak_memory_mb: float | None = None
+
+    def summary(self) -> dict[str, float | int | None]:
+        """What the run control records beside the candidate."""
+        return self.model_dump(
+            include={
+                "steps",
+                "first_loss",
+                "last_loss",
+                "runtime_s",
+                "tokens",
+                "tokens_per_second",
+                "peak_memory_mb",
+            }
+        )
+
+
+class Cancelled(_Message):
+    kind: Literal["cancelled"] = "cancelled"
+    step: int | None = None
+
+
+class Failed(_Message):
+    kind: Literal["error"] = "error"
+    reason: str = "training-error"
+    message: str = "training failed"
+
+
+WorkerMessage = Annotated[
+    Started | Progress | Checkpoint | Done | Cancelled | Failed, Field(discriminator="kind")
+]
+"""One line the worker prints, tagged by `kind`; `done`, `cancelled` and `error` are final."""
+WORKER_MESSAGES: TypeAdapter[WorkerMessage] = TypeAdapter(WorkerMessage)
+FINAL = (Done, Cancelled, Failed)
+
+
+def parse(line: str) -> WorkerMessage | None:
+    """A worker line as its message, or None for a line that is not one (logged by the runner)."""
+    try:
+        return WORKER_MESSAGES.validate_json(line)
+    except ValueError:
+        return None

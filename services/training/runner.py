@@ -10,8 +10,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from services.training.job import TrainingJob, WorkerMessage
-from services.training.worker import parse
+from services.training.job import FINAL, TrainingJob, WorkerMessage, parse
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ class WorkerRun:
                 if message is None:
                     log.warning("run %s: unreadable worker line %r", self.job.run_id, line[:200])
                     continue
-                final = message.kind in ("done", "cancelled", "error")
+                final = isinstance(message, FINAL)
                 yield message
                 if final:
                     break

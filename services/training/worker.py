@@ -16,21 +16,27 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from services.training.job import ADAPTER_METHODS, TrainingJob, WorkerMessage, message
+from services.training.job import ADAPTER_METHODS, Cancelled, Done, Failed, TrainingJob, WorkerMessage
 
 FINAL_DIR = "final"
 
 
+Report = Callable[[WorkerMessage], None]
+
+
 class Reporter:
+    """Writes each message as one JSON line on the protocol stream (the real stdout)."""
+
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self.lock = threading.Lock()
 
-    def __call__(self, kind: str, **fields: Any) -> None:
-        line = message(kind, **fields).line()
+    def __call__(self, message: WorkerMessage) -> None:
+        line = message.line()
         with self.lock:
             self.out.write(line)
             self.out.flush()
@@ -46,95 +52,19 @@ def _die_with_parent() -> None:
         os._exit(3)
 
 
-def _callback_class() -> type:
-    from transformers import TrainerCallback
-
-    from services.core.artifacts import ArtifactStore
-    from services.training.checkpoints import refuse_pickles
-
-    class ReportingCallback(TrainerCallback):
-        """Progress and checkpoints to the service; stops at a step boundary when asked."""
-
-        def __init__(self, job: TrainingJob, report: Reporter, stop: threading.Event) -> None:
-            self.job = job
-            self.report = report
-            self.stop = stop
-            self.store = ArtifactStore(job.artifact_root)
-            self.started_at = time.monotonic()
-            self.start_step = 0
-            self.last_tokens: tuple[float, float] | None = None
-            self.losses: list[float] = []
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.started_at = time.monotonic()
-            self.start_step = state.global_step
-            self.report(
-                "started",
-                total_steps=state.max_steps,
-                resumed_from_step=state.global_step or None,
-            )
-
-        def _tokens_per_second(self, state: Any) -> float | None:
-            seen = float(getattr(state, "num_input_tokens_seen", 0) or 0)
-            now = time.monotonic()
-            previous, self.last_tokens = self.last_tokens, (now, seen)
-            if previous is None or seen <= previous[1] or now <= previous[0]:
-                return None
-            return (seen - previous[1]) / (now - previous[0])
-
-        def on_log(
-            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
-        ) -> None:
-            logs = logs or {}
-            if "loss" not in logs and "eval_loss" not in logs:
-                return
-            if "loss" in logs:
-                self.losses.append(float(logs["loss"]))
-            done = state.global_step - self.start_step
-            elapsed = time.monotonic() - self.started_at
-            eta = (state.max_steps - state.global_step) * elapsed / done if done > 0 else None
-            self.report(
-                "progress",
-                step=state.global_step,
-                total_steps=state.max_steps,
-                epoch=float(state.epoch or 0.0),
-                loss=logs.get("loss"),
-                eval_loss=logs.get("eval_loss"),
-                learning_rate=logs.get("learning_rate"),
-                tokens_per_second=self._tokens_per_second(state) if "loss" in logs else None,
-                eta_seconds=max(eta, 0.0) if eta is not None else None,
-            )
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if self.stop.is_set():
-                control.should_training_stop = True
-                control.should_save = False
-
-        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if not folder.is_dir():
-                return
-            refuse_pickles(folder)
-            tree = self.store.put_tree(folder)
-            pointer = {"step": state.global_step, "tree": tree.model_dump(mode="json")}
-            self.store.put_named_json(self.job.checkpoint_ref_key, pointer)
-            self.report("checkpoint", step=state.global_step, tree=tree.model_dump(mode="json"))
-
-    return ReportingCallback
-
-
-def run(job: TrainingJob, report: Reporter, stop: threading.Event) -> None:
+def run(job: TrainingJob, report: Report, stop: threading.Event) -> None:
     import torch
     from transformers.trainer_callback import PrinterCallback
 
     from services.core.models import load_tokenizer
+    from services.training.callback import ReportingCallback
     from services.training.methods import build_trainer, use_cuda
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     tokenizer = load_tokenizer(job.base_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    callback = _callback_class()(job, report, stop)
+    callback = ReportingCallback(job, report, stop)
     trainer = build_trainer(job, tokenizer, [callback])
     # progress goes out as structured `progress` messages; Trainer's own log dicts are noise
     trainer.remove_callback(PrinterCallback)
@@ -144,7 +74,7 @@ def run(job: TrainingJob, report: Reporter, stop: threading.Event) -> None:
     result = trainer.train(resume_from_checkpoint=job.resume_from)
     runtime = time.monotonic() - started
     if stop.is_set():
-        report("cancelled", step=trainer.state.global_step)
+        report(Cancelled(step=trainer.state.global_step))
         return
     final = Path(job.output_dir) / FINAL_DIR
     if job.recipe.method in ADAPTER_METHODS:
@@ -155,16 +85,17 @@ def run(job: TrainingJob, report: Reporter, stop: threading.Event) -> None:
         tokenizer.save_pretrained(final)
     tokens = float(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
     report(
-        "done",
-        model_dir=str(final),
-        steps=trainer.state.global_step,
-        first_loss=callback.losses[0] if callback.losses else None,
-        last_loss=callback.losses[-1] if callback.losses else None,
-        train_loss=float(result.training_loss),
-        runtime_s=runtime,
-        tokens=tokens,
-        tokens_per_second=tokens / runtime if runtime > 0 else None,
-        peak_memory_mb=_peak_memory_mb(use_cuda(job)),
+        Done(
+            model_dir=str(final),
+            steps=trainer.state.global_step,
+            first_loss=callback.losses[0] if callback.losses else None,
+            last_loss=callback.losses[-1] if callback.losses else None,
+            train_loss=float(result.training_loss),
+            runtime_s=runtime,
+            tokens=tokens,
+            tokens_per_second=tokens / runtime if runtime > 0 else None,
+            peak_memory_mb=_peak_memory_mb(use_cuda(job)),
+        )
     )
 
 
@@ -203,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         job = TrainingJob.model_validate_json(Path(args[0]).read_text())
         run(job, report, stop)
     except Exception as error:  # noqa: BLE001  (reported to the service, which decides: fail or retry)
-        report("error", reason=_reason(error), message=f"{type(error).__name__}: {error}")
+        report(Failed(reason=_reason(error), message=f"{type(error).__name__}: {error}"))
         return 1
     return 0
 
@@ -213,13 +144,6 @@ def _reason(error: Exception) -> str:
     if "out of memory" in text:
         return "out-of-memory"
     return "training-error"
-
-
-def parse(line: str) -> WorkerMessage | None:
-    try:
-        return WorkerMessage.model_validate(json.loads(line))
-    except (ValueError, TypeError):
-        return None
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def test_qlora_trains_a_4bit_base_on_cuda(tiny_model: Path, tmp_path: Path) -> N
     preflight.check_device(training, "cuda")  # bitsandbytes importable, CUDA present
     job = job_for(tmp_path, training, base_dir=tiny_model).model_copy(update={"device": "cuda"})
     report = Collect()
-    run(job, report, threading.Event())  # type: ignore[arg-type]
+    run(job, report, threading.Event())
     losses = report.train_losses()
     assert losses[-1] < losses[0], losses
     done = report.of("done")[0]

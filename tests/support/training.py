@@ -12,7 +12,7 @@ from schemas.dataset import CANARY_KEY, DatasetApproved, SplitInfo
 from schemas.gate_policy import GatePolicy
 from schemas.recipe import TrainingRecipe
 from services.core.artifacts import ArtifactStore
-from services.training.job import DataFormat, TrainingJob
+from services.training.job import DataFormat, Done, TrainingJob, WorkerMessage
 
 FORMAT_OF = {"dpo": "preference", "ipo": "preference", "kto": "feedback"}
 
@@ -67,9 +67,10 @@ def train_on(base_dir: Path, rows: list[dict[str, Any]], tmp: Path, training: Tr
         checkpoint_ref_key=f"refs/training/{tmp.name}/checkpoint.json",
         device="cpu",
     )
-    done: list[dict[str, Any]] = []
-    run(job, lambda kind, **fields: done.append(fields) if kind == "done" else None, threading.Event())  # type: ignore[arg-type]
-    return Path(done[0]["model_dir"])
+    done: list[WorkerMessage] = []
+    run(job, done.append, threading.Event())
+    [final] = [m for m in done if isinstance(m, Done)]
+    return Path(final.model_dir)
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from schemas.dataset import CANARY_KEY, SELF_REPLAY_KEY
 from services.core.models import PICKLE_SUFFIXES
-from services.training.job import TrainingJob
+from services.training.job import Progress, TrainingJob, WorkerMessage
 from services.training.worker import run
 from tests.support.training import job_for, recipe
 
@@ -26,9 +26,9 @@ class Collect:
         self.stop = stop
         self.stop_after = stop_after
 
-    def __call__(self, kind: str, **fields: Any) -> None:
-        self.messages.append({"kind": kind, **fields})
-        if self.stop is not None and kind == "progress" and fields.get("step") == self.stop_after:
+    def __call__(self, message: WorkerMessage) -> None:
+        self.messages.append(message.model_dump(mode="json"))
+        if self.stop is not None and isinstance(message, Progress) and message.step == self.stop_after:
             self.stop.set()
 
     def of(self, kind: str) -> list[dict[str, Any]]:
@@ -41,7 +41,7 @@ class Collect:
 def train(job: TrainingJob, stop_after: int | None = None) -> Collect:
     stop = threading.Event()
     report = Collect(stop, stop_after)
-    run(job, report, stop)  # type: ignore[arg-type]
+    run(job, report, stop)
     return report
 
 
