@@ -67,7 +67,7 @@ def test_prepare_refuses_with_the_reason_and_the_input_named(
     unknown = event.model_copy(
         update={"recipe": event.recipe.model_copy(update={"base_model": "no-such-model"})}
     )
-    with pytest.raises(PreflightError, match="training.base_model") as refused:
+    with pytest.raises(PreflightError, match=r"training\.base_model") as refused:
         prepare(unknown, "r", tmp_path / "w2", settings, store)
     assert refused.value.reason == "base-model-unavailable"
 
