@@ -13,7 +13,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, ValidationError
 
 from schemas.events import validation_problems
-from schemas.queries import QuerySpec, Reply
+from schemas.queries import QueryError, QuerySpec, Reply, Request
 from schemas.subjects import rpc_subject, tenant_rpc_subject
 from services.core.delivery import raw_body
 
@@ -89,6 +89,30 @@ def serve(
     broker.subscriber(
         rpc_subject(service, name), queue=service, ack_policy=AckPolicy.MANUAL, title=f"{service}:rpc:{name}"
     )(handle)
+
+
+def serve_query(
+    broker: NatsBroker, spec: QuerySpec[Request, Reply], fn: Callable[[Request], Awaitable[Reply]]
+) -> None:
+    """Answer `spec` with `fn(request)`: the body is validated into the query's request model (a bad
+    one is answered `bad-request` with the fields named), `fn` returns the reply model, and an
+    `RpcError` it raises is answered with its code. The typed counterpart of `ask`."""
+
+    async def typed(body: Any) -> dict[str, Any]:
+        try:
+            request = spec.request.model_validate(body if isinstance(body, dict) else {})
+        except ValidationError as error:
+            problems = "; ".join(validation_problems(error))
+            return QueryError(error=f"bad {spec.name} request: {problems}", code="bad-request").model_dump()
+        try:
+            reply = await fn(request)
+        except RpcError as error:
+            return QueryError(error=str(error), code=error.code).model_dump()
+        if not isinstance(reply, spec.reply):
+            raise TypeError(f"{spec.name} answers a {spec.reply.__name__}, not a {type(reply).__name__}")
+        return reply.model_dump(mode="json")
+
+    serve(broker, spec.service, spec.name, typed)
 
 
 def serve_for_tenants(

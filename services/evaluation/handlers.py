@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from faststream.nats import NatsBroker
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from schemas.candidate import CandidateReady
 from schemas.evaluation import (
@@ -24,18 +24,18 @@ from schemas.evaluation import (
     EvalFailed,
     GatesFailed,
     GatesPassed,
-    SuiteDelta,
-    SuiteResult,
 )
 from schemas.gate_policy import GatePolicy
 from schemas.queries import (
     EVALS_GET,
     MODELS_GET,
     MODELS_LIST,
+    SUITES_ADD,
+    SUITES_LIST,
+    SUITES_SCORE,
     EvalsQuery,
     ModelVersionQuery,
     ModelVersionsQuery,
-    QueryError,
     QuerySpec,
     Reply,
     SuiteInfo,
@@ -43,21 +43,22 @@ from schemas.queries import (
     SuiteRegistration,
     SuiteScore,
     SuiteScoreRequest,
+    SuitesQuery,
 )
 from schemas.refs import ModelRef
 from services.core.artifacts import ArtifactStore
 from services.core.bus import EventBus
 from services.core.delivery import HandlerContext, subscribe_event
 from services.core.prometheus import ServiceMetrics
-from services.core.rpc import RpcError, ask, serve
+from services.core.rpc import RpcError, ask, serve_query
 from services.core.suite_catalogue import Suite, SuiteError, all_suites, register_suite
 from services.core.uploads import UploadError, download, pack_directory
+from services.evaluation import drift
 from services.evaluation.config import EvaluationSettings
 from services.evaluation.evaluate import EvalOptions, EvaluationError, Evaluator, Outcome
 
 SERVICE = "evaluation"
 log = logging.getLogger(__name__)
-DRIFT_METRICS = {"safety": ("refusal_rate_harmful", "refusal_rate_benign"), "memorization": ("leak_rate",)}
 
 
 class EvaluationHandlers:
@@ -172,12 +173,16 @@ class EvaluationHandlers:
         if evals is None or not evals.evaluations:
             log.info("drift check of %s: %s has no recorded evaluation to compare with", event.route, version)
             return
-        policy = GatePolicy.model_validate(evals.decisions[-1].policy) if evals.decisions else GatePolicy()
-        reference = [SuiteResult.model_validate(s) for s in evals.evaluations[0].suites]
+        release = drift.Release.of(evals)
         outcome = await asyncio.to_thread(
-            self._evaluate, f"drift-{version}-{ctx.attempt}", production, policy, None, latency_items=0
+            self._evaluate,
+            f"drift-{version}-{ctx.attempt}",
+            production,
+            release.policy,
+            None,
+            latency_items=0,
         )
-        deltas = drift_deltas(reference, outcome.suites, policy.drift_max_points)
+        deltas = release.deltas(outcome.suites)
         if deltas:
             await ctx.publish(
                 DriftDetected(
@@ -203,15 +208,11 @@ class EvaluationHandlers:
         return count
 
     # -- suites RPC -----------------------------------------------------------------------------
-    async def suites_list(self, body: Any) -> dict[str, Any]:
+    async def suites_list(self, request: SuitesQuery) -> SuiteList:
         suites = await asyncio.to_thread(all_suites, self.store)
-        return SuiteList(suites=tuple(_info(s) for s in suites)).model_dump(mode="json")
+        return SuiteList(suites=tuple(_info(s) for s in suites))
 
-    async def suites_add(self, body: Any) -> dict[str, Any]:
-        try:
-            request = SuiteRegistration.model_validate(body if isinstance(body, dict) else {})
-        except ValidationError as error:
-            return QueryError(error=f"bad suite registration: {error}", code="bad-request").model_dump()
+    async def suites_add(self, request: SuiteRegistration) -> SuiteInfo:
         work = Path(self.settings.work_dir) / "uploads" / uuid.uuid4().hex
         try:
             path = await download(self.broker.connection.jetstream(), request.upload, work)
@@ -221,22 +222,18 @@ class EvaluationHandlers:
                 register_suite, self.store, request.name, data, request.scorer, request.kind
             )
         except (SuiteError, UploadError) as error:
-            return QueryError(error=str(error), code="bad-request").model_dump()
+            raise RpcError(str(error), code="bad-request") from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        return _info(suite).model_dump(mode="json")
+        return _info(suite)
 
-    async def suites_score(self, body: Any) -> dict[str, Any]:
+    async def suites_score(self, request: SuiteScoreRequest) -> SuiteScore:
         """One version's score on one suite (merging's greedy-soup trials), off the event loop."""
-        try:
-            request = SuiteScoreRequest.model_validate(body if isinstance(body, dict) else {})
-        except ValidationError as error:
-            return QueryError(error=f"bad score request: {error}", code="bad-request").model_dump()
         try:
             score = await asyncio.to_thread(self._score, request)
         except EvaluationError as error:
-            return QueryError(error=f"{error.reason}: {error.message}", code="bad-request").model_dump()
-        return SuiteScore(suite=request.suite, score=score).model_dump(mode="json")
+            raise RpcError(f"{error.reason}: {error.message}", code="bad-request") from None
+        return SuiteScore(suite=request.suite, score=score)
 
 
 def _info(suite: Suite) -> SuiteInfo:
@@ -248,41 +245,6 @@ def _info(suite: Suite) -> SuiteInfo:
         sha256=suite.ref().sha256,
         items=len(suite.items()),
     )
-
-
-def _drift_metrics(result: SuiteResult) -> dict[str, float]:
-    candidate = next((s.metrics for s in result.scores if s.arm == "candidate"), {})
-    names = DRIFT_METRICS.get(result.kind, ("score",))
-    return {name: candidate[name] for name in names if name in candidate}
-
-
-def drift_deltas(
-    reference: list[SuiteResult], current: list[SuiteResult], max_points: float
-) -> list[SuiteDelta]:
-    """Suite metrics of the production version that moved more than `max_points` since release."""
-    before = {r.suite.name: r for r in reference}
-    deltas = []
-    for result in current:
-        old = before.get(result.suite.name)
-        if old is None or result.kind == "latency":
-            continue
-        old_metrics = _drift_metrics(old)
-        for metric, value in _drift_metrics(result).items():
-            if metric not in old_metrics:
-                continue
-            delta = value - old_metrics[metric]
-            if abs(delta) > max_points:
-                deltas.append(
-                    SuiteDelta(
-                        suite=result.suite,
-                        reference=old_metrics[metric],
-                        current=value,
-                        delta=delta,
-                        threshold=max_points,
-                        metric=metric,
-                    )
-                )
-    return deltas
 
 
 def register(
@@ -307,6 +269,6 @@ def register(
             delivery=long,
             metrics=metrics,
         )
-    serve(broker, SERVICE, "suites.list", handlers.suites_list)
-    serve(broker, SERVICE, "suites.add", handlers.suites_add)
-    serve(broker, SERVICE, "suites.score", handlers.suites_score)
+    serve_query(broker, SUITES_LIST, handlers.suites_list)
+    serve_query(broker, SUITES_ADD, handlers.suites_add)
+    serve_query(broker, SUITES_SCORE, handlers.suites_score)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from schemas.evaluation import ArmScore, SuiteResult
 from schemas.gate_policy import GatePolicy
+from schemas.queries import EvalDetail, EvalRecord, GateRecord
 from schemas.refs import EvalSuiteRef
 from services.core import shipped_suites
 from services.core.artifacts import ArtifactStore
@@ -17,11 +19,13 @@ from services.core.suite_catalogue import SuiteError, register_suite
 from services.core.suite_catalogue import shipped_suites as load_shipped
 from services.curation.contamination import build_index
 from services.evaluation.comparisons import ArmOutcome, compare, score_outputs
+from services.evaluation.drift import Release, drift_deltas
 from services.evaluation.gates import evaluate_gates
-from services.evaluation.handlers import drift_deltas
 from services.evaluation.scoring import ScoringError, is_refusal, leaked, score, token_f1
 from services.evaluation.stats import mcnemar_exact, paired_bootstrap, percentile
 from services.evaluation.suite_plan import PlanError, SuitePlan, target_items, target_plan
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 CURATION_DATA = Path(__file__).parents[2] / "services" / "curation" / "data"
 
@@ -232,6 +236,23 @@ def test_drift_reports_only_metrics_that_moved_beyond_the_policy() -> None:
     assert drift_deltas([result(80.0)], [result(77.0)], 5.0) == []
     [delta] = drift_deltas([result(80.0)], [result(70.0)], 5.0)
     assert delta.delta == pytest.approx(-10.0) and delta.metric == "score"
+
+    # the reference is the release evaluation (the first recorded), the threshold the version's policy
+    def record(score: float) -> EvalRecord:
+        return EvalRecord(
+            ce_id=f"e{score}", suites=[result(score).model_dump(mode="json")], report=None, created_at=NOW
+        )
+
+    strict = GateRecord(
+        ce_id="g", passed=True, gates=[], policy=GatePolicy(drift_max_points=1.0).model_dump(), created_at=NOW
+    )
+    evals = EvalDetail(version_id="v", evaluations=(record(80.0), record(60.0)), decisions=(strict,))
+    release = Release.of(evals)
+    assert release.policy.drift_max_points == 1.0
+    [moved] = release.deltas([result(78.0)])
+    assert moved.reference == 80.0 and moved.threshold == 1.0
+    with pytest.raises(ValueError, match="no recorded evaluation"):
+        Release.of(EvalDetail(version_id="v", evaluations=(), decisions=()))
 
 
 # -- target suite --------------------------------------------------------------------------
