@@ -11,8 +11,30 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
+from services.serving.generation import Completion
 from services.serving.protocol import ErrorBody, ErrorResponse
+from services.serving.responses import (
+    DONE,
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    Chunk,
+    CompletionChoice,
+    Delta,
+    ModelCard,
+    ModelList,
+    Provenance,
+    RouteState,
+    StreamError,
+    TextCompletion,
+    TextCompletionChunk,
+    Usage,
+    sse,
+)
 from services.serving.routing import RequestRefused
 from services.serving.service import Kind, Prepared, ServingService
 
@@ -57,20 +79,28 @@ async def read_json(request: Request, limit: int) -> Any:
                              kind="invalid_request_error", code="invalid-body") from None  # fmt: skip
 
 
-def _choice(p: Prepared, text: str, finish_reason: str) -> dict[str, Any]:
-    if p.kind == "chat":
-        return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
-    return {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
-
-
 def _envelope(p: Prepared, request_id: str) -> dict[str, Any]:
     return {
         "id": request_id,
-        "object": "chat.completion" if p.kind == "chat" else "text_completion",
         "created": int(p.arrived),
         "model": p.model_name,
         "system_fingerprint": p.fingerprint,
     }
+
+
+def completion_body(p: Prepared, request_id: str, result: Completion, provenance: Provenance) -> BaseModel:
+    """The whole answer of a non-streamed request, as OpenAI shapes it for its kind."""
+    usage = Usage(
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        total_tokens=result.prompt_tokens + result.completion_tokens,
+    )
+    head = _envelope(p, request_id)
+    if p.kind == "chat":
+        choice = ChatChoice(message=AssistantMessage(content=result.text), finish_reason=result.finish_reason)
+        return ChatCompletion(**head, choices=[choice], usage=usage, tuneline=provenance)
+    text = CompletionChoice(text=result.text, finish_reason=result.finish_reason)
+    return TextCompletion(**head, choices=[text], usage=usage, tuneline=provenance)
 
 
 def create_http_app(service: ServingService, health: Callable[[], dict[str, Any]]) -> FastAPI:
@@ -102,16 +132,8 @@ def create_http_app(service: ServingService, health: Callable[[], dict[str, Any]
                 headers=service.headers(prepared),
             )
         result = await service.complete(prepared)
-        payload = _envelope(prepared, request_id) | {
-            "choices": [_choice(prepared, result.text, result.finish_reason)],
-            "usage": {
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-                "total_tokens": result.prompt_tokens + result.completion_tokens,
-            },
-            "tuneline": service.provenance(prepared),
-        }
-        return JSONResponse(payload, headers=service.headers(prepared))
+        payload = completion_body(prepared, request_id, result, service.provenance(prepared))
+        return JSONResponse(payload.model_dump(mode="json"), headers=service.headers(prepared))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -128,22 +150,21 @@ def create_http_app(service: ServingService, health: Callable[[], dict[str, Any]
         except RequestRefused as refused:
             return error_response(refused)
         data = [
-            {
-                "id": entry.route,
-                "object": "model",
-                "created": int(entry.updated_at),
-                "owned_by": entry.tenant,
-                "tuneline": {
-                    "stable_version": entry.stable.version_id() if entry.stable else None,
-                    "candidate_version": entry.candidate.version_id() if entry.candidate else None,
-                    "candidate_weight": entry.candidate_weight,
-                    "shadow": entry.shadow,
-                    "revision": service.book.revisions.get(entry.route, 0),
-                },
-            }
+            ModelCard(
+                id=entry.route,
+                created=int(entry.updated_at),
+                owned_by=entry.tenant,
+                tuneline=RouteState(
+                    stable_version=entry.stable.version_id() if entry.stable else None,
+                    candidate_version=entry.candidate.version_id() if entry.candidate else None,
+                    candidate_weight=entry.candidate_weight,
+                    shadow=entry.shadow,
+                    revision=service.book.revisions.get(entry.route, 0),
+                ),
+            )
             for entry in service.book.visible_to(tenant)
         ]
-        return JSONResponse({"object": "list", "data": data})
+        return JSONResponse(ModelList(data=data).model_dump(mode="json"))
 
     @app.get("/health")
     async def health_check() -> Response:
@@ -156,32 +177,27 @@ def create_http_app(service: ServingService, health: Callable[[], dict[str, Any]
     return app
 
 
+def _chunk(p: Prepared, head: dict[str, Any], delta: str | None, finish: str | None, first: bool) -> Chunk:
+    if p.kind == "chat":
+        increment = Delta(role="assistant" if first else None, content=delta or None)
+        return ChatCompletionChunk(**head, choices=[ChatChunkChoice(delta=increment, finish_reason=finish)])
+    return TextCompletionChunk(**head, choices=[CompletionChoice(text=delta or "", finish_reason=finish)])
+
+
 async def _sse(service: ServingService, p: Prepared, request_id: str) -> AsyncIterator[bytes]:
     """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
-    head = _envelope(p, request_id) | {
-        "object": "chat.completion.chunk" if p.kind == "chat" else "text_completion"
-    }
-
-    def chunk(delta: str | None, finish: str | None, first: bool = False) -> bytes:
-        if p.kind == "chat":
-            content: dict[str, Any] = {"role": "assistant"} if first else {}
-            if delta:
-                content["content"] = delta
-            choice: dict[str, Any] = {"index": 0, "delta": content, "finish_reason": finish}
-        else:
-            choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
-        return f"data: {json.dumps(head | {'choices': [choice]})}\n\n".encode()
-
-    yield chunk(None, None, first=True)
+    head = _envelope(p, request_id)
+    yield sse(_chunk(p, head, None, None, first=True))
     try:
         async for delta in service.stream(p):
-            yield chunk(delta, None)
+            yield sse(_chunk(p, head, delta, None, first=False))
     except RequestRefused as refused:
-        error = {"error": {"message": refused.message, "type": refused.kind, "code": refused.code}}
-        yield f"data: {json.dumps(error)}\n\n".encode()
-        yield b"data: [DONE]\n\n"
+        yield sse(StreamError(error={"message": refused.message, "type": refused.kind, "code": refused.code}))
+        yield DONE
         return
-    yield chunk(None, "stop")
-    tail = head | {"choices": [], "tuneline": service.provenance(p), "created": int(time.time())}
-    yield f"data: {json.dumps(tail)}\n\n".encode()
-    yield b"data: [DONE]\n\n"
+    yield sse(_chunk(p, head, None, "stop", first=False))
+    tail = _chunk(p, head | {"created": int(time.time())}, None, None, first=False)
+    tail.choices = []
+    tail.tuneline = service.provenance(p)
+    yield sse(tail)
+    yield DONE

@@ -34,6 +34,7 @@ from services.serving.generation import (
     fingerprint,
 )
 from services.serving.protocol import ChatCompletionRequest, CompletionRequest, param_of
+from services.serving.responses import Provenance
 from services.serving.routing import Decision, RequestRefused, RouteBook, refuse_weight_choice
 from services.serving.windows import Outcome, WindowCounter
 
@@ -277,16 +278,16 @@ class ServingService:
             "x-tuneline-fingerprint": p.fingerprint,
         }
 
-    def provenance(self, p: Prepared) -> dict[str, Any]:
-        return {
-            "route": p.decision.route.route,
-            "role": p.decision.role,
-            "version_id": p.decision.version_id,
-            "decision_id": p.decision_id,
-            "backend": self.backend.name,
-            "sampling": p.sampling.as_dict(),
-            "model_ref": p.decision.ref.model_dump(mode="json"),
-        }
+    def provenance(self, p: Prepared) -> Provenance:
+        return Provenance(
+            route=p.decision.route.route,
+            role=p.decision.role,
+            version_id=p.decision.version_id,
+            decision_id=p.decision_id,
+            backend=self.backend.name,
+            sampling=p.sampling.as_dict(),
+            model_ref=p.decision.ref.model_dump(mode="json"),
+        )
 
     # -- answering ---------------------------------------------------------------------------------
     async def _generate(
