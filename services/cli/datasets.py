@@ -150,6 +150,45 @@ async def _dataset_detail(
             await asyncio.sleep(0.3)
 
 
+def _audit_table(audit: list[dict[str, Any]]) -> Table:
+    checks = Table("check", "verdict", "value", "threshold", "detail", title="audit")
+    for c in audit:
+        verdict = "[green]pass[/]" if c["passed"] else "[bold red]FAIL[/]"
+        value = "" if c["value"] is None else f"{c['value']:g}"
+        threshold = "" if c["threshold"] is None else f"{c['threshold']:g}"
+        checks.add_row(c["name"], verdict, value, threshold, c["detail"])
+    return checks
+
+
+def _detail_tables(detail: dict[str, Any], extra: dict[str, Any]) -> list[Table]:
+    """The sources, the training mix and the curated splits, each when the dataset has them."""
+    tables = []
+    if extra.get("sources"):
+        table = Table("source", "format", "split", "rows", "kept", "sha256", title="sources")
+        for src in extra["sources"]:
+            row = (
+                src["uri"],
+                src["format"],
+                src["split"],
+                str(src["rows"]),
+                str(src["kept"]),
+                src["sha256"][:12],
+            )
+            table.add_row(*row)
+        tables.append(table)
+    if extra.get("mix"):
+        table = Table("component", "ratio", "rows", "available", title="training mix")
+        for m in extra["mix"]:
+            table.add_row(m["name"], f"{m['ratio']:.0%}", str(m["rows"]), str(m["available"]))
+        tables.append(table)
+    if detail.get("splits"):
+        table = Table("split", "rows", "artifact", title="curated splits")
+        for sp in detail["splits"]:
+            table.add_row(sp["name"], str(sp["rows"]), sp["artifact"]["key"])
+        tables.append(table)
+    return tables
+
+
 def _print_dataset(detail: dict[str, Any], *, findings: int) -> None:
     s = detail["summary"]
     extra = detail.get("details") or {}
@@ -168,34 +207,8 @@ def _print_dataset(detail: dict[str, Any], *, findings: int) -> None:
     if s["status"] == "submitted":
         console.print("curation has not decided yet; try again in a moment")
         return
-    checks = Table("check", "verdict", "value", "threshold", "detail", title="audit")
-    for c in detail.get("audit") or []:
-        verdict = "[green]pass[/]" if c["passed"] else "[bold red]FAIL[/]"
-        value = "" if c["value"] is None else f"{c['value']:g}"
-        threshold = "" if c["threshold"] is None else f"{c['threshold']:g}"
-        checks.add_row(c["name"], verdict, value, threshold, c["detail"])
-    console.print(checks)
-    if extra.get("sources"):
-        table = Table("source", "format", "split", "rows", "kept", "sha256", title="sources")
-        for src in extra["sources"]:
-            table.add_row(
-                src["uri"],
-                src["format"],
-                src["split"],
-                str(src["rows"]),
-                str(src["kept"]),
-                src["sha256"][:12],
-            )
-        console.print(table)
-    if extra.get("mix"):
-        table = Table("component", "ratio", "rows", "available", title="training mix")
-        for m in extra["mix"]:
-            table.add_row(m["name"], f"{m['ratio']:.0%}", str(m["rows"]), str(m["available"]))
-        console.print(table)
-    if detail.get("splits"):
-        table = Table("split", "rows", "artifact", title="curated splits")
-        for sp in detail["splits"]:
-            table.add_row(sp["name"], str(sp["rows"]), sp["artifact"]["key"])
+    console.print(_audit_table(detail.get("audit") or []))
+    for table in _detail_tables(detail, extra):
         console.print(table)
     listed = detail.get("findings") or []
     if listed and findings:

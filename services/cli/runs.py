@@ -142,6 +142,68 @@ def _apply_run_event(
     return state
 
 
+class _RunBar:
+    """A rich progress bar for one run: steps, loss, eval loss, tokens/s, ETA."""
+
+    def __init__(self, run_id: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  eval {task.fields[eval]}"),
+            TextColumn("{task.fields[tps]} tok/s  ETA {task.fields[eta]}"),
+            console=console,
+        )
+        self.task = self.progress.add_task(run_id, total=None, loss="—", eval="—", tps="—", eta="—")
+
+    def show(self, s: dict[str, Any]) -> None:
+        fields: dict[str, Any] = {
+            "loss": number(s.get("loss")),
+            "tps": number(s.get("tokens_per_second"), ".0f"),
+        }
+        if s.get("eval_loss") is not None:
+            fields["eval"] = number(s["eval_loss"])
+        if s.get("eta_seconds") is not None:
+            fields["eta"] = _duration(s["eta_seconds"])
+        self.progress.update(
+            self.task, total=s.get("total_steps") or None, completed=s.get("step") or 0, **fields
+        )
+
+
+async def _follow_run(runtime: Any, run: str, timeout: float) -> dict[str, Any]:
+    """The run's state, updated from its events (and re-read every 2 s) until it is terminal."""
+    detail = await _run_detail(runtime, run)
+    run_id, state = detail["summary"]["run_id"], detail["summary"]
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    nc = runtime.broker.connection
+    subs = [
+        await nc.subscribe(f"{EVENTS_PREFIX}.training.>", cb=queue.put),
+        await nc.subscribe(f"{EVENTS_PREFIX}.candidate.ready", cb=queue.put),
+    ]
+    deadline = time.monotonic() + timeout if timeout else None
+    bar = _RunBar(run_id)
+    try:
+        with bar.progress:
+            bar.show(state)
+            while state["status"] not in RUN_TERMINAL:
+                wait = 2.0 if deadline is None else min(2.0, max(0.0, deadline - time.monotonic()))
+                try:
+                    msg = await asyncio.wait_for(queue.get(), wait)
+                except TimeoutError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise fail(f"{run_id} still {state['status']} after {timeout:g}s") from None
+                    state = (await _run_detail(runtime, run_id))["summary"]  # events can be missed
+                else:
+                    state = _apply_run_event(state, run_id, dict(msg.headers or {}), json.loads(msg.data))
+                bar.show(state)
+    finally:
+        for sub in subs:
+            await sub.unsubscribe()
+    return dict(state)
+
+
 def watch(
     ctx: typer.Context,
     run: Annotated[str, typer.Argument(help="Run id or a unique prefix")],
@@ -152,67 +214,17 @@ def watch(
     Exits 0 when the run produced its candidate, 1 when it failed or was cancelled.
     """
     session = Session.of(ctx)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     async def follow() -> str:
         async with session.connected() as runtime:
-            detail = await _run_detail(runtime, run)
-            run_id = detail["summary"]["run_id"]
-            queue: asyncio.Queue[Any] = asyncio.Queue()
-            nc = runtime.broker.connection
-            subs = [
-                await nc.subscribe(f"{EVENTS_PREFIX}.training.>", cb=queue.put),
-                await nc.subscribe(f"{EVENTS_PREFIX}.candidate.ready", cb=queue.put),
-            ]
-            columns = (
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}  eval {task.fields[eval]}"),
-                TextColumn("{task.fields[tps]} tok/s  ETA {task.fields[eta]}"),
+            state = await _follow_run(runtime, run, timeout)
+        if state["status"] == "completed":
+            console.print(f"[green]completed[/]: candidate {state.get('version_id') or '—'}")
+        else:
+            console.print(
+                f"[{RUN_TERMINAL[state['status']]}]{state['status']}[/]: {state.get('error') or ''}"
             )
-            deadline = time.monotonic() + timeout if timeout else None
-            state = detail["summary"]
-            try:
-                with Progress(*columns, console=console) as bar:
-                    task = bar.add_task(run_id, total=None, loss="—", eval="—", tps="—", eta="—")
-
-                    def show(s: dict[str, Any]) -> None:
-                        fields: dict[str, Any] = {
-                            "loss": number(s.get("loss")),
-                            "tps": number(s.get("tokens_per_second"), ".0f"),
-                        }
-                        if s.get("eval_loss") is not None:
-                            fields["eval"] = number(s["eval_loss"])
-                        if s.get("eta_seconds") is not None:
-                            fields["eta"] = _duration(s["eta_seconds"])
-                        bar.update(
-                            task, total=s.get("total_steps") or None, completed=s.get("step") or 0, **fields
-                        )
-
-                    show(state)
-                    while state["status"] not in RUN_TERMINAL:
-                        wait = 2.0 if deadline is None else min(2.0, max(0.0, deadline - time.monotonic()))
-                        try:
-                            msg = await asyncio.wait_for(queue.get(), wait)
-                        except TimeoutError:
-                            if deadline is not None and time.monotonic() >= deadline:
-                                raise fail(f"{run_id} still {state['status']} after {timeout:g}s") from None
-                            state = (await _run_detail(runtime, run_id))["summary"]  # events can be missed
-                            show(state)
-                            continue
-                        state = _apply_run_event(state, run_id, dict(msg.headers or {}), json.loads(msg.data))
-                        show(state)
-            finally:
-                for sub in subs:
-                    await sub.unsubscribe()
-            if state["status"] == "completed":
-                console.print(f"[green]completed[/]: candidate {state.get('version_id') or '—'}")
-            else:
-                console.print(
-                    f"[{RUN_TERMINAL[state['status']]}]{state['status']}[/]: {state.get('error') or ''}"
-                )
-            return str(state["status"])
+        return str(state["status"])
 
     with contextlib.suppress(KeyboardInterrupt):
         if run_coro(follow()) != "completed":

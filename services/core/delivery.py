@@ -110,52 +110,65 @@ class EventConsumer(Generic[E]):
             self._outcomes = {o: metrics.handled.labels(*labels, o) for o in OUTCOMES}
             self._seconds = metrics.handler_seconds.labels(*labels)
 
+    async def _replayed(self, msg: NatsMessage, stream_seq: int | None) -> bool:
+        """A message at or below the durable's known ack floor is acked again, never handled twice."""
+        floor = self.bus.consumers.ack_floors.get(self.durable, 0)
+        if stream_seq is None or stream_seq > floor:
+            return False
+        # acked before: only a replaced or reset durable delivers it again, in the window before
+        # the consumer guard puts the durable back
+        logger.warning(
+            "%s: stream message %d is at or below %s's ack floor %d: a replay, acked unhandled",
+            self.service,
+            stream_seq,
+            self.durable,
+            floor,
+        )
+        await msg.ack()
+        return True
+
+    def _check_sender(self, envelope: Envelope, subject: str) -> None:
+        """The envelope's type, tenant and source must be ones its subject and sender allow."""
+        if envelope.type != self.event_cls.ce_type():
+            raise EnvelopeError(
+                {"type": f"{envelope.type!r} on a subject that carries {self.event_cls.ce_type()!r}"}
+            )
+        token = subject.rsplit(".", 1)[-1] if subject != self.event_cls.subject() else None
+        secondary = SECONDARY_PUBLISHERS.get(self.event_cls.event_type)
+        if token is not None and token != secondary and envelope.tenant != token:
+            raise EnvelopeError(
+                {
+                    "tenant": f"{envelope.tenant!r} on {subject}, which its sender may use for tenant "
+                    f"{token!r} only"
+                }
+            )
+        allowed = self.publishers if token is None else publishers_of(self.event_cls.event_type, subject)
+        if self.bus.sources_bound and envelope.source not in allowed:
+            raise EnvelopeError(
+                {
+                    "source": f"{envelope.source!r} may not publish {self.event_cls.event_type} on "
+                    f"{subject} (only {', '.join(sorted(allowed)) or 'no service'}): a forged source"
+                }
+            )
+
+    def _decode(self, msg: NatsMessage) -> tuple[Envelope, E]:
+        envelope = Envelope.from_headers(msg.headers)
+        self._check_sender(envelope, msg.raw_message.subject)
+        event = self.event_cls.read(json.loads(msg.body))
+        if getattr(event, "tenant", envelope.tenant) != envelope.tenant:
+            # one tenant on the envelope, another in the payload: the envelope's is the one a
+            # tenant operator's subject authenticated, and handlers act on the payload's
+            raise EnvelopeError(
+                {"tenant": f"the payload names tenant {event.tenant!r}, the envelope {envelope.tenant!r}"}  # type: ignore[attr-defined]
+            )
+        return envelope, event
+
     async def __call__(self, msg: NatsMessage) -> None:
         attempt, stream_seq = delivery_info(msg)
-        floor = self.bus.consumers.ack_floors.get(self.durable, 0)
-        if stream_seq is not None and stream_seq <= floor:
-            # acked before: only a replaced or reset durable delivers it again, in the window before
-            # the consumer guard puts the durable back. Never handled twice.
-            logger.warning(
-                "%s: stream message %d is at or below %s's ack floor %d: a replay, acked unhandled",
-                self.service,
-                stream_seq,
-                self.durable,
-                floor,
-            )
-            await msg.ack()
+        if await self._replayed(msg, stream_seq):
             return
         try:
-            envelope = Envelope.from_headers(msg.headers)
-            if envelope.type != self.event_cls.ce_type():
-                raise EnvelopeError(
-                    {"type": f"{envelope.type!r} on a subject that carries {self.event_cls.ce_type()!r}"}
-                )
-            subject = msg.raw_message.subject
-            token = subject.rsplit(".", 1)[-1] if subject != self.event_cls.subject() else None
-            secondary = SECONDARY_PUBLISHERS.get(self.event_cls.event_type)
-            if token is not None and token != secondary and envelope.tenant != token:
-                raise EnvelopeError(
-                    {
-                        "tenant": f"{envelope.tenant!r} on {subject}, which its sender may use for tenant "
-                        f"{subject.rsplit('.', 1)[-1]!r} only"
-                    }
-                )
-            allowed = self.publishers if token is None else publishers_of(self.event_cls.event_type, subject)
-            if self.bus.sources_bound and envelope.source not in allowed:
-                raise EnvelopeError(
-                    {
-                        "source": f"{envelope.source!r} may not publish {self.event_cls.event_type} on "
-                        f"{subject} (only {', '.join(sorted(allowed)) or 'no service'}): a forged source"
-                    }
-                )
-            event = self.event_cls.read(json.loads(msg.body))
-            if getattr(event, "tenant", envelope.tenant) != envelope.tenant:
-                # one tenant on the envelope, another in the payload: the envelope's is the one a
-                # tenant operator's subject authenticated, and handlers act on the payload's
-                raise EnvelopeError(
-                    {"tenant": f"the payload names tenant {event.tenant!r}, the envelope {envelope.tenant!r}"}  # type: ignore[attr-defined]
-                )
+            envelope, event = self._decode(msg)
         except EnvelopeError as error:
             await self._dead_letter(msg, "invalid-envelope", str(error), attempt, stream_seq)
             return

@@ -117,9 +117,11 @@ def _item(
     }
 
 
-def capability() -> list[Item]:
-    rng = random.Random(5150)
-    rows: list[tuple[str, str, str, dict[str, Any]]] = []  # (category, prompt, answer, extra)
+Row = tuple[str, str, str, dict[str, Any]]  # (category, prompt, answer, extra)
+
+
+def _arithmetic(rng: random.Random) -> list[Row]:
+    rows: list[Row] = []
     for _ in range(20):
         a, b = rng.randint(500, 999), rng.randint(500, 999)
         rows.append(("arithmetic", f"Compute {a} + {b}. Reply with the number only.", str(a + b), {}))
@@ -131,64 +133,62 @@ def capability() -> list[Item]:
         rows.append(("arithmetic", f"What do you get when you multiply {a} and {b}?", str(a * b), {}))
     for _ in range(10):
         total, people = rng.randint(2, 12) * 4, 4
-        rows.append(
-            (
-                "arithmetic",
-                f"{total} sweets are shared equally among {people} children. How many does each child get?",
-                str(total // people),
-                {},
-            )
-        )
-    for country, capital in CAPITALS:
-        rows.append(("facts", f"Name the capital city of {country}.", capital, {}))
-    for question, answer in FACTS:
-        rows.append(("facts", question, answer, {}))
+        prompt = f"{total} sweets are shared equally among {people} children. How many does each child get?"
+        rows.append(("arithmetic", prompt, str(total // people), {}))
+    return rows
+
+
+def _instructions(rng: random.Random) -> list[Row]:
+    rows: list[Row] = []
     for word in WORDS:
         rows.append(("instructions", f"Rewrite '{word}' using only upper-case letters.", word.upper(), {}))
-        rows.append(
-            (
-                "instructions",
-                f"Repeat the word '{word}' three times, separated by spaces.",
-                " ".join([word] * 3),
-                {},
-            )
-        )
+        prompt = f"Repeat the word '{word}' three times, separated by spaces."
+        rows.append(("instructions", prompt, " ".join([word] * 3), {}))
     for _ in range(10):
         a, b = rng.sample(range(10, 99), 2)
         answer = "yes" if a > b else "no"
         rows.append(("instructions", f"Answer only yes or no: is {a} greater than {b}?", answer, {}))
+    return rows
+
+
+def _const_schema(values: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema that accepts exactly `values` (in any key order)."""
+    return {
+        "type": "object",
+        "properties": {key: {"const": value} for key, value in values.items()},
+        "required": list(values),
+    }
+
+
+def _formats() -> list[Row]:
+    rows: list[Row] = []
     for i in range(20):
         name, town, age = NAMES[i % 10], TOWNS[(i * 7) % 10], 19 + (i * 11) % 60
-        schema = {
-            "type": "object",
-            "properties": {"name": {"const": name}, "age": {"const": age}, "town": {"const": town}},
-            "required": ["name", "age", "town"],
-        }
+        person = {"name": name, "age": age, "town": town}
+        prompt = f"Give me JSON with the fields name, age and town: {town} is home to {name}, aged {age}."
         rows.append(
-            (
-                "format",
-                f"Give me JSON with the fields name, age and town: {town} is home to {name}, aged {age}.",
-                json.dumps({"name": name, "age": age, "town": town}),
-                {"scorer": "json-schema", "schema": schema},
-            )
+            ("format", prompt, json.dumps(person), {"scorer": "json-schema", "schema": _const_schema(person)})
         )
     for i in range(10):
         count, fruit = 2 + (i * 3) % 9, FRUITS[i % len(FRUITS)]
         colour = COLOURS[i % len(COLOURS)]
-        schema = {
-            "type": "object",
-            "properties": {"fruit": {"const": fruit}, "count": {"const": count}},
-            "required": ["fruit", "count"],
-        }
-        rows.append(
-            (
-                "format",
-                f"Output a JSON object with keys fruit and count describing: a bowl of {count} {colour} "
-                f"{fruit}.",
-                json.dumps({"fruit": fruit, "count": count}),
-                {"scorer": "json-schema", "schema": schema},
-            )
+        bowl = {"fruit": fruit, "count": count}
+        prompt = (
+            f"Output a JSON object with keys fruit and count describing: a bowl of {count} {colour} {fruit}."
         )
+        rows.append(
+            ("format", prompt, json.dumps(bowl), {"scorer": "json-schema", "schema": _const_schema(bowl)})
+        )
+    return rows
+
+
+def capability() -> list[Item]:
+    rng = random.Random(5150)
+    rows = _arithmetic(rng)
+    rows += [("facts", f"Name the capital city of {country}.", capital, {}) for country, capital in CAPITALS]
+    rows += [("facts", question, answer, {}) for question, answer in FACTS]
+    rows += _instructions(rng)
+    rows += _formats()
     items = []
     for n, (category, prompt, answer, extra) in enumerate(rows, start=1):
         scorer = extra.pop("scorer", "contains")

@@ -124,33 +124,37 @@ def _annotations(raw: Mapping[str, Any], problems: list[tuple[str, str]]) -> tup
     return tuple(pairs)
 
 
+def _chat(messages: Any, problems: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """An SFT row in chat form: {role, content} messages ending with the assistant's, one user's at least."""
+    if not isinstance(messages, list) or not messages:
+        problems.append(("messages", "must be a non-empty list of {role, content} objects"))
+        return None
+    clean = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            problems.append((where, "must be an object with role and content"))
+            return None
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            problems.append((f"{where}.role", f"must be one of {', '.join(ROLES)}, got {role!r}"))
+            return None
+        if not isinstance(content, str):
+            problems.append((f"{where}.content", "missing or not a string"))
+            return None
+        clean.append({"role": role, "content": content})
+    if clean[-1]["role"] != "assistant":
+        problems.append((f"messages[{len(clean) - 1}].role", "the last message must be the assistant's"))
+        return None
+    if not any(m["role"] == "user" for m in clean):
+        problems.append(("messages", "needs at least one user message"))
+        return None
+    return {"messages": clean}
+
+
 def _sft(raw: Mapping[str, Any], problems: list[tuple[str, str]]) -> dict[str, Any] | None:
     if "messages" in raw:
-        messages = raw["messages"]
-        if not isinstance(messages, list) or not messages:
-            problems.append(("messages", "must be a non-empty list of {role, content} objects"))
-            return None
-        clean = []
-        for i, message in enumerate(messages):
-            where = f"messages[{i}]"
-            if not isinstance(message, dict):
-                problems.append((where, "must be an object with role and content"))
-                return None
-            role, content = message.get("role"), message.get("content")
-            if role not in ROLES:
-                problems.append((f"{where}.role", f"must be one of {', '.join(ROLES)}, got {role!r}"))
-                return None
-            if not isinstance(content, str):
-                problems.append((f"{where}.content", "missing or not a string"))
-                return None
-            clean.append({"role": role, "content": content})
-        if clean[-1]["role"] != "assistant":
-            problems.append((f"messages[{len(clean) - 1}].role", "the last message must be the assistant's"))
-            return None
-        if not any(m["role"] == "user" for m in clean):
-            problems.append(("messages", "needs at least one user message"))
-            return None
-        return {"messages": clean}
+        return _chat(raw["messages"], problems)
     prompt = _text(raw, "prompt", problems)
     completion = _text(raw, "completion", problems)
     system = raw.get("system")

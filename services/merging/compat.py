@@ -32,57 +32,52 @@ def _attribute(ref: ModelRef, attribute: str) -> str:
     raise KeyError(attribute)
 
 
-def check(
-    inputs: Sequence[tuple[str, ModelRef]], method: str, weights: Sequence[float] = ()
-) -> list[Mismatch]:
-    """Every mismatch between the first input and the others, and with what the method needs."""
-    problems: list[Mismatch] = []
+def _shared(inputs: Sequence[tuple[str, ModelRef]], method: str) -> list[Mismatch]:
+    """What every input must share with the first: base, architecture, tokenizer (and rank, targets)."""
     first_id, first = inputs[0]
     compared = ["base.sha256", "base.architecture", "tokenizer.sha256"]
     if method in SAME_RANK:
         compared.append("adapter.rank")
     if method in ADAPTER_METHODS:
         compared.append("adapter.target_modules")
-    for version_id, ref in inputs[1:]:
-        for attribute in compared:
-            expected, found = _attribute(first, attribute), _attribute(ref, attribute)
-            if expected != found:
-                problems.append(
-                    Mismatch(
-                        attribute=attribute,
-                        expected=f"{expected} ({first_id})",
-                        found=found,
-                        version_id=version_id,
-                    )
-                )
+    return [
+        Mismatch(attribute=attribute, expected=f"{expected} ({first_id})", found=found, version_id=version_id)
+        for version_id, ref in inputs[1:]
+        for attribute in compared
+        if (expected := _attribute(first, attribute)) != (found := _attribute(ref, attribute))
+    ]
+
+
+def _kind(version_id: str, ref: ModelRef, method: str) -> list[Mismatch]:
+    """What the method needs of each input: an adapter, full weights, no quantization."""
+    problems = []
+    if method in (*ADAPTER_METHODS, "merge-into-base") and ref.adapter is None:
+        problems.append(
+            Mismatch(
+                attribute="adapter", expected="a LoRA adapter", found="full weights", version_id=version_id
+            )
+        )
+    if method in SOUPS and ref.adapter is not None:
+        expected = "full weights (merge adapters into their base first)"
+        problems.append(
+            Mismatch(attribute="weights", expected=expected, found="an adapter", version_id=version_id)
+        )
+    if ref.quantization.method != "none":
+        found = ref.quantization.method
+        problems.append(
+            Mismatch(attribute="quantization", expected="none", found=found, version_id=version_id)
+        )
+    return problems
+
+
+def check(
+    inputs: Sequence[tuple[str, ModelRef]], method: str, weights: Sequence[float] = ()
+) -> list[Mismatch]:
+    """Every mismatch between the first input and the others, and with what the method needs."""
+    first_id = inputs[0][0]
+    problems = _shared(inputs, method)
     for version_id, ref in inputs:
-        if method in (*ADAPTER_METHODS, "merge-into-base") and ref.adapter is None:
-            problems.append(
-                Mismatch(
-                    attribute="adapter",
-                    expected="a LoRA adapter",
-                    found="full weights",
-                    version_id=version_id,
-                )
-            )
-        if method in SOUPS and ref.adapter is not None:
-            problems.append(
-                Mismatch(
-                    attribute="weights",
-                    expected="full weights (merge adapters into their base first)",
-                    found="an adapter",
-                    version_id=version_id,
-                )
-            )
-        if ref.quantization.method != "none":
-            problems.append(
-                Mismatch(
-                    attribute="quantization",
-                    expected="none",
-                    found=ref.quantization.method,
-                    version_id=version_id,
-                )
-            )
+        problems += _kind(version_id, ref, method)
     count = len(inputs)
     if method in SINGLE and count != 1:
         problems.append(
@@ -93,9 +88,8 @@ def check(
             Mismatch(attribute="inputs", expected="2 or more", found=str(count), version_id=first_id)
         )
     if weights and any(w < 0 for w in weights):
-        problems.append(
-            Mismatch(attribute="weights", expected="≥ 0", found=str(list(weights)), version_id=first_id)
-        )
+        found = str(list(weights))
+        problems.append(Mismatch(attribute="weights", expected="≥ 0", found=found, version_id=first_id))
     return problems
 
 

@@ -81,9 +81,11 @@ def chat(prompt: str, answer: str) -> dict[str, object]:
     return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
 
 
-def general_replay() -> list[dict[str, object]]:
-    rng = random.Random(20261122)
-    rows: list[dict[str, object]] = []
+Chat = dict[str, object]
+
+
+def _sums(rng: random.Random) -> list[Chat]:
+    rows: list[Chat] = []
     for _ in range(25):
         a, b = rng.randint(10, 499), rng.randint(10, 499)
         rows.append(chat(f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."))
@@ -102,43 +104,59 @@ def general_replay() -> list[dict[str, object]]:
                 f"{count} × {per} = {count * per}, so {name} pays {count * per} euros.",
             )
         )
-    for country, capital in CAPITALS:
-        rows.append(chat(f"What is the capital of {country}?", f"The capital of {country} is {capital}."))
+    return rows
+
+
+def _words() -> list[Chat]:
+    rows = [
+        chat(f"What is the capital of {c}?", f"The capital of {c} is {capital}.") for c, capital in CAPITALS
+    ]
     for word in WORDS:
         rows.append(chat(f"Write the word '{word}' in capital letters.", word.upper()))
         rows.append(chat(f"Spell '{word}' backwards.", word[::-1]))
         vowels = sum(ch in "aeiou" for ch in word)
         rows.append(chat(f"How many vowels are in the word '{word}'?", f"'{word}' has {vowels} vowels."))
+    return rows
+
+
+def _sorting(rng: random.Random) -> list[Chat]:
+    rows = []
     for _ in range(20):
         numbers = rng.sample(range(1, 100), 5)
         listed = ", ".join(map(str, numbers))
-        rows.append(
-            chat(
-                f"Sort these numbers from smallest to largest: {listed}.",
-                ", ".join(map(str, sorted(numbers))),
-            )
-        )
+        prompt = f"Sort these numbers from smallest to largest: {listed}."
+        rows.append(chat(prompt, ", ".join(map(str, sorted(numbers)))))
+    return rows
+
+
+def _json_records() -> list[Chat]:
+    rows = []
     for i in range(20):
         name, city, age = NAMES[i % 10], CITIES[(i * 3) % 10], 21 + (i * 7) % 50
-        rows.append(
-            chat(
-                f"Return a JSON object with the keys name, age and city for this sentence: "
-                f"{name} is {age} years old and lives in {city}.",
-                json.dumps({"name": name, "age": age, "city": city}),
-            )
+        prompt = (
+            f"Return a JSON object with the keys name, age and city for this sentence: "
+            f"{name} is {age} years old and lives in {city}."
         )
+        rows.append(chat(prompt, json.dumps({"name": name, "age": age, "city": city})))
+    return rows
+
+
+def _units_and_lists(rng: random.Random) -> list[Chat]:
+    rows = []
     for _ in range(15):
         km = rng.randint(2, 90)
         rows.append(chat(f"Convert {km} kilometres to metres.", f"{km} kilometres is {km * 1000} metres."))
     for _ in range(10):
         picked = rng.sample(WORDS, 3)
-        rows.append(
-            chat(
-                f"List these words as a numbered list, one per line: {', '.join(picked)}.",
-                "\n".join(f"{n}. {w}" for n, w in enumerate(picked, start=1)),
-            )
-        )
+        prompt = f"List these words as a numbered list, one per line: {', '.join(picked)}."
+        rows.append(chat(prompt, "\n".join(f"{n}. {w}" for n, w in enumerate(picked, start=1))))
     return rows
+
+
+def general_replay() -> list[Chat]:
+    """General-capability rows replayed beside the task (the same rows on every run: seeded)."""
+    rng = random.Random(20261122)
+    return _sums(rng) + _words() + _sorting(rng) + _json_records() + _units_and_lists(rng)
 
 
 PHRASINGS = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 
 def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -14,7 +14,7 @@ def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[t
     mask of positions that count (labels other than -100)."""
     targets = labels[:, 1:]
     logits = logits[:, :-1, :].float()
-    ce = F.cross_entropy(
+    ce = functional.cross_entropy(
         logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="none"
     )
     return ce.view_as(targets), targets != -100
@@ -23,9 +23,9 @@ def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[t
 def shifted_kl(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Per-position T² · KL(teacher_T ‖ student_T), aligned with `shifted_cross_entropy`."""
     t = temperature
-    kl = F.kl_div(
-        F.log_softmax(logits[:, :-1, :].float() / t, dim=-1),
-        F.log_softmax(teacher_logits[:, :-1, :].float() / t, dim=-1),
+    kl = functional.kl_div(
+        functional.log_softmax(logits[:, :-1, :].float() / t, dim=-1),
+        functional.log_softmax(teacher_logits[:, :-1, :].float() / t, dim=-1),
         log_target=True,
         reduction="none",
     ).sum(-1)
