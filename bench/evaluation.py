@@ -33,7 +33,8 @@ from services.core.models import (
 from services.core.settings import CoreSettings
 from services.core.suite_catalogue import shipped_suites
 from services.evaluation.engine import Engine
-from services.evaluation.evaluate import EvalOptions, Evaluator
+from services.evaluation.evaluate import Evaluator
+from services.evaluation.options import EvalOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["q_proj", "v_proj"]

@@ -13,21 +13,21 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas.evaluation import ArmScore, Comparison, GateResult, SuiteResult
+from schemas.evaluation import ArmScore, Comparison, SuiteResult
 from schemas.gate_policy import GatePolicy
 from schemas.refs import ArtifactRef, ModelRef
 from services.core.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
 from services.core.models import BaseMismatch, ModelResolutionError, inference_dtype, resolve_exact_base
 from services.core.suite_catalogue import Suite, all_suites
 from services.evaluation.comparisons import ArmOutcome, compare, score_outputs, suite_detail
-from services.evaluation.engine import BATCH_SIZE, Engine, EngineError
+from services.evaluation.engine import Engine, EngineError
 from services.evaluation.gates import evaluate_gates
 from services.evaluation.harness import HarnessMissing, score_task
 from services.evaluation.latency import measure_latency
+from services.evaluation.options import EvalOptions, EvaluationError, Outcome
 from services.evaluation.scoring import Scored
 from services.evaluation.suite_plan import (
     PlanError,
@@ -41,42 +41,6 @@ from services.evaluation.suite_plan import (
 log = logging.getLogger(__name__)
 CACHE_PREFIX = "refs/eval-cache"
 ENGINE_VERSION = "greedy-v1"  # bump when generation changes: it invalidates every cached baseline
-
-
-class EvaluationError(Exception):
-    """The candidate cannot be evaluated; `reason` is a short code, the message says what to fix."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-@dataclass
-class EvalOptions:
-    device: str = "cpu"
-    suites: tuple[str, ...] = ()
-    batch_size: int = BATCH_SIZE
-    max_new_tokens: int = 128
-    latency_tokens: int = 16
-    latency_items: int = 8
-    latency_rounds: int = 3
-    dtype: str = "auto"
-    bootstrap_samples: int = 2000
-    cache: bool = True
-
-
-@dataclass
-class Outcome:
-    suites: list[SuiteResult]
-    gates: list[GateResult]
-    notes: list[str]
-    report: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return all(g.passed for g in self.gates)
 
 
 class Evaluator:
@@ -297,65 +261,69 @@ class Evaluator:
         outputs, _ = self._outputs(engine, plan, "candidate", None)
         return float(score_outputs(plan.kind, plan.scorer, plan.items, outputs)[1]["score"])
 
+    def _arm(
+        self, engine: Engine, plan: SuitePlan, arm: str, versions: dict[str, str], ref: ModelRef
+    ) -> ArmOutcome:
+        """One arm's outputs and scores on one suite; the base's arms (and production's) are cached."""
+        base_sha, tokenizer = ref.base.sha256, ref.tokenizer.tokenizer_sha256
+        tag = versions["production"] if arm == "production" else arm
+        key = None if arm == "candidate" else self._cache_key(base_sha, plan, arm, tag, tokenizer)
+        if plan.harness is not None:
+            return self._harness_outcome(engine, plan, arm, versions[arm], key)
+        outputs, cached = self._outputs(engine, plan, arm, key)
+        scored, metrics = score_outputs(plan.kind, plan.scorer, plan.items, outputs)
+        return ArmOutcome(arm, versions[arm], outputs, scored, metrics, cached)  # type: ignore[arg-type]
+
+    def _suite(
+        self,
+        engine: Engine,
+        plan: SuitePlan,
+        candidate: ModelRef,
+        policy: GatePolicy,
+        versions: dict[str, str],
+    ) -> tuple[SuiteResult, dict[str, Any]]:
+        """Every arm of one suite, and the candidate compared with each of the others."""
+        arms = ["candidate", "baseline"]
+        if plan.kind == "target" and plan.few_shot > 0 and len(plan.items) > 1 and plan.harness is None:
+            arms.append("few-shot")
+        if "production" in versions:
+            arms.append("production")
+        outcomes = {arm: self._arm(engine, plan, arm, versions, candidate) for arm in arms}
+        comparisons: list[Comparison] = []
+        for arm in arms[1:]:
+            comparisons += compare(
+                plan.kind,
+                plan.items,
+                outcomes["candidate"],
+                outcomes[arm],
+                samples=self.options.bootstrap_samples,
+                confidence=1 - policy.significance,
+            )
+        scores = tuple(
+            ArmScore(arm=o.arm, version_id=o.version_id, metrics=o.metrics) for o in outcomes.values()
+        )
+        result = SuiteResult(
+            suite=plan.ref,
+            kind=plan.kind,
+            items=len(plan.items),
+            scores=scores,
+            comparisons=tuple(comparisons),
+        )
+        return result, suite_detail(plan, outcomes)
+
     def run(self, candidate: ModelRef, policy: GatePolicy, production: ModelRef | None = None) -> Outcome:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         engine = self._engine(candidate, production, base_arms=True)
         timings["load_s"] = time.perf_counter() - started
         plans = self.plan(candidate, policy, engine)
-        base_sha = candidate.base.sha256
-        tokenizer = candidate.tokenizer.tokenizer_sha256
-        versions = {"candidate": candidate.version_id(), "baseline": f"base:{base_sha[:16]}"}
-        versions["few-shot"] = f"base:{base_sha[:16]}+few-shot"
+        base = f"base:{candidate.base.sha256[:16]}"
+        versions = {"candidate": candidate.version_id(), "baseline": base, "few-shot": f"{base}+few-shot"}
         if production is not None:
             versions["production"] = production.version_id()
-        results: list[SuiteResult] = []
-        details: list[dict[str, Any]] = []
         generation_started = time.perf_counter()
-        for plan in plans:
-            arms = ["candidate", "baseline"]
-            if plan.kind == "target" and plan.few_shot > 0 and len(plan.items) > 1 and plan.harness is None:
-                arms.append("few-shot")
-            if production is not None:
-                arms.append("production")
-            outcomes: dict[str, ArmOutcome] = {}
-            for arm in arms:
-                if plan.harness is not None:
-                    tag = versions["production"] if arm == "production" else arm
-                    key = None if arm == "candidate" else self._cache_key(base_sha, plan, arm, tag, tokenizer)
-                    outcomes[arm] = self._harness_outcome(engine, plan, arm, versions[arm], key)
-                    continue
-                key = None
-                if arm in ("baseline", "few-shot"):
-                    key = self._cache_key(base_sha, plan, arm, arm, tokenizer)
-                elif arm == "production":
-                    key = self._cache_key(base_sha, plan, arm, versions["production"], tokenizer)
-                outputs, cached = self._outputs(engine, plan, arm, key)
-                scored, metrics = score_outputs(plan.kind, plan.scorer, plan.items, outputs)
-                outcomes[arm] = ArmOutcome(arm, versions[arm], outputs, scored, metrics, cached)  # type: ignore[arg-type]
-            comparisons: list[Comparison] = []
-            for arm in arms[1:]:
-                comparisons += compare(
-                    plan.kind,
-                    plan.items,
-                    outcomes["candidate"],
-                    outcomes[arm],
-                    samples=self.options.bootstrap_samples,
-                    confidence=1 - policy.significance,
-                )
-            results.append(
-                SuiteResult(
-                    suite=plan.ref,
-                    kind=plan.kind,
-                    items=len(plan.items),
-                    scores=tuple(
-                        ArmScore(arm=o.arm, version_id=o.version_id, metrics=o.metrics)
-                        for o in outcomes.values()
-                    ),
-                    comparisons=tuple(comparisons),
-                )
-            )
-            details.append(suite_detail(plan, outcomes))
+        suites = [self._suite(engine, plan, candidate, policy, versions) for plan in plans]
+        results, details = [r for r, _ in suites], [d for _, d in suites]
         timings["generation_s"] = time.perf_counter() - generation_started
         latency = self.latency_suite()
         if latency is not None:

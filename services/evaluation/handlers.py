@@ -55,7 +55,8 @@ from services.core.suite_catalogue import Suite, SuiteError, all_suites, registe
 from services.core.uploads import UploadError, download, pack_directory
 from services.evaluation import drift
 from services.evaluation.config import EvaluationSettings
-from services.evaluation.evaluate import EvalOptions, EvaluationError, Evaluator, Outcome
+from services.evaluation.evaluate import Evaluator
+from services.evaluation.options import EvalOptions, EvaluationError, Outcome
 
 SERVICE = "evaluation"
 log = logging.getLogger(__name__)

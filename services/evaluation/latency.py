@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import logging
 import statistics
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from schemas.evaluation import ArmScore, Comparison, SuiteResult
 from services.core.suite_catalogue import Suite
 from services.evaluation.engine import Engine
+from services.evaluation.options import EvalOptions
 from services.evaluation.stats import percentile
 
 log = logging.getLogger(__name__)
-
-
-if TYPE_CHECKING:
-    from services.evaluation.evaluate import EvalOptions
 
 
 def measure_latency(

@@ -11,7 +11,8 @@ from schemas.gate_policy import GatePolicy
 from schemas.refs import AdapterRef, BaseModelRef, DatasetRef, ModelRef, QuantizationConfig, TokenizerRef
 from services.core.artifacts import ArtifactStore
 from services.core.models import tokenizer_sha256, weights_sha256
-from services.evaluation.evaluate import EvalOptions, EvaluationError, Evaluator
+from services.evaluation.evaluate import Evaluator
+from services.evaluation.options import EvalOptions, EvaluationError
 from tests.support.training import canary_rows, rows_for
 
 pytestmark = pytest.mark.integration

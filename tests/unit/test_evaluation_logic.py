@@ -202,8 +202,8 @@ def test_latency_takes_each_probes_median_over_rounds_so_one_stall_is_not_the_p9
     rounds: int, tmp_path: Path
 ) -> None:
     from services.core.suite_catalogue import Suite
-    from services.evaluation.evaluate import EvalOptions
     from services.evaluation.latency import measure_latency
+    from services.evaluation.options import EvalOptions
 
     data = "".join(json.dumps({"id": i, "prompt": f"probe {i}"}) + "\n" for i in range(8)).encode()
     suite = Suite("latency", "0" * 64, "none", "shipped", data, kind="latency")
