@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.registry.store import NotFound, RegistryStore
@@ -65,6 +65,139 @@ def viewer(request: Request) -> Viewer:
 Seen = Annotated[Viewer, Depends(viewer)]
 
 
+def _store(request: Request) -> RegistryStore:
+    store: RegistryStore = request.app.state.store
+    return store
+
+
+Store = Annotated[RegistryStore, Depends(_store)]
+router = APIRouter()
+
+
+async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """A store read off the event loop; NotFound is a 404 with the store's words."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except NotFound as error:
+        raise HTTPException(status_code=404, detail=str(error)) from None
+
+
+async def visible_version(store: RegistryStore, who: Viewer, version_id: str) -> Any:
+    """The version's detail, or 404 also when another tenant's (never say whose)."""
+    detail = await call(store.get_version, version_id)
+    if not who.may_see(detail.summary.tenant):
+        raise HTTPException(status_code=404, detail=f"no model version {version_id}")
+    return detail
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index(request: Request, key: str | None = None) -> Response:
+    if key is not None:
+        if tenant_of(request.app.state.dashboard_keys, key) is None:
+            return HTMLResponse("<h1>401</h1><p>unknown dashboard key</p>", status_code=401)
+        to_page = RedirectResponse("/", status_code=303)  # the key leaves the address bar
+        to_page.set_cookie(COOKIE, key, httponly=True, samesite="strict", max_age=8 * 3600)
+        return to_page
+    viewer(request)  # 401 without a key
+    return HTMLResponse(request.app.state.page)
+
+
+@router.get("/api/lineages")
+async def lineages(
+    who: Seen, store: Store, tenant: str | None = None, limit: int = Query(default=50, ge=1, le=500)
+) -> Any:
+    return await call(store.lineages, tenant=who.scope(tenant), limit=limit)
+
+
+@router.get("/api/lineages/{correlation_id}")
+async def lineage(who: Seen, store: Store, correlation_id: str) -> Any:
+    timeline = await call(store.timeline, correlation_id)
+    if not timeline.entries or not all(who.may_see(e.tenant) for e in timeline.entries):
+        raise HTTPException(status_code=404, detail=f"no events recorded for lineage {correlation_id}")
+    return timeline.model_dump(mode="json")
+
+
+@router.get("/api/models")
+async def models(
+    who: Seen,
+    store: Store,
+    tenant: str | None = None,
+    route: str | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> Any:
+    found = await call(store.list_versions, tenant=who.scope(tenant), route=route, limit=limit)
+    return {"versions": [summary.model_dump(mode="json") for summary in found]}
+
+
+@router.get("/api/models/{version_id}")
+async def model(who: Seen, store: Store, version_id: str) -> Any:
+    return (await visible_version(store, who, version_id)).model_dump(mode="json")
+
+
+@router.get("/api/models/{version_id}/evals")
+async def evals(who: Seen, store: Store, version_id: str) -> Any:
+    await visible_version(store, who, version_id)
+    return (await call(store.get_evals, version_id)).model_dump(mode="json")
+
+
+@router.get("/api/models/{version_id}/card")
+async def card(who: Seen, store: Store, version_id: str) -> Any:
+    await visible_version(store, who, version_id)
+    return (await call(store.card, version_id)).model_dump(mode="json")
+
+
+def _point(event: dict[str, Any]) -> dict[str, Any]:
+    """One rollout event as a point of its traffic-share timeline."""
+    payload = event["payload"]
+    kind = event["type"].removeprefix("tuneline.rollout.").removesuffix(".v1")
+    share = {"promoted": 100.0, "rolled-back": 0.0, "started": 0.0}.get(kind, payload.get("traffic_percent"))
+    return {
+        "time": event["time"],
+        "event": kind,
+        "phase": payload.get("phase"),
+        "traffic_percent": share,
+        "analysis": payload.get("analysis", []),
+        "reason": payload.get("reason"),
+    }
+
+
+def group_rollouts(events: list[dict[str, Any]], who: Viewer) -> list[dict[str, Any]]:
+    """rollout.* events grouped by rollout id, each with its points and outcome so far."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for event in events:
+        payload = event["payload"]
+        rollout_id = payload.get("rollout_id")
+        if not rollout_id or not who.may_see(payload.get("tenant")):
+            continue  # operator requests carry no rollout id; other tenants' are not shown
+        entry = grouped.setdefault(
+            rollout_id,
+            {
+                "rollout_id": rollout_id,
+                "route": payload.get("route"),
+                "candidate_version": payload.get("candidate_version"),
+                "stable_version": payload.get("stable_version"),
+                "points": [],
+                "outcome": "running",
+            },
+        )
+        point = _point(event)
+        if point["event"] in ("promoted", "rolled-back"):
+            entry["outcome"] = point["event"]
+        entry["points"].append(point)
+    return list(grouped.values())
+
+
+@router.get("/api/rollouts")
+async def rollouts(who: Seen, store: Store, limit: int = Query(default=500, ge=1, le=5000)) -> Any:
+    """rollout.* events grouped by rollout id: traffic share and analysis over time."""
+    return group_rollouts(await call(store.events_of_types, "tuneline.rollout.", limit=limit), who)
+
+
+@router.get("/api/health", include_in_schema=False)
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
 def create_dashboard(store: RegistryStore, keys: dict[str, str]) -> FastAPI:
     """`keys`: dashboard key → tenant (`*`: admin). Without keys nothing is shown to anyone.
 
@@ -72,114 +205,8 @@ def create_dashboard(store: RegistryStore, keys: dict[str, str]) -> FastAPI:
     sets an HttpOnly cookie for the page's own requests.
     """
     app = FastAPI(title="tuneline registry", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
-    page = resources.files("services.registry").joinpath("dashboard.html").read_text()
-
+    app.state.store = store
     app.state.dashboard_keys = keys
-
-    async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except NotFound as error:
-            raise HTTPException(status_code=404, detail=str(error)) from None
-
-    async def visible_version(who: Viewer, version_id: str) -> Any:
-        """The version's summary, or 404 also when another tenant's (never say whose)."""
-        detail = await call(store.get_version, version_id)
-        if not who.may_see(detail.summary.tenant):
-            raise HTTPException(status_code=404, detail=f"no model version {version_id}")
-        return detail
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index(request: Request, key: str | None = None) -> Response:
-        if key is not None:
-            if tenant_of(keys, key) is None:
-                return HTMLResponse("<h1>401</h1><p>unknown dashboard key</p>", status_code=401)
-            to_page = RedirectResponse("/", status_code=303)  # the key leaves the address bar
-            to_page.set_cookie(COOKIE, key, httponly=True, samesite="strict", max_age=8 * 3600)
-            return to_page
-        viewer(request)  # 401 without a key
-        return HTMLResponse(page)
-
-    @app.get("/api/lineages")
-    async def lineages(
-        who: Seen, tenant: str | None = None, limit: int = Query(default=50, ge=1, le=500)
-    ) -> Any:
-        return await call(store.lineages, tenant=who.scope(tenant), limit=limit)
-
-    @app.get("/api/lineages/{correlation_id}")
-    async def lineage(who: Seen, correlation_id: str) -> Any:
-        timeline = await call(store.timeline, correlation_id)
-        if not timeline.entries or not all(who.may_see(e.tenant) for e in timeline.entries):
-            raise HTTPException(status_code=404, detail=f"no events recorded for lineage {correlation_id}")
-        return timeline.model_dump(mode="json")
-
-    @app.get("/api/models")
-    async def models(
-        who: Seen,
-        tenant: str | None = None,
-        route: str | None = None,
-        limit: int = Query(default=100, ge=1, le=1000),
-    ) -> Any:
-        found = await call(store.list_versions, tenant=who.scope(tenant), route=route, limit=limit)
-        return {"versions": [summary.model_dump(mode="json") for summary in found]}
-
-    @app.get("/api/models/{version_id}")
-    async def model(who: Seen, version_id: str) -> Any:
-        return (await visible_version(who, version_id)).model_dump(mode="json")
-
-    @app.get("/api/models/{version_id}/evals")
-    async def evals(who: Seen, version_id: str) -> Any:
-        await visible_version(who, version_id)
-        return (await call(store.get_evals, version_id)).model_dump(mode="json")
-
-    @app.get("/api/models/{version_id}/card")
-    async def card(who: Seen, version_id: str) -> Any:
-        await visible_version(who, version_id)
-        return (await call(store.card, version_id)).model_dump(mode="json")
-
-    @app.get("/api/rollouts")
-    async def rollouts(who: Seen, limit: int = Query(default=500, ge=1, le=5000)) -> Any:
-        """rollout.* events grouped by rollout id: traffic share and analysis over time."""
-        events = await call(store.events_of_types, "tuneline.rollout.", limit=limit)
-        grouped: dict[str, dict[str, Any]] = {}
-        for event in events:
-            payload = event["payload"]
-            rollout_id = payload.get("rollout_id")
-            if not rollout_id or not who.may_see(payload.get("tenant")):
-                continue  # operator requests carry no rollout id; other tenants' are not shown
-            entry = grouped.setdefault(
-                rollout_id,
-                {
-                    "rollout_id": rollout_id,
-                    "route": payload.get("route"),
-                    "candidate_version": payload.get("candidate_version"),
-                    "stable_version": payload.get("stable_version"),
-                    "points": [],
-                    "outcome": "running",
-                },
-            )
-            kind = event["type"].removeprefix("tuneline.rollout.").removesuffix(".v1")
-            share = payload.get("traffic_percent")
-            if kind == "promoted":
-                entry["outcome"], share = "promoted", 100.0
-            elif kind == "rolled-back":
-                entry["outcome"], share = "rolled-back", 0.0
-            elif kind == "started":
-                share = 0.0
-            entry["points"].append(
-                {
-                    "time": event["time"],
-                    "event": kind,
-                    "phase": payload.get("phase"),
-                    "traffic_percent": share,
-                    "analysis": payload.get("analysis", []),
-                    "reason": payload.get("reason"),
-                }
-            )
-        return list(grouped.values())
-
-    @app.get("/api/health", include_in_schema=False)
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.state.page = resources.files("services.registry").joinpath("dashboard.html").read_text()
+    app.include_router(router)
     return app
