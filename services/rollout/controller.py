@@ -7,6 +7,7 @@ route table is written before the event announcing the change: by the time anyon
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -106,8 +107,7 @@ class RolloutController:
         if event.route is None:
             log.info("gates.passed for %s names no route: nothing to roll out", event.candidate.version_id())
             return
-        candidate = event.candidate
-        version = candidate.version_id()
+        version = event.candidate.version_id()
         entry, _ = await self.table.get(event.route)
         if entry is not None and version in entry.released:
             log.warning(
@@ -117,79 +117,84 @@ class RolloutController:
             return
         if self.verify is not None:
             await self.verify(version, ctx.envelope.id)
-        now = time.time()
         state = RolloutState(
             rollout_id=f"ro-{uuid.uuid5(uuid.NAMESPACE_URL, ctx.envelope.id).hex[:12]}",
             candidate_version=version,
             stable_version=None,
             origin_event_id=ctx.envelope.id,
             correlation_id=ctx.envelope.correlation_id,
-            step_started_at=now,
+            step_started_at=time.time(),
             policy=self.policy,
         )
         superseded: list[tuple[RolloutState, Event]] = []
-
-        def change(entry: RouteEntry | None) -> tuple[RouteEntry | None, list[Event]]:
-            superseded.clear()
-            if entry is not None and entry.tenant != event.tenant:
-                log.error(
-                    "route %s belongs to tenant %s, not %s: refused", event.route, entry.tenant, event.tenant
-                )
-                return None, []
-            if entry is not None and version in entry.released:
-                return None, []  # acted on already (a redelivery, or a replay): state per version
-            if entry is not None and entry.rollout is not None and entry.rollout.candidate_version == version:
-                return None, []  # redelivered: this rollout is already running
-            if entry is not None and entry.stable is not None and entry.stable.version_id() == version:
-                return None, []  # already in production
-            stable = entry.stable if entry is not None and entry.stable is not None else base_only(candidate)
-            started = state.model_copy(update={"stable_version": stable.version_id()})
-            if entry is not None and entry.rollout is not None:
-                old = entry.rollout
-                superseded.append(
-                    (
-                        old,
-                        RolloutRolledBack(
-                            **_about(entry, old),
-                            reason=f"superseded by {version}, which passed its gates later",
-                        ),
-                    )
-                )
-            new_entry = RouteEntry(
-                route=event.route,
-                tenant=event.tenant,
-                stable=stable,
-                candidate=candidate,
-                candidate_weight=0.0,
-                shadow=True,
-                shadow_percent=self.policy.shadow_percent,
-                rollback_target=entry.rollback_target if entry is not None else None,
-                rollout=started,
-                released=released(
-                    entry,
-                    **({entry.rollout.candidate_version: "superseded"} if entry and entry.rollout else {}),
-                    **{version: "started"},
-                ),
-            )
-            common = {
-                "route": event.route,
-                "tenant": event.tenant,
-                "candidate_version": version,
-                "stable_version": started.stable_version,
-                "rollout_id": started.rollout_id,
-            }
-            return new_entry, [
-                RolloutStarted(**common),
-                RolloutStep(**common, phase="shadow", traffic_percent=0.0),
-            ]
-
-        events = await self._change(event.route, change)
+        events = await self._change(event.route, functools.partial(self._started, event, state, superseded))
         for old, rolled_back in superseded:
             await self._publish(old, [rolled_back], "superseded")
         for published in events:
             await ctx.publish(published)
         if events:
             log.info("rollout of %s on %s started in shadow", version, event.route)
+
+    @staticmethod
+    def _acted_on(entry: RouteEntry | None, event: GatesPassed, version: str) -> bool:
+        """The route must not start this rollout: another tenant's, or it already acted on the version."""
+        if entry is None:
+            return False
+        if entry.tenant != event.tenant:
+            log.error(
+                "route %s belongs to tenant %s, not %s: refused", event.route, entry.tenant, event.tenant
+            )
+            return True
+        return (
+            version in entry.released  # acted on already (a redelivery, or a replay): state per version
+            or (entry.rollout is not None and entry.rollout.candidate_version == version)  # running
+            or (entry.stable is not None and entry.stable.version_id() == version)  # in production
+        )
+
+    def _started(
+        self,
+        event: GatesPassed,
+        state: RolloutState,
+        superseded: list[tuple[RolloutState, Event]],
+        entry: RouteEntry | None,
+    ) -> tuple[RouteEntry | None, list[Event]]:
+        """The route with the candidate in shadow (a running rollout is superseded), and its events."""
+        superseded.clear()
+        version, candidate = state.candidate_version, event.candidate
+        if self._acted_on(entry, event, version):
+            return None, []
+        assert event.route is not None
+        stable = entry.stable if entry is not None and entry.stable is not None else base_only(candidate)
+        started = state.model_copy(update={"stable_version": stable.version_id()})
+        earlier: dict[str, str] = {}
+        if entry is not None and entry.rollout is not None:
+            old = entry.rollout
+            reason = f"superseded by {version}, which passed its gates later"
+            superseded.append((old, RolloutRolledBack(**_about(entry, old), reason=reason)))
+            earlier[old.candidate_version] = "superseded"
+        new_entry = RouteEntry(
+            route=event.route,
+            tenant=event.tenant,
+            stable=stable,
+            candidate=candidate,
+            candidate_weight=0.0,
+            shadow=True,
+            shadow_percent=self.policy.shadow_percent,
+            rollback_target=entry.rollback_target if entry is not None else None,
+            rollout=started,
+            released=released(entry, **earlier, **{version: "started"}),
+        )
+        common = {
+            "route": event.route,
+            "tenant": event.tenant,
+            "candidate_version": version,
+            "stable_version": started.stable_version,
+            "rollout_id": started.rollout_id,
+        }
+        return new_entry, [
+            RolloutStarted(**common),
+            RolloutStep(**common, phase="shadow", traffic_percent=0.0),
+        ]
 
     # -- serving.window --------------------------------------------------------------------------------
     async def on_window(self, window: ServingWindow) -> None:
