@@ -59,76 +59,83 @@ def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def analyse(state: RolloutState) -> tuple[MetricAnalysis, ...]:
-    """Candidate against stable on every metric the policy bounds; a metric with no data passes."""
-    policy, stable, cand = state.policy, state.stable, state.candidate
-    results = []
-
+def _error_rate(state: RolloutState) -> MetricAnalysis:
+    stable, cand = state.stable, state.candidate
     stable_errors, cand_errors = _rate(stable.errors, stable.count), _rate(cand.errors, cand.count)
-    limit = (stable_errors or 0.0) + policy.max_error_rate_delta
-    results.append(
-        MetricAnalysis(
-            metric="error_rate",
-            stable=stable_errors,
-            candidate=cand_errors,
-            threshold=round(limit, 6),
-            passed=cand_errors is None or cand_errors <= limit,
-        )
+    limit = (stable_errors or 0.0) + state.policy.max_error_rate_delta
+    return MetricAnalysis(
+        metric="error_rate",
+        stable=stable_errors,
+        candidate=cand_errors,
+        threshold=round(limit, 6),
+        passed=cand_errors is None or cand_errors <= limit,
     )
-    stable_p95, cand_p95 = stable.latency_p95_ms, cand.latency_p95_ms
+
+
+def _latency(state: RolloutState) -> MetricAnalysis:
+    policy, stable_p95, cand_p95 = state.policy, state.stable.latency_p95_ms, state.candidate.latency_p95_ms
     ratio = cand_p95 / stable_p95 if stable_p95 and cand_p95 is not None else None
-    results.append(
-        MetricAnalysis(
-            metric="latency_p95_ratio",
-            stable=stable_p95,
-            candidate=cand_p95,
-            threshold=policy.max_latency_p95_ratio,
-            # shadow copies run after the live answer, in their own batches: their latency is
-            # reported, not judged; canary requests share batches with stable ones and are judged
-            passed=state.phase == "shadow"
-            or ratio is None
-            or ratio <= policy.max_latency_p95_ratio
-            or (cand_p95 or 0.0) - (stable_p95 or 0.0) <= policy.latency_slack_ms,
-        )
+    return MetricAnalysis(
+        metric="latency_p95_ratio",
+        stable=stable_p95,
+        candidate=cand_p95,
+        threshold=policy.max_latency_p95_ratio,
+        # shadow copies run after the live answer, in their own batches: their latency is
+        # reported, not judged; canary requests share batches with stable ones and are judged
+        passed=state.phase == "shadow"
+        or ratio is None
+        or ratio <= policy.max_latency_p95_ratio
+        or (cand_p95 or 0.0) - (stable_p95 or 0.0) <= policy.latency_slack_ms,
     )
+
+
+def _schema_valid(state: RolloutState) -> MetricAnalysis:
+    stable, cand = state.stable, state.candidate
     stable_valid = _rate(stable.schema_valid, stable.schema_checked)
     cand_valid = _rate(cand.schema_valid, cand.schema_checked)
-    floor = (stable_valid if stable_valid is not None else 1.0) - policy.max_schema_valid_drop
-    results.append(
-        MetricAnalysis(
-            metric="schema_valid_rate",
-            stable=stable_valid,
-            candidate=cand_valid,
-            threshold=round(floor, 6),
-            passed=cand_valid is None or cand_valid >= floor,
-        )
+    floor = (stable_valid if stable_valid is not None else 1.0) - state.policy.max_schema_valid_drop
+    return MetricAnalysis(
+        metric="schema_valid_rate",
+        stable=stable_valid,
+        candidate=cand_valid,
+        threshold=round(floor, 6),
+        passed=cand_valid is None or cand_valid >= floor,
     )
+
+
+def _refusals(state: RolloutState) -> MetricAnalysis:
+    stable, cand, band = state.stable, state.candidate, state.policy.max_refusal_rate_delta
     stable_refusals = _rate(stable.refusals, stable.count - stable.errors)
     cand_refusals = _rate(cand.refusals, cand.count - cand.errors)
-    results.append(
-        MetricAnalysis(
-            metric="refusal_rate_delta",
-            stable=stable_refusals,
-            candidate=cand_refusals,
-            threshold=policy.max_refusal_rate_delta,
-            passed=cand_refusals is None
-            or stable_refusals is None
-            or abs(cand_refusals - stable_refusals) <= policy.max_refusal_rate_delta,
-        )
+    return MetricAnalysis(
+        metric="refusal_rate_delta",
+        stable=stable_refusals,
+        candidate=cand_refusals,
+        threshold=band,
+        passed=cand_refusals is None
+        or stable_refusals is None
+        or abs(cand_refusals - stable_refusals) <= band,
     )
+
+
+def _shadow_agreement(state: RolloutState) -> MetricAnalysis:
+    agreement = _rate(state.candidate.agreements, state.candidate.agreement_checked)
+    minimum = state.policy.min_shadow_agreement
+    return MetricAnalysis(
+        metric="shadow_agreement",
+        stable=None,
+        candidate=agreement,
+        threshold=minimum if minimum is not None else 0.0,
+        passed=minimum is None or agreement is None or agreement >= minimum,
+    )
+
+
+def analyse(state: RolloutState) -> tuple[MetricAnalysis, ...]:
+    """Candidate against stable on every metric the policy bounds; a metric with no data passes."""
+    metrics = [_error_rate, _latency, _schema_valid, _refusals]
     if state.phase == "shadow":
-        agreement = _rate(cand.agreements, cand.agreement_checked)
-        minimum = policy.min_shadow_agreement
-        results.append(
-            MetricAnalysis(
-                metric="shadow_agreement",
-                stable=None,
-                candidate=agreement,
-                threshold=minimum if minimum is not None else 0.0,
-                passed=minimum is None or agreement is None or agreement >= minimum,
-            )
-        )
-    return tuple(results)
+        metrics.append(_shadow_agreement)
+    return tuple(metric(state) for metric in metrics)
 
 
 def required_requests(policy: RolloutPolicy, state: RolloutState) -> int:
