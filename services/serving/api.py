@@ -103,53 +103,40 @@ def completion_body(p: Prepared, request_id: str, result: Completion, provenance
     return TextCompletion(**head, choices=[text], usage=usage, tuneline=provenance)
 
 
-def create_http_app(service: ServingService, health: Callable[[], dict[str, Any]]) -> FastAPI:
-    """The public API. Prometheus' /metrics is not here: the runtime serves it on the internal
-    `TUNELINE_METRICS_PORT`, because its labels name every tenant's routes."""
-    app = FastAPI(title="tuneline serving", version="1", docs_url=None, redoc_url=None)
+async def answer(service: ServingService, request: Request, kind: Kind) -> Response:
+    """One completion request, answered whole or streamed; every refusal is a typed error."""
+    try:
+        return await _answer(service, request, kind)
+    except RequestRefused as refused:
+        service.metrics.refused.labels(str(refused.status), refused.code).inc()
+        return error_response(refused)
+    except Exception as error:
+        log.exception("%s request failed", kind)
+        failure = internal_error(error)
+        service.metrics.refused.labels(str(failure.status), failure.code).inc()
+        return error_response(failure)
 
-    async def answer(request: Request, kind: Kind) -> Response:
-        try:
-            return await _answer(request, kind)
-        except RequestRefused as refused:
-            service.metrics.refused.labels(str(refused.status), refused.code).inc()
-            return error_response(refused)
-        except Exception as error:
-            log.exception("%s request failed", kind)
-            failure = internal_error(error)
-            service.metrics.refused.labels(str(failure.status), failure.code).inc()
-            return error_response(failure)
 
-    async def _answer(request: Request, kind: Kind) -> Response:
-        tenant = service.tenant_for(request.headers.get("authorization"))
-        body = await read_json(request, service.settings.max_body_bytes)
-        prepared = await service.prepare(tenant, body, kind)
-        request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
-        if body.get("stream"):
-            return StreamingResponse(
-                _sse(service, prepared, request_id),
-                media_type="text/event-stream",
-                headers=service.headers(prepared),
-            )
-        result = await service.complete(prepared)
-        payload = completion_body(prepared, request_id, result, service.provenance(prepared))
-        return JSONResponse(payload.model_dump(mode="json"), headers=service.headers(prepared))
+async def _answer(service: ServingService, request: Request, kind: Kind) -> Response:
+    tenant = service.tenant_for(request.headers.get("authorization"))
+    body = await read_json(request, service.settings.max_body_bytes)
+    prepared = await service.prepare(tenant, body, kind)
+    request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
+    if body.get("stream"):
+        return StreamingResponse(
+            _sse(service, prepared, request_id),
+            media_type="text/event-stream",
+            headers=service.headers(prepared),
+        )
+    result = await service.complete(prepared)
+    payload = completion_body(prepared, request_id, result, service.provenance(prepared))
+    return JSONResponse(payload.model_dump(mode="json"), headers=service.headers(prepared))
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        return await answer(request, "chat")
 
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
-        return await answer(request, "completion")
-
-    @app.get("/v1/models")
-    async def models(request: Request) -> Response:
-        try:
-            tenant = service.tenant_for(request.headers.get("authorization"))
-        except RequestRefused as refused:
-            return error_response(refused)
-        data = [
+def model_list(service: ServingService, tenant: str) -> ModelList:
+    """The routes this tenant may call, each with the versions it serves now."""
+    return ModelList(
+        data=[
             ModelCard(
                 id=entry.route,
                 created=int(entry.updated_at),
@@ -164,7 +151,29 @@ def create_http_app(service: ServingService, health: Callable[[], dict[str, Any]
             )
             for entry in service.book.visible_to(tenant)
         ]
-        return JSONResponse(ModelList(data=data).model_dump(mode="json"))
+    )
+
+
+def create_http_app(service: ServingService, health: Callable[[], dict[str, Any]]) -> FastAPI:
+    """The public API. Prometheus' /metrics is not here: the runtime serves it on the internal
+    `TUNELINE_METRICS_PORT`, because its labels name every tenant's routes."""
+    app = FastAPI(title="tuneline serving", version="1", docs_url=None, redoc_url=None)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await answer(service, request, "chat")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await answer(service, request, "completion")
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        try:
+            tenant = service.tenant_for(request.headers.get("authorization"))
+        except RequestRefused as refused:
+            return error_response(refused)
+        return JSONResponse(model_list(service, tenant).model_dump(mode="json"))
 
     @app.get("/health")
     async def health_check() -> Response:

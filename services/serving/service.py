@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import random
@@ -13,9 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import jsonschema
 from faststream.nats import NatsBroker
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from schemas.events import describe_validation_error
@@ -23,6 +21,7 @@ from schemas.serving import DecisionRecord, Role, ServingWindow
 from schemas.subjects import DECISIONS_PREFIX, DECISIONS_STREAM
 from services.core.bus import EventBus
 from services.core.refusals import is_refusal
+from services.serving.checks import refusal_for, schema_valid, sha256_text, unencodable_string
 from services.serving.config import Fault, ServingSettings
 from services.serving.generation import (
     Backend,
@@ -33,6 +32,7 @@ from services.serving.generation import (
     Sampling,
     fingerprint,
 )
+from services.serving.metrics import ServingMetrics
 from services.serving.protocol import ChatCompletionRequest, CompletionRequest, param_of
 from services.serving.responses import Provenance
 from services.serving.routing import Decision, RequestRefused, RouteBook, refuse_weight_choice
@@ -64,75 +64,6 @@ class Prepared:
     @property
     def model_name(self) -> str:
         return f"{self.decision.route.route}@{self.decision.version_id}"
-
-
-def schema_valid(text: str, schema: dict[str, Any]) -> bool:
-    candidate = text.strip()
-    if candidate.startswith("```"):
-        candidate = candidate.strip("`").removeprefix("json").strip()
-    try:
-        value = json.loads(candidate)
-    except json.JSONDecodeError:
-        return False
-    return bool(jsonschema.Draft202012Validator(schema).is_valid(value))
-
-
-def unencodable_string(body: Any) -> str | None:
-    """The JSON path of the first string in `body` that is not valid Unicode (a lone surrogate such
-    as "\\ud800"), or None. Tokenizers raise on such text, so it is refused before batching."""
-    stack: list[tuple[str, Any]] = [("", body)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return path or "body"
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if isinstance(key, str) and unencodable_string(key) is None:
-                    stack.append((f"{path}.{key}" if path else key, item))
-                else:
-                    return path or "body"
-        elif isinstance(value, list):
-            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
-    return None
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def refusal_for(error: Exception) -> RequestRefused:
-    """The OpenAI-shaped error a failed generation answers with: 400 for this request's own prompt,
-    503 for a version this replica cannot serve, 500 for anything else."""
-    if isinstance(error, RequestRefused):
-        return error
-    if isinstance(error, PromptRefused):
-        return RequestRefused(400, str(error), kind="invalid_request_error", code="invalid-prompt")
-    if isinstance(error, BackendError):
-        return RequestRefused(503, f"generation failed: {error}", kind="service_unavailable",
-                              code="version-unavailable")  # fmt: skip
-    return RequestRefused(500, f"generation failed: {type(error).__name__}: {error}", kind="server_error",
-                          code="generation-failed")  # fmt: skip
-
-
-class ServingMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "tuneline_serving_requests", "Requests answered, by route, role and HTTP status",
-            ["route", "role", "status"], registry=registry,
-        )  # fmt: skip
-        self.seconds = Histogram(
-            "tuneline_serving_request_seconds", "Request latency", ["route", "role"], registry=registry
-        )
-        self.tokens = Counter(
-            "tuneline_serving_completion_tokens", "Generated tokens", ["route", "role"], registry=registry
-        )
-        self.refused = Counter(
-            "tuneline_serving_refused_requests", "Requests refused before generation, by status and code",
-            ["status", "code"], registry=registry,
-        )  # fmt: skip
 
 
 class ServingService:

@@ -41,6 +41,7 @@ from services.serving.generation import (
     cut_at_stop,
     within_context,
 )
+from services.serving.streaming import RowStreamer
 
 log = logging.getLogger(__name__)
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
@@ -56,59 +57,6 @@ class _Engine:
     module_names: set[str]
     adapters: OrderedDict[str, Path] = field(default_factory=OrderedDict)  # LRU, newest last
     last_used: float = field(default_factory=time.monotonic)
-
-
-class _RowStreamer:
-    """A `generate` streamer for a whole batch: hands each row's new text to that row's queue."""
-
-    def __init__(self, tokenizer: Any, jobs: list[Job], loop: asyncio.AbstractEventLoop, stops: set[int]):
-        self.tokenizer = tokenizer
-        self.jobs = jobs
-        self.loop = loop
-        self.stops = stops
-        self.tokens: list[list[int]] = [[] for _ in jobs]
-        self.sent = [""] * len(jobs)
-        self.finished = [job.stream is None for job in jobs]
-        self.prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True  # the first call hands over the prompts
-            return
-        columns = value.reshape(len(self.jobs), -1).tolist()
-        for row, new in enumerate(columns):
-            if self.finished[row]:
-                continue
-            job = self.jobs[row]
-            for token in new:
-                if token in self.stops or len(self.tokens[row]) >= job.sampling.max_tokens:
-                    self._finish(row)
-                    break
-                self.tokens[row].append(token)
-            if self.finished[row]:
-                continue
-            text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
-            text, stopped = cut_at_stop(text, job.sampling.stop)
-            if text.endswith("\ufffd") and not stopped:
-                continue  # a multi-byte character is not complete yet
-            self._send(row, text)
-            if stopped:
-                self._finish(row)
-
-    def _send(self, row: int, text: str) -> None:
-        delta = text[len(self.sent[row]) :] if text.startswith(self.sent[row]) else ""
-        if delta:
-            self.sent[row] = text
-            queue = self.jobs[row].stream
-            assert queue is not None
-            self.loop.call_soon_threadsafe(queue.put_nowait, delta)
-
-    def _finish(self, row: int) -> None:
-        self.finished[row] = True
-
-    def end(self) -> None:
-        for row in range(len(self.jobs)):
-            self.finished[row] = True
 
 
 class TransformersBackend:
@@ -205,32 +153,39 @@ class TransformersBackend:
                 self._tokenizers[sha] = load_tokenizer(self._base_dir(ref))
             return self._tokenizers[sha]
 
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[Job]:
+        """The next request, and whatever else arrives within the batch wait (bounded)."""
+        jobs = [await self.queue.get()]
+        deadline = loop.time() + self.batch_wait_s
+        while len(jobs) < self.max_batch_size * 4:
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                break
+            try:
+                jobs.append(await asyncio.wait_for(self.queue.get(), timeout))
+            except TimeoutError:
+                break
+        return jobs
+
+    def _finish(self, job: Job, result: Completion | Exception) -> None:
+        if isinstance(result, Exception):
+            self._fail(job, result)
+            return
+        if job.stream is not None:
+            job.stream.put_nowait(None)
+        if not job.done.done():
+            job.done.set_result(result)
+
     async def _batch_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            jobs = [await self.queue.get()]
-            deadline = loop.time() + self.batch_wait_s
-            while len(jobs) < self.max_batch_size * 4:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    jobs.append(await asyncio.wait_for(self.queue.get(), timeout))
-                except TimeoutError:
-                    break
-            for group in self._groups(jobs):
+            for group in self._groups(await self._gather(loop)):
                 live = [j for j in group if not j.done.done()]
                 if not live:
                     continue
                 results = await self._run_isolated(live, loop)
                 for job, result in zip(live, results, strict=True):
-                    if isinstance(result, Exception):
-                        self._fail(job, result)
-                    else:
-                        if job.stream is not None:
-                            job.stream.put_nowait(None)
-                        if not job.done.done():
-                            job.done.set_result(result)
+                    self._finish(job, result)
 
     async def _run_isolated(
         self, jobs: list[Job], loop: asyncio.AbstractEventLoop
@@ -399,7 +354,7 @@ class TransformersBackend:
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
         if any(j.stream is not None for j in jobs):
-            kwargs["streamer"] = _RowStreamer(tokenizer, jobs, loop, stops)
+            kwargs["streamer"] = RowStreamer(tokenizer, jobs, loop, stops)
         from peft import PeftModel
 
         if isinstance(engine.model, PeftModel):
