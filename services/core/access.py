@@ -222,97 +222,100 @@ def tenant_of_user(user: str | None) -> str | None:
     return None
 
 
+SERVICE_USERS: tuple[Access, ...] = (
+    Access(
+        "registry",
+        "registry",
+        consumes=tuple(EVENTS),
+        manages_streams=True,
+        reads_dead_letters=True,
+    ),
+    Access(
+        "curation",
+        "curation",
+        consumes=("dataset.submitted",),
+        publishes=("dataset.approved", "dataset.rejected"),
+        buckets=(("OBJ", UPLOADS_BUCKET, "read"),),
+    ),
+    Access(
+        "training",
+        "training",
+        consumes=("dataset.approved", "training.cancel-requested"),
+        publishes=(
+            "training.started",
+            "training.progress",
+            "training.failed",
+            "training.cancelled",
+            "candidate.ready",
+        ),
+        buckets=(("KV", TRAINING_BUCKET, "write"),),  # cancel requests, the one result of a run
+    ),
+    Access(
+        "merging",
+        "merging",
+        consumes=("merge.requested",),
+        publishes=("candidate.ready", "merge.failed"),
+        calls=("registry", "evaluation"),
+    ),
+    Access(
+        "evaluation",
+        "evaluation",
+        consumes=("candidate.ready", "drift.check-requested"),
+        publishes=(
+            "eval.completed",
+            "eval.failed",
+            "gates.passed",
+            "gates.failed",
+            "drift.detected",
+            "drift.check-requested",  # its drift scheduler
+        ),
+        calls=("registry",),
+        buckets=(("OBJ", UPLOADS_BUCKET, "read"),),  # `tuneline suites add` sends its file there
+    ),
+    Access(
+        "rollout",
+        "rollout",
+        consumes=(
+            "gates.passed",
+            "serving.window",
+            "rollout.pause-requested",
+            "rollout.resume-requested",
+            "rollout.abort-requested",
+            "rollout.promote-requested",
+            "rollout.rollback-requested",
+        ),
+        publishes=(
+            "rollout.started",
+            "rollout.step",
+            "rollout.promoted",
+            "rollout.rolled-back",
+            "rollout.paused",
+        ),
+        calls=("registry",),  # a verdict is checked against the record before a rollout starts
+        buckets=(("KV", ROUTES_BUCKET, "write"),),
+    ),
+    Access(
+        "serving",
+        "serving",
+        publishes=("serving.window",),
+        publishes_decisions=True,
+        buckets=(("KV", ROUTES_BUCKET, "create"),),
+    ),
+    Access(
+        "operator",
+        "cli",
+        publishes=OPERATOR_EVENTS,
+        calls=("registry", "evaluation", "*"),
+        buckets=(("KV", ROUTES_BUCKET, "read"), ("OBJ", UPLOADS_BUCKET, "write")),
+        reads_events=True,
+    ),
+)
+"""The platform's own NATS users: the seven services and the platform operator."""
+
+
 def service_access(tenants: Iterable[str] = ()) -> dict[str, Access]:
     """Every NATS user of a deployment, by user name; `tenants` adds a tenant operator for each."""
-    table = [
-        Access(
-            "registry",
-            "registry",
-            consumes=tuple(EVENTS),
-            manages_streams=True,
-            reads_dead_letters=True,
-        ),
-        Access(
-            "curation",
-            "curation",
-            consumes=("dataset.submitted",),
-            publishes=("dataset.approved", "dataset.rejected"),
-            buckets=(("OBJ", UPLOADS_BUCKET, "read"),),
-        ),
-        Access(
-            "training",
-            "training",
-            consumes=("dataset.approved", "training.cancel-requested"),
-            publishes=(
-                "training.started",
-                "training.progress",
-                "training.failed",
-                "training.cancelled",
-                "candidate.ready",
-            ),
-            buckets=(("KV", TRAINING_BUCKET, "write"),),  # cancel requests, the one result of a run
-        ),
-        Access(
-            "merging",
-            "merging",
-            consumes=("merge.requested",),
-            publishes=("candidate.ready", "merge.failed"),
-            calls=("registry", "evaluation"),
-        ),
-        Access(
-            "evaluation",
-            "evaluation",
-            consumes=("candidate.ready", "drift.check-requested"),
-            publishes=(
-                "eval.completed",
-                "eval.failed",
-                "gates.passed",
-                "gates.failed",
-                "drift.detected",
-                "drift.check-requested",  # its drift scheduler
-            ),
-            calls=("registry",),
-            buckets=(("OBJ", UPLOADS_BUCKET, "read"),),  # `tuneline suites add` sends its file there
-        ),
-        Access(
-            "rollout",
-            "rollout",
-            consumes=(
-                "gates.passed",
-                "serving.window",
-                "rollout.pause-requested",
-                "rollout.resume-requested",
-                "rollout.abort-requested",
-                "rollout.promote-requested",
-                "rollout.rollback-requested",
-            ),
-            publishes=(
-                "rollout.started",
-                "rollout.step",
-                "rollout.promoted",
-                "rollout.rolled-back",
-                "rollout.paused",
-            ),
-            calls=("registry",),  # a verdict is checked against the record before a rollout starts
-            buckets=(("KV", ROUTES_BUCKET, "write"),),
-        ),
-        Access(
-            "serving",
-            "serving",
-            publishes=("serving.window",),
-            publishes_decisions=True,
-            buckets=(("KV", ROUTES_BUCKET, "create"),),
-        ),
-        Access(
-            "operator",
-            "cli",
-            publishes=OPERATOR_EVENTS,
-            calls=("registry", "evaluation", "*"),
-            buckets=(("KV", ROUTES_BUCKET, "read"), ("OBJ", UPLOADS_BUCKET, "write")),
-            reads_events=True,
-        ),
-    ]
-    table += [tenant_operator(tenant) for tenant in tenants]
+    table = [*SERVICE_USERS, *(tenant_operator(tenant) for tenant in tenants)]
     return {access.user: access for access in table}
 
 
