@@ -169,6 +169,69 @@ async def registry_ingest(core: CoreSettings, database_url: str, count: int) -> 
     return count / elapsed
 
 
+async def latencies(url: str, core: CoreSettings, args: argparse.Namespace) -> dict[str, list[float]]:
+    """The four paths' publish→handler latencies, warmed up, in alternating rounds (drift hits all alike)."""
+    await plain_nats_latency(url, 30, args.batch)
+    await tuneline_latency(core, 30)
+    paths: dict[str, list[float]] = {"plain": [], "ours": [], "bare": [], "floor": []}
+    per_round = args.n // args.rounds
+    for _ in range(args.rounds):
+        paths["plain"] += await plain_nats_latency(url, per_round, args.batch)
+        paths["ours"] += await tuneline_latency(core, per_round)
+        paths["bare"] += await tuneline_latency(core, per_round, middlewares=False)
+        paths["floor"] += await faststream_floor_latency(url, per_round, args.batch)
+    return paths
+
+
+def report_latencies(paths: dict[str, list[float]], batch: int) -> None:
+    plain, ours, bare, floor = paths["plain"], paths["ours"], paths["bare"], paths["floor"]
+    print(
+        f"publish→handler latency, {len(plain)} sequential events each, fetch batch "
+        f"{batch}, same nats-server, same run"
+    )
+    print(f"{'path':<34}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}")
+    for name, values in (
+        ("plain nats-py (JetStream pull)", plain),
+        ("tuneline runtime (EventBus+sub)", ours),
+        ("  same, without OTel/Prometheus", bare),
+        ("FastStream alone (no envelope/mw)", floor),
+    ):
+        print(
+            f"{name:<34}{percentile(values, 50) * 1e3:>10.3f}"
+            f"{percentile(values, 99) * 1e3:>10.3f}{statistics.mean(values) * 1e3:>10.3f}"
+        )
+    p50_ratio = percentile(ours, 50) / percentile(plain, 50)
+    p99_ratio = percentile(ours, 99) / percentile(plain, 99)
+    print(f"ratio tuneline ÷ plain: p50 {p50_ratio:.2f}×, p99 {p99_ratio:.2f}× (target p50 ≤ 1.5×)")
+    print(
+        f"ratio tuneline without middlewares ÷ plain: p50 {percentile(bare, 50) / percentile(plain, 50):.2f}×"
+    )
+    print(
+        f"ratio FastStream alone ÷ plain: p50 "
+        f"{percentile(floor, 50) / percentile(plain, 50):.2f}× (the framework's floor)"
+    )
+
+
+async def ingest(server_url: str, core: CoreSettings, tmp: Path, args: argparse.Namespace) -> None:
+    urls = [("sqlite", f"sqlite:///{tmp / 'registry.db'}")]
+    if args.pg:
+        from tests.support.postgres import PostgresCluster
+
+        cluster = PostgresCluster().start()
+        urls.append(("postgresql", cluster.create_database("bench")))
+    try:
+        for name, url in urls:
+            # each backend gets its own stream content: purge so counts start at zero
+            nc = await nats.connect(server_url)
+            await nc.jetstream().purge_stream("TUNELINE")
+            await nc.close()
+            rate = await registry_ingest(core, url, args.ingest)
+            print(f"registry ingest ({name}, backlog of {args.ingest}): {rate:,.0f} events/s")
+    finally:
+        if args.pg:
+            cluster.stop()
+
+
 async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tuneline-bench-"))
     with EmbeddedNats(tmp / "nats", port=free_port()) as server:
@@ -179,66 +242,8 @@ async def main(args: argparse.Namespace) -> None:
         nc = await nats.connect(server.url)
         await ensure_streams(nc.jetstream(), core.stream)
         await nc.close()
-
-        # warm-up both paths, then alternate rounds so drift hits both alike
-        await plain_nats_latency(server.url, 30, args.batch)
-        await tuneline_latency(core, 30)
-        plain: list[float] = []
-        ours: list[float] = []
-        bare: list[float] = []
-        floor: list[float] = []
-        per_round = args.n // args.rounds
-        for _ in range(args.rounds):
-            plain += await plain_nats_latency(server.url, per_round, args.batch)
-            ours += await tuneline_latency(core, per_round)
-            bare += await tuneline_latency(core, per_round, middlewares=False)
-            floor += await faststream_floor_latency(server.url, per_round, args.batch)
-
-        print(
-            f"publish→handler latency, {len(plain)} sequential events each, fetch batch "
-            f"{args.batch}, same nats-server, same run"
-        )
-        print(f"{'path':<34}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}")
-        for name, values in (
-            ("plain nats-py (JetStream pull)", plain),
-            ("tuneline runtime (EventBus+sub)", ours),
-            ("  same, without OTel/Prometheus", bare),
-            ("FastStream alone (no envelope/mw)", floor),
-        ):
-            print(
-                f"{name:<34}{percentile(values, 50) * 1e3:>10.3f}"
-                f"{percentile(values, 99) * 1e3:>10.3f}{statistics.mean(values) * 1e3:>10.3f}"
-            )
-        p50_ratio = percentile(ours, 50) / percentile(plain, 50)
-        p99_ratio = percentile(ours, 99) / percentile(plain, 99)
-        print(f"ratio tuneline ÷ plain: p50 {p50_ratio:.2f}×, p99 {p99_ratio:.2f}× (target p50 ≤ 1.5×)")
-        print(
-            f"ratio tuneline without middlewares ÷ plain: p50 "
-            f"{percentile(bare, 50) / percentile(plain, 50):.2f}×"
-        )
-
-        print(
-            f"ratio FastStream alone ÷ plain: p50 "
-            f"{percentile(floor, 50) / percentile(plain, 50):.2f}× (the framework's floor)"
-        )
-
-        urls = [("sqlite", f"sqlite:///{tmp / 'registry.db'}")]
-        if args.pg:
-            from tests.support.postgres import PostgresCluster
-
-            cluster = PostgresCluster().start()
-            urls.append(("postgresql", cluster.create_database("bench")))
-        try:
-            for name, url in urls:
-                # each backend gets its own stream content: purge so counts start at zero
-                nc = await nats.connect(server.url)
-                await nc.jetstream().purge_stream("TUNELINE")
-                await nc.close()
-                rate = await registry_ingest(core, url, args.ingest)
-                print(f"registry ingest ({name}, backlog of {args.ingest}): {rate:,.0f} events/s")
-        finally:
-            if args.pg:
-                cluster.stop()
+        report_latencies(await latencies(server.url, core, args), args.batch)
+        await ingest(server.url, core, tmp, args)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ from services.core.nats_server import free_port
 from services.core.runtime import build_runtime
 from services.core.settings import CoreSettings
 from services.demo_registry import (
-    arm_metric,
+    curl_command,
     dead_letters,
     evals,
+    summary,
     verdict_of,
     version_of,
     version_on,
@@ -74,145 +76,175 @@ def _interrupt(*_: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Console) -> None:
-    started = time.monotonic()
-    if quick and recipe == Path("examples/support-tickets/recipe.yaml"):
-        recipe = QUICK_RECIPE
-    for path in (data, recipe):
-        if not path.exists():
-            raise StackError(f"{path}: not found; run the demo from the repository root")
-    shutil.rmtree(DEMO_DIR, ignore_errors=True)
-    serving_port = free_port()
-    # the route belongs to the demo tenant: serving takes a key for it and no anonymous requests,
-    # and the CLI's traffic generator sends it (TUNELINE_API_KEY)
+def _stack(quick: bool) -> Stack:
+    """The embedded stack, secure as production runs: NATS requires TLS, each service is its own
+    user, and the route belongs to the demo tenant (serving takes its key, no anonymous requests;
+    the CLI's traffic generator sends it as TUNELINE_API_KEY)."""
     api_key = f"sk-demo-{secrets.token_hex(12)}"
     keys = {
         "TUNELINE_SERVING_API_KEYS": json.dumps({api_key: TENANT}),
         "TUNELINE_SERVING_ALLOW_ANONYMOUS": "false",
         "TUNELINE_API_KEY": api_key,
     }
-    # secure, as production runs: NATS requires TLS and each service connects as its own user
-    stack = Stack(
+    return Stack(
         StackConfig(
             data_dir=DEMO_DIR,
             nats_port=free_port(),
-            serving_port=serving_port,
+            serving_port=free_port(),
             dashboard_port=free_port(),
             secure=True,
             env=DEMO_ENV | (QUICK_ROLLOUT if quick else {}) | keys,
         )
     )
-    console.rule("[bold]tuneline demo")
-    console.print(f"1. starting the embedded stack in {DEMO_DIR} …")
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill <demo>` stops the stack as Ctrl-C does
-    timings: dict[str, float] = {}
-    try:
-        stack.start()
-        asyncio.run(_wait_up(stack, console))
-        # the tiny model's 488-token vocabulary spends ~2x SmolLM2's tokens on the same text
-        base: list[str] = []  # the QUICK recipe names the tiny model itself
 
-        def submit(path: Path) -> str:
-            args = ["submit", str(path), "--recipe", str(recipe), "--tenant", TENANT, *base, "--wait", "600"]
-            return _cli(stack, console, *args)
 
-        console.print(
+@dataclass
+class _Demo:
+    """One walk through the pipeline on a running stack; each step prints what it shows."""
+
+    stack: Stack
+    console: Console
+    recipe: Path
+    quick: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def cli(self, *args: str, live: bool = False) -> str:
+        return _cli(self.stack, self.console, *args, live=live)
+
+    def timed(self, name: str, started: float) -> None:
+        self.timings[name] = time.monotonic() - started
+
+    def submit(self, path: Path) -> str:
+        return self.cli(
+            "submit", str(path), "--recipe", str(self.recipe), "--tenant", TENANT, "--wait", "600"
+        )
+
+    def curation(self, data: Path) -> tuple[str, float]:
+        """Steps 2 to 4: the task approved, a damaged copy rejected by row, a malformed event."""
+        self.console.print(
             f"\n2. submitting the support-ticket task ({len(data.read_text().splitlines())} rows) "
-            "with its recipe; "
-            "curation audits, cleans and mixes it"
-            + ("" if quick else " (the first run converts SmolLM2-135M from GGUF once, ~30 s)")
+            "with its recipe; curation audits, cleans and mixes it"
+            + ("" if self.quick else " (the first run converts SmolLM2-135M from GGUF once, ~30 s)")
         )
         t = time.monotonic()
-        out = submit(data)
-        timings["curation (approved)"] = time.monotonic() - t
+        correlation = _correlation(self.submit(data))
+        self.timed("curation (approved)", t)
         approved_at = time.monotonic()
-        correlation = _correlation(out)
-
         broken = DEMO_DIR / "tickets-broken.jsonl"
         _write_broken(data, broken)
-        console.print(
+        self.console.print(
             f"\n3. submitting a damaged copy ({broken}): row 2 is not JSON, row 5 lacks its completion, "
             "row 9 has a number for a prompt; curation rejects it and names the rows"
         )
         t = time.monotonic()
-        submit(broken)
-        timings["curation (rejected)"] = time.monotonic() - t
+        self.submit(broken)
+        self.timed("curation (rejected)", t)
+        self.console.print(
+            "\n4. publishing a malformed event straight onto the bus (a payload missing fields) …"
+        )
+        asyncio.run(_malformed(self.stack, correlation, self.console))
+        return correlation, approved_at
 
-        console.print("\n4. publishing a malformed event straight onto the bus (a payload missing fields) …")
-        asyncio.run(_malformed(stack, correlation, console))
-
-        console.print(
+    def training(self, approved_at: float) -> str:
+        """Steps 5 and 6: the run dataset.approved started, followed live, and the candidate it announced."""
+        self.console.print(
             "\n5. dataset.approved started a training run meanwhile: a LoRA adapter on "
-            + ("the tiny test model" if quick else "SmolLM2-135M-Instruct")
+            + ("the tiny test model" if self.quick else "SmolLM2-135M-Instruct")
             + ", in a worker subprocess, checkpointing to the artifact store (tuneline watch):"
         )
-        run_id = asyncio.run(wait_for_run(stack))
-        _cli(stack, console, "watch", run_id, live=True)
-        timings["training (from approval)"] = time.monotonic() - approved_at
-        version = asyncio.run(version_of(stack, run_id))
-        console.print("\n6. the candidate it announced (candidate.ready), as the registry holds it:")
-        _cli(stack, console, "models", "show", version)
-        console.print(
+        run_id = asyncio.run(wait_for_run(self.stack))
+        self.cli("watch", run_id, live=True)
+        self.timed("training (from approval)", approved_at)
+        version = asyncio.run(version_of(self.stack, run_id))
+        self.console.print("\n6. the candidate it announced (candidate.ready), as the registry holds it:")
+        self.cli("models", "show", version)
+        return version
+
+    def evaluation(self, version: str) -> tuple[str, Path]:
+        """Step 7: every suite on the candidate, the base and the few-shot base; the gates; the card."""
+        self.console.print(
             "\n7. candidate.ready started evaluation: the candidate, the base model and the base with a "
             "few-shot prompt answer the held-out split, the capability (forgetting) suite, the safety "
             "suite and the planted canaries; latency is timed; then the release gates decide …"
         )
         t = time.monotonic()
-        with console.status("evaluating: candidate, base and few-shot base answer every suite …") as status:
-            verdict = asyncio.run(verdict_of(stack, version, status))
-        timings["evaluation"] = time.monotonic() - t
-        _cli(stack, console, "evals", "show", version)
+        with self.console.status(
+            "evaluating: candidate, base and few-shot base answer every suite …"
+        ) as status:
+            verdict = asyncio.run(verdict_of(self.stack, version, status))
+        self.timed("evaluation", t)
+        self.cli("evals", "show", version)
         card = DEMO_DIR / "card"
-        _cli(stack, console, "card", version, "--out", str(card))
-        console.print(f"the adaptation card: {card.with_suffix('.md')} (and .json); gates {verdict}")
-        # the rollout runs before merging: the merged version's evaluation would share the 2 cores
-        # with serving (a measured run served 0.25 requests a second beside it)
-        t = time.monotonic()
-        _rollout_step(stack, console, verdict, serving_port, QUICK_STEPS if quick else DEMO_STEPS)
-        timings["rollout"] = time.monotonic() - t
-        console.print(
+        self.cli("card", version, "--out", str(card))
+        self.console.print(f"the adaptation card: {card.with_suffix('.md')} (and .json); gates {verdict}")
+        return verdict, card
+
+    def merging(self, version: str) -> None:
+        """Step 9: the adapter merged into its base, with the merged-vs-unmerged difference recorded."""
+        self.console.print(
             "\n9. merging: the adapter merged into its base weights (merge_and_unload), after the "
             "compatibility gate; the merged-vs-unmerged logit difference and greedy agreement on probe "
             "prompts are recorded in the new candidate's lineage (it is evaluated like any candidate)"
         )
-        t = time.monotonic()
-        merged_route = "support-merged"
-        _cli(
-            stack,
-            console,
-            "merge",
-            "--method",
-            "merge-into-base",
-            "--inputs",
-            version,
-            "--route",
-            merged_route,
-            "--tenant",
-            TENANT,
-            "--wait",
-            "600",
-        )
-        timings["merging"] = time.monotonic() - t
-        merged = asyncio.run(version_on(stack, merged_route))
-        _cli(stack, console, "models", "show", merged)
-        console.print(
+        t, route = time.monotonic(), "support-merged"
+        self.cli("merge", "--method", "merge-into-base", "--inputs", version, "--route", route,
+                 "--tenant", TENANT, "--wait", "600")  # fmt: skip
+        self.timed("merging", t)
+        self.cli("models", "show", asyncio.run(version_on(self.stack, route)))
+
+    def lineage(self, correlation: str) -> None:
+        """Steps 10 and 11: the approved lineage's timeline, and every submission and run."""
+        self.console.print(
             f"\n10. the registry's timeline of the approved lineage (tuneline status {correlation}):"
         )
-        _cli(stack, console, "status", correlation)
-        console.print(
+        self.cli("status", correlation)
+        self.console.print(
             "\n11. every submission and run the registry knows (tuneline datasets list; tuneline runs):"
         )
-        _cli(stack, console, "datasets", "list")
-        _cli(stack, console, "runs")
+        self.cli("datasets", "list")
+        self.cli("runs")
+
+    def keep_running(self) -> None:
+        operator_env = self.stack.config.data_dir / "nats" / "secrets" / "operator.env"
+        self.console.print(f"stack left running: source {operator_env}; tuneline …; Ctrl-C stops it")
+        while True:  # Ctrl-C or a crash loop (StackError) ends it; one death is restarted
+            for line in self.stack.supervise():
+                self.console.print(f"[yellow]{line}[/]")
+            time.sleep(0.5)
+
+
+def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Console) -> None:
+    started = time.monotonic()
+    if quick and recipe == Path("examples/support-tickets/recipe.yaml"):
+        recipe = QUICK_RECIPE  # it names the tiny model itself
+    for path in (data, recipe):
+        if not path.exists():
+            raise StackError(f"{path}: not found; run the demo from the repository root")
+    shutil.rmtree(DEMO_DIR, ignore_errors=True)
+    stack = _stack(quick)
+    demo = _Demo(stack, console, recipe, quick)
+    console.rule("[bold]tuneline demo")
+    console.print(f"1. starting the embedded stack in {DEMO_DIR} …")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill <demo>` stops the stack as Ctrl-C does
+    try:
+        stack.start()
+        asyncio.run(_wait_up(stack, console))
+        correlation, approved_at = demo.curation(data)
+        version = demo.training(approved_at)
+        verdict, card = demo.evaluation(version)
+        # the rollout runs before merging: the merged version's evaluation would share the 2 cores
+        # with serving (a measured run served 0.25 requests a second beside it)
+        t = time.monotonic()
+        _rollout_step(
+            stack, console, verdict, stack.config.serving_port, QUICK_STEPS if quick else DEMO_STEPS
+        )
+        demo.timed("rollout", t)
+        demo.merging(version)
+        demo.lineage(correlation)
         detail = asyncio.run(with_runtime(stack, lambda r: evals(r, version), what="the evaluation"))
-        _summary(console, detail, verdict, timings, card, stack, time.monotonic() - started)
+        summary(console, detail, verdict, demo.timings, card, stack, time.monotonic() - started)
         if keep:
-            operator_env = stack.config.data_dir / "nats" / "secrets" / "operator.env"
-            console.print(f"stack left running: source {operator_env}; tuneline …; Ctrl-C stops it")
-            while True:  # Ctrl-C or a crash loop (StackError) ends it; one death is restarted
-                for line in stack.supervise():
-                    console.print(f"[yellow]{line}[/]")
-                time.sleep(0.5)
+            demo.keep_running()
     except KeyboardInterrupt:
         pass
     finally:
@@ -235,34 +267,11 @@ def _rollout_step(stack: Stack, console: Console, verdict: str, port: int, steps
         f"never returned), then canary {' → '.join(map(str, steps))} %, each step analysed against the "
         f"stable version. Synthetic traffic drives it (tuneline traffic {route} --requests 0):"
     )
-    _cli(
-        stack,
-        console,
-        "traffic",
-        route,
-        "--url",
-        url,
-        "--requests",
-        "0",
-        "--max-tokens",
-        "16",
-        "--timeout",
-        "600",
-    )
+    _cli(stack, console, "traffic", route, "--url", url, "--requests", "0", "--max-tokens", "16",
+         "--timeout", "600")  # fmt: skip
     _cli(stack, console, "rollout", "status", route)
-    console.print(
-        f"query the route yourself (with --keep): {_curl(stack, url, route)} -D - (headers name the exact "
-        "version)"
-    )
-
-
-def _curl(stack: Stack, url: str, route: str) -> str:
-    body = {"model": route, "messages": [{"role": "user", "content": "Where is my order?"}]}
-    key = stack.config.env["TUNELINE_API_KEY"]
-    return (
-        f"curl -s {url}/v1/chat/completions -H 'authorization: Bearer {key}' "
-        f"-H 'content-type: application/json' -d '{json.dumps(body)}'"
-    )
+    curl = curl_command(stack, url, route)
+    console.print(f"query the route yourself (with --keep): {curl} -D - (headers name the exact version)")
 
 
 def _cli(stack: Stack, console: Console, *args: str, live: bool = False) -> str:
@@ -345,43 +354,3 @@ async def _malformed(stack: Stack, correlation: str, console: Console) -> None:
             f"   [red]{letter['original_subject']}[/] refused by {letter['service']}: "
             f"{letter['reason'][:300]}"
         )
-
-
-def _summary(
-    console: Console,
-    detail: dict[str, Any],
-    verdict: str,
-    timings: dict[str, float],
-    card: Path,
-    stack: Stack,
-    elapsed: float,
-) -> None:
-    """The closing summary: what the adapter gained, what it kept, how long each stage took."""
-    from rich.table import Table
-
-    def pair(kind: str, metric: str, unit: str = "") -> str:
-        candidate, base = (
-            arm_metric(detail, kind, metric, "candidate"),
-            arm_metric(detail, kind, metric, "baseline"),
-        )
-        if candidate is None or base is None:
-            return "not measured"
-        return f"{candidate:.1f}{unit} vs base {base:.1f}{unit} ({candidate - base:+.1f})"
-
-    few_shot = arm_metric(detail, "target", "score", "few-shot")
-    table = Table(title="summary", show_header=False)
-    table.add_row("task gain (target, points)", pair("target", "score"))
-    if few_shot is not None:
-        table.add_row("  vs the 3-shot prompt", f"few-shot base {few_shot:.1f}")
-    table.add_row("capability (forgetting)", pair("capability", "score"))
-    table.add_row("safety: harmful requests refused", pair("safety", "refusal_rate_harmful", "%"))
-    table.add_row("safety: benign requests refused", pair("safety", "refusal_rate_benign", "%"))
-    table.add_row("latency p95 ms/token", pair("latency", "p95_ms_per_token"))
-    table.add_row("release gates", verdict)
-    table.add_row("time per stage", ", ".join(f"{name} {seconds:.0f}s" for name, seconds in timings.items()))
-    table.add_row("adaptation card", f"{card.with_suffix('.md')} (and .json)")
-    table.add_row("dashboard (with --keep)", stack.dashboard_url())
-    route, url = "support-extract", f"http://127.0.0.1:{stack.config.serving_port}"
-    table.add_row("query the route (with --keep)", _curl(stack, url, route))
-    console.print(table)
-    console.print(f"[green]demo finished in {elapsed:.1f}s.[/]")

@@ -1,11 +1,16 @@
 """What the demo asks the registry while it runs: the run, the candidate, the verdict, the
-evaluation's figures and the dead letters, each waited for with a timeout that names what is late."""
+evaluation's figures and the dead letters, each waited for with a timeout that names what is late;
+and the closing summary drawn from those figures."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 from typing import Any
+
+from rich.console import Console
 
 from schemas.queries import (
     DEAD_LETTERS_LIST,
@@ -112,3 +117,52 @@ async def wait_for(fn: Any, *, what: str, stack: Stack, timeout: float = 60.0) -
             return result
         await asyncio.sleep(0.2)
     raise StackError(f"timed out waiting for {what}" + (f": {last_error}" if last_error else ""))
+
+
+def curl_command(stack: Stack, url: str, route: str) -> str:
+    body = {"model": route, "messages": [{"role": "user", "content": "Where is my order?"}]}
+    key = stack.config.env["TUNELINE_API_KEY"]
+    return (
+        f"curl -s {url}/v1/chat/completions -H 'authorization: Bearer {key}' "
+        f"-H 'content-type: application/json' -d '{json.dumps(body)}'"
+    )
+
+
+def summary(
+    console: Console,
+    detail: dict[str, Any],
+    verdict: str,
+    timings: dict[str, float],
+    card: Path,
+    stack: Stack,
+    elapsed: float,
+) -> None:
+    """The closing summary: what the adapter gained, what it kept, how long each stage took."""
+    from rich.table import Table
+
+    def pair(kind: str, metric: str, unit: str = "") -> str:
+        candidate, base = (
+            arm_metric(detail, kind, metric, "candidate"),
+            arm_metric(detail, kind, metric, "baseline"),
+        )
+        if candidate is None or base is None:
+            return "not measured"
+        return f"{candidate:.1f}{unit} vs base {base:.1f}{unit} ({candidate - base:+.1f})"
+
+    few_shot = arm_metric(detail, "target", "score", "few-shot")
+    table = Table(title="summary", show_header=False)
+    table.add_row("task gain (target, points)", pair("target", "score"))
+    if few_shot is not None:
+        table.add_row("  vs the 3-shot prompt", f"few-shot base {few_shot:.1f}")
+    table.add_row("capability (forgetting)", pair("capability", "score"))
+    table.add_row("safety: harmful requests refused", pair("safety", "refusal_rate_harmful", "%"))
+    table.add_row("safety: benign requests refused", pair("safety", "refusal_rate_benign", "%"))
+    table.add_row("latency p95 ms/token", pair("latency", "p95_ms_per_token"))
+    table.add_row("release gates", verdict)
+    table.add_row("time per stage", ", ".join(f"{name} {seconds:.0f}s" for name, seconds in timings.items()))
+    table.add_row("adaptation card", f"{card.with_suffix('.md')} (and .json)")
+    table.add_row("dashboard (with --keep)", stack.dashboard_url())
+    route, url = "support-extract", f"http://127.0.0.1:{stack.config.serving_port}"
+    table.add_row("query the route (with --keep)", curl_command(stack, url, route))
+    console.print(table)
+    console.print(f"[green]demo finished in {elapsed:.1f}s.[/]")

@@ -31,10 +31,8 @@ class WorkerRun:
     def log_path(self) -> Path:
         return self.work / "worker.log"
 
-    async def messages(
-        self, *, poll_s: float, should_stop: Callable[[], Awaitable[bool]], grace_s: float
-    ) -> AsyncIterator[WorkerMessage]:
-        """Yield the worker's messages until its final one; raise WorkerCrashed if there is none."""
+    async def _spawn(self) -> asyncio.StreamReader:
+        """The worker process on this run's job file; its stdout carries the protocol."""
         job_file = self.work / "job.json"
         job_file.write_text(self.job.model_dump_json())
         env = {
@@ -45,23 +43,32 @@ class WorkerRun:
         }
         with self.log_path.open("ab") as stderr:
             self.process = await asyncio.create_subprocess_exec(
-                self.python,
-                "-m",
-                "services.training.worker",
-                str(job_file),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-                env=env,
-            )
+                self.python, "-m", "services.training.worker", str(job_file),
+                stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env,
+            )  # fmt: skip
         assert self.process.stdout is not None
+        return self.process.stdout
+
+    def _read(self, line: bytes) -> WorkerMessage | None:
+        message = parse(line.decode("utf-8", "replace"))
+        if message is None:
+            log.warning("run %s: unreadable worker line %r", self.job.run_id, line[:200])
+        return message
+
+    async def messages(
+        self, *, poll_s: float, should_stop: Callable[[], Awaitable[bool]], grace_s: float
+    ) -> AsyncIterator[WorkerMessage]:
+        """Yield the worker's messages until its final one; raise WorkerCrashed if there is none.
+        Every `poll_s` it asks `should_stop`; a yes stops the worker (SIGTERM, then SIGKILL)."""
+        stdout = await self._spawn()
         final = False
         killer: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
         next_check = loop.time()
         try:
-            while True:
+            while not final:
                 try:
-                    line = await asyncio.wait_for(self.process.stdout.readline(), timeout=poll_s)
+                    line: bytes | None = await asyncio.wait_for(stdout.readline(), timeout=poll_s)
                 except TimeoutError:
                     line = None
                 if not self.stop_requested and loop.time() >= next_check:
@@ -69,26 +76,20 @@ class WorkerRun:
                     if await should_stop():
                         self.stop_requested = True
                         killer = asyncio.create_task(self._stop(grace_s))
-                if line is None:
-                    continue
-                if not line:
-                    break
-                message = parse(line.decode("utf-8", "replace"))
-                if message is None:
-                    log.warning("run %s: unreadable worker line %r", self.job.run_id, line[:200])
-                    continue
-                final = isinstance(message, FINAL)
-                yield message
-                if final:
-                    break
+                if line == b"":
+                    break  # the worker closed its stdout: it has exited
+                message = self._read(line) if line is not None else None
+                if message is not None:
+                    final = isinstance(message, FINAL)
+                    yield message
         finally:
             if killer is not None:
                 killer.cancel()
             await self._reap()
         if not final:
+            returncode = self.process.returncode if self.process else None
             raise WorkerCrashed(
-                f"training worker for {self.job.run_id} exited with {self.process.returncode} before "
-                "finishing; "
+                f"training worker for {self.job.run_id} exited with {returncode} before finishing; "
                 f"its log: {self.log_path}"
             )
 

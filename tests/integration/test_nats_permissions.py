@@ -128,12 +128,7 @@ async def test_the_evaluation_user_cannot_take_trainings_work(as_user: Any) -> N
     assert training.violations() == []
 
 
-@pytest.mark.parametrize("user", sorted(TABLE))
-async def test_each_user_can_do_its_job(as_user: Any, user: str) -> None:
-    """Its durable consumers (create, pull, ack), its events (acked), its buckets, its queries."""
-    access: Access = TABLE[user]
-    session = await as_user(user)
-    js = session.nc.jetstream()
+async def pull_own_durables(js: Any, access: Access, user: str) -> None:
     own_inbox = f"{inbox_prefix(user)}.".encode()
     for event in access.consumes:
         durable = durable_name(access.service, event)
@@ -145,11 +140,10 @@ async def test_each_user_can_do_its_job(as_user: Any, user: str) -> None:
             for message in await subscription.fetch(1, timeout=0.5):
                 await message.ack()
         except nats.errors.TimeoutError:
-            pass  # nothing to pull is fine; a refused pull shows up as a violation below
-    for n, event in enumerate(access.publishes):
-        subject = publish_subject(event, access.service)
-        ack = await js.publish(subject, b"{}", headers=envelope(event, f"{user}-{n}"))
-        assert ack.stream == EVENTS_STREAM
+            pass  # nothing to pull is fine; a refused pull shows up as a violation
+
+
+async def use_buckets(js: Any, access: Access, user: str, as_user: Any) -> None:
     for kind, bucket, level in access.buckets:
         if bucket == ROUTES_BUCKET:
             table = await RouteTable.open(js, create=level != "read")
@@ -168,6 +162,20 @@ async def test_each_user_can_do_its_job(as_user: Any, user: str) -> None:
             if level == "write":
                 (as_user.work / f"{user}.jsonl").write_text("{}\n")
                 await uploads.upload(js, as_user.work / f"{user}.jsonl")
+
+
+@pytest.mark.parametrize("user", sorted(TABLE))
+async def test_each_user_can_do_its_job(as_user: Any, user: str) -> None:
+    """Its durable consumers (create, pull, ack), its events (acked), its buckets, its queries."""
+    access: Access = TABLE[user]
+    session = await as_user(user)
+    js = session.nc.jetstream()
+    await pull_own_durables(js, access, user)
+    for n, event in enumerate(access.publishes):
+        subject = publish_subject(event, access.service)
+        ack = await js.publish(subject, b"{}", headers=envelope(event, f"{user}-{n}"))
+        assert ack.stream == EVENTS_STREAM
+    await use_buckets(js, access, user, as_user)
     for target in access.calls:
         if target != "*":
             with pytest.raises(nats.errors.NoRespondersError):  # allowed to ask; nobody answers here
