@@ -17,7 +17,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.registry.store import NotFound, RegistryStore
+from services.registry.store import RegistryStore
+from services.registry.views import NotFound
 
 ADMIN = "*"  # the tenant of a key that sees every tenant
 COOKIE = "tuneline_dashboard"

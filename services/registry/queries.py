@@ -32,7 +32,8 @@ from schemas.queries import (
     TimelineQuery,
 )
 from schemas.subjects import TENANT_QUERIES
-from services.registry.store import NotFound, RegistryStore
+from services.registry.store import RegistryStore
+from services.registry.views import NotFound
 
 
 @dataclass(frozen=True)

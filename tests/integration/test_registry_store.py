@@ -14,8 +14,9 @@ from schemas.envelope import Envelope, derived_event_id, now
 from schemas.events import Event
 from schemas.training import TrainingProgress
 from services.registry.database import create_registry_engine, migrate
-from services.registry.store import DUPLICATE, DeadLetter, NotFound, RegistryStore
+from services.registry.store import DUPLICATE, DeadLetter, RegistryStore
 from services.registry.tables import Base
+from services.registry.views import NotFound
 from tests.support.events import candidate, submitted
 
 pytestmark = pytest.mark.integration
