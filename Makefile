@@ -69,7 +69,7 @@ schemas: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m services.cli.reference
 
-# NATS users and permissions (services/core/access.py) → infra/nats and the Helm chart
+# NATS users and permissions (services/core/security/access.py) → infra/nats and the Helm chart
 infra: $(STAMP)
 	$(BIN)/tuneline infra export
 

@@ -24,9 +24,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schemas.dataset import DatasetSubmitted
-from services.core.bus import ensure_streams
-from services.core.delivery import HandlerContext, raw_body, subscribe_event
-from services.core.nats_server import EmbeddedNats, free_port
+from services.core.messaging.bus import ensure_streams
+from services.core.messaging.delivery import HandlerContext, raw_body, subscribe_event
+from services.core.messaging.nats_server import EmbeddedNats, free_port
 from services.core.runtime import build_runtime
 from services.core.settings import CoreSettings, DeliverySettings, NatsSettings
 from services.registry.app import build_registry

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from schemas.curation_policy import CurationPolicy
 from schemas.dataset import DatasetSubmitted, DataSource, MixComponent, MixSpec
 from schemas.recipe import TrainingRecipe
-from services.core.models import load_tokenizer, resolve_base_model, tokenizer_sha256
+from services.core.ml.bases import resolve_base_model
+from services.core.ml.models import load_tokenizer, tokenizer_sha256
 from services.curation.pipeline import Tokenizer, curate
 
 spec = importlib.util.spec_from_file_location(

@@ -23,15 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from schemas.gate_policy import GatePolicy
 from schemas.refs import AdapterRef, BaseModelRef, DatasetRef, ModelRef, TokenizerRef
 from services.core.artifacts import ArtifactStore
-from services.core.models import (
-    architecture,
-    canonical_name,
-    resolve_base_model,
-    tokenizer_sha256,
-    weights_sha256,
-)
+from services.core.ml.bases import canonical_name, resolve_base_model
+from services.core.ml.models import architecture, tokenizer_sha256, weights_sha256
+from services.core.ml.suite_catalogue import shipped_suites
 from services.core.settings import CoreSettings
-from services.core.suite_catalogue import shipped_suites
 from services.evaluation.engine import Engine
 from services.evaluation.evaluate import Evaluator
 from services.evaluation.options import EvalOptions

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.core.models import resolve_base_model
+from services.core.ml.bases import resolve_base_model
 from services.core.settings import CoreSettings
 
 

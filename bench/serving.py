@@ -26,15 +26,10 @@ from bench.evaluation import adapter
 from schemas.refs import AdapterRef, BaseModelRef, ModelRef, TokenizerRef
 from schemas.serving import RouteEntry
 from services.core.artifacts import ArtifactStore
-from services.core.models import (
-    architecture,
-    canonical_name,
-    resolve_base_model,
-    tokenizer_sha256,
-    weights_sha256,
-)
-from services.core.nats_server import EmbeddedNats, free_port
-from services.core.routes import RouteTable
+from services.core.messaging.nats_server import EmbeddedNats, free_port
+from services.core.messaging.routes import RouteTable
+from services.core.ml.bases import canonical_name, resolve_base_model
+from services.core.ml.models import architecture, tokenizer_sha256, weights_sha256
 from services.core.settings import CoreSettings, NatsSettings
 from services.serving.generation import Job, Sampling
 from services.serving.transformers_backend import TransformersBackend

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from schemas.dataset import DatasetApproved, SplitInfo
 from schemas.recipe import TrainingRecipe
 from services.core.artifacts import ArtifactStore
-from services.core.nats_server import EmbeddedNats, free_port
+from services.core.messaging.nats_server import EmbeddedNats, free_port
 from services.core.runtime import build_runtime
 from services.core.settings import CoreSettings, NatsSettings
 from services.training.app import build_training
@@ -144,7 +144,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-steps", type=int, default=25)
     parser.add_argument("--max-seq-len", type=int, default=None, help="default: 1024 tiny, 256 SmolLM2")
     args = parser.parse_args()
-    from services.core.models import resolve_base_model
+    from services.core.ml.bases import resolve_base_model
 
     cache = str(Path(os.environ.get("TUNELINE_MODEL_CACHE", Path.home() / ".cache" / "tuneline" / "models")))
     model_dir = resolve_base_model(args.model, cache)

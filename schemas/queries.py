@@ -1,7 +1,7 @@
 """Request/reply contracts of the services' queries (`tuneline.rpc.<service>.<query>`).
 
 Every query is paired with its request and reply models in `QUERIES` (as `schemas/catalogue.py`
-pairs events with subjects); `services.core.rpc.ask` sends a request and validates the reply
+pairs events with subjects); `services.core.messaging.rpc.ask` sends a request and validates the reply
 into the paired model, so a caller never reads an unchecked dict.
 """
 

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from schemas.dataset import DatasetSubmitted
 from schemas.envelope import Envelope, new_event_id, now
-from services.core.nats_server import free_port
+from services.core.messaging.nats_server import free_port
 from services.core.runtime import build_runtime
 from services.core.settings import CoreSettings
 from services.demo_registry import (

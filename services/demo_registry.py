@@ -24,7 +24,7 @@ from schemas.queries import (
     RunQuery,
     RunsQuery,
 )
-from services.core.rpc import ask
+from services.core.messaging.rpc import ask
 from services.core.runtime import build_runtime
 from services.core.settings import CoreSettings
 from services.stack import Stack, StackError

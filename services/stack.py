@@ -19,9 +19,9 @@ from typing import Any
 from faststream.nats import NatsBroker
 from pydantic import SecretStr
 
-from services.core.nats_server import EmbeddedNats, NatsServerError, SecureNats, secure_nats
-from services.core.pki import write_secret
-from services.core.rpc import RpcError, query
+from services.core.messaging.nats_server import EmbeddedNats, NatsServerError, SecureNats, secure_nats
+from services.core.messaging.rpc import RpcError, query
+from services.core.security.pki import write_secret
 from services.core.settings import NatsSettings
 
 # In start order. A service exists when its package has a __main__; later issues add theirs.

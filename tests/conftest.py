@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from services.core.nats_server import EmbeddedNats, free_port
+from services.core.messaging.nats_server import EmbeddedNats, free_port
 from services.core.settings import CoreSettings, DeliverySettings, NatsSettings, StreamSettings
 from tests.support.postgres import PostgresCluster
 
@@ -137,7 +137,7 @@ def knowing_base(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="session")
 def tiny_model(model_cache: Path) -> Path:
-    from services.core.models import resolve_base_model
+    from services.core.ml.bases import resolve_base_model
 
     return resolve_base_model("tiny-llama", model_cache)
 

@@ -20,10 +20,10 @@ from schemas.envelope import Envelope
 from schemas.events import validation_problems
 from schemas.queries import DATASETS_GET, DATASETS_LIST, DatasetQuery, DatasetsQuery
 from services.cli.session import Session, ask, console, fail, run_coro, validated, when
-from services.core import uploads
-from services.core.access import tenant_of_user
 from services.core.formats import UnknownFormat, infer_format
-from services.core.rpc import RpcError
+from services.core.messaging import uploads
+from services.core.messaging.rpc import RpcError
+from services.core.security.access import tenant_of_user
 
 datasets_app = typer.Typer(help="Submitted datasets and their audit reports.", no_args_is_help=True)
 

@@ -22,7 +22,7 @@ from schemas.queries import (
     SuitesQuery,
 )
 from services.cli.session import Session, ask, console, err, fail, run_coro, when
-from services.core import uploads
+from services.core.messaging import uploads
 
 # -- evaluation: evals, card, drift, suites ----------------------------------------------------
 evals_app = typer.Typer(help="Evaluation reports and release-gate decisions.", no_args_is_help=True)

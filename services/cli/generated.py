@@ -62,7 +62,7 @@ infra_app = typer.Typer(help="Deployment files generated from code (NATS permiss
 
 
 def _infra_files() -> dict[str, str]:
-    from services.core.nats_config import auth_conf, helm_users_template
+    from services.core.security.nats_config import auth_conf, helm_users_template
 
     auth = auth_conf()
     return {
@@ -79,7 +79,10 @@ def infra_export(
     ] = GENERATED.parents[1],
     check: Annotated[bool, typer.Option(help="Fail if the files on disk differ (CI)")] = False,
 ) -> None:
-    """Write the NATS users and permissions (services/core/access.py) to infra/ and the Helm chart."""
+    """Write the NATS users and permissions to infra/ and the Helm chart.
+
+    They are generated from the access table in services/core/security/access.py.
+    """
     files = _infra_files()
     if check:
         stale = [n for n, text in files.items() if not (root / n).exists() or (root / n).read_text() != text]
@@ -103,8 +106,8 @@ def infra_secrets(
 
     Existing passwords and certificates are kept, so running it again changes nothing.
     """
-    from services.core.access import ADMIN_USER, password_variable, service_access
-    from services.core.pki import make_server_tls, new_password
+    from services.core.security.access import ADMIN_USER, password_variable, service_access
+    from services.core.security.pki import make_server_tls, new_password
 
     out.mkdir(parents=True, exist_ok=True)
     env_file = out / ".env"

@@ -37,7 +37,7 @@ ReasonOpt = Annotated[str, typer.Option(help="Recorded with the request")]
 
 
 async def _route_entry(runtime: ServiceRuntime, alias: str) -> tuple[Any, int]:
-    from services.core.routes import NoRouteTable, RouteTable
+    from services.core.messaging.routes import NoRouteTable, RouteTable
 
     try:
         table = await RouteTable.open(runtime.broker.connection.jetstream(), create=False)
@@ -156,7 +156,7 @@ def rollback(ctx: typer.Context, alias: AliasArg, tenant: TenantOpt = None, reas
 def routes(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every route in the route table: stable and candidate versions, weight, shadow."""
     session = Session.of(ctx)
-    from services.core.routes import NoRouteTable, RouteTable
+    from services.core.messaging.routes import NoRouteTable, RouteTable
 
     async def read() -> dict[str, Any]:
         async with session.connected() as runtime:

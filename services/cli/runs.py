@@ -15,7 +15,7 @@ from schemas.queries import RUNS_GET, RUNS_LIST, RunQuery, RunsQuery
 from schemas.subjects import EVENTS_PREFIX
 from services.cli.lineage import print_timeline
 from services.cli.session import Session, ask, console, fail, number, run_coro, when
-from services.core.rpc import RpcError
+from services.core.messaging.rpc import RpcError
 from services.core.runtime import ServiceRuntime
 
 runs_app = typer.Typer(help="Training runs (no subcommand: list them).", invoke_without_command=True)

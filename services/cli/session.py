@@ -16,10 +16,10 @@ from rich.console import Console
 
 from schemas.events import validation_problems
 from schemas.queries import QuerySpec, Reply
-from services.core import rpc
-from services.core.access import tenant_of_user
-from services.core.rpc import RpcError
+from services.core.messaging import rpc
+from services.core.messaging.rpc import RpcError
 from services.core.runtime import ServiceRuntime, build_runtime
+from services.core.security.access import tenant_of_user
 from services.core.settings import CoreSettings, NatsSettings
 
 console = Console()

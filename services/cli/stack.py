@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from services.cli.session import NatsUrl, Session, console, err, fail, run_coro
-from services.core.rpc import RpcError
+from services.core.messaging.rpc import RpcError
 from services.stack import Stack, StackConfig, StackError, wait_healthy
 
 

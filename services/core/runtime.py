@@ -13,9 +13,9 @@ from faststream.middlewares import AckPolicy
 from faststream.nats import NatsBroker
 
 from schemas.subjects import rpc_subject
-from services.core.access import tenant_of_user
-from services.core.bus import EventBus, build_broker, client_inbox, ensure_streams
+from services.core.messaging.bus import EventBus, build_broker, client_inbox, ensure_streams
 from services.core.prometheus import ServiceMetrics
+from services.core.security.access import tenant_of_user
 from services.core.settings import CoreSettings
 from services.core.telemetry import build_tracer_provider
 

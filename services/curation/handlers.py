@@ -14,13 +14,14 @@ from typing import Any
 from faststream.nats import NatsBroker
 
 from schemas.dataset import DatasetApproved, DatasetRejected, DatasetSubmitted, DataSource, Finding, SplitInfo
-from services.core import uploads
 from services.core.artifacts import ArtifactError, ArtifactStore
-from services.core.bus import EventBus
-from services.core.delivery import HandlerContext, subscribe_event
-from services.core.models import ModelResolutionError, load_tokenizer, resolve_base_model, tokenizer_sha256
+from services.core.messaging import uploads
+from services.core.messaging.bus import EventBus
+from services.core.messaging.delivery import HandlerContext, subscribe_event
+from services.core.ml.bases import resolve_base_model
+from services.core.ml.models import ModelResolutionError, load_tokenizer, tokenizer_sha256
+from services.core.ml.suite_catalogue import all_suites
 from services.core.prometheus import ServiceMetrics
-from services.core.suite_catalogue import all_suites
 from services.curation.checks.context import Tokenizer
 from services.curation.config import CurationSettings
 from services.curation.pipeline import (

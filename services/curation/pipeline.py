@@ -27,7 +27,7 @@ from schemas.dataset import (
     MixCount,
     SourceSummary,
 )
-from services.core.suite_catalogue import Suite
+from services.core.ml.suite_catalogue import Suite
 from services.curation.checks.boilerplate import boilerplate
 from services.curation.checks.canaries import canaries
 from services.curation.checks.contamination import contamination

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from faststream import FastStream
 
 from services.core.artifacts import ArtifactStore
-from services.core.rpc import RpcError
+from services.core.messaging.rpc import RpcError
 from services.core.runtime import ServiceRuntime, build_runtime
 from services.evaluation.config import EvaluationSettings
 from services.evaluation.handlers import SERVICE, EvaluationHandlers, register

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.core.models import InferenceDtype
+from services.core.ml.models import InferenceDtype
 from services.core.settings import CoreSettings
 from services.evaluation.engine import BATCH_SIZE
 

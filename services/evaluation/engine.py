@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from schemas.refs import QuantizationConfig
-from services.core.models import MODEL_BUILD_LOCK, attach_adapter, inference_dtype, load_tokenizer
-from services.core.models import check_adapter as core_check_adapter
-from services.core.models import refuse_pickles as core_refuse_pickles
+from services.core.ml.models import MODEL_BUILD_LOCK, attach_adapter, inference_dtype, load_tokenizer
+from services.core.ml.models import check_adapter as core_check_adapter
+from services.core.ml.models import refuse_pickles as core_refuse_pickles
 
 Messages = list[dict[str, str]]
 

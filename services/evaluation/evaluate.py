@@ -20,8 +20,9 @@ from schemas.evaluation import ArmScore, Comparison, SuiteResult
 from schemas.gate_policy import GatePolicy
 from schemas.refs import ArtifactRef, ModelRef
 from services.core.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
-from services.core.models import BaseMismatch, ModelResolutionError, inference_dtype, resolve_exact_base
-from services.core.suite_catalogue import Suite, all_suites
+from services.core.ml.bases import resolve_exact_base
+from services.core.ml.models import BaseMismatch, ModelResolutionError, inference_dtype
+from services.core.ml.suite_catalogue import Suite, all_suites
 from services.evaluation.comparisons import ArmOutcome, compare, score_outputs, suite_detail
 from services.evaluation.engine import Engine, EngineError
 from services.evaluation.gates import evaluate_gates

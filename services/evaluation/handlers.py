@@ -47,12 +47,12 @@ from schemas.queries import (
 )
 from schemas.refs import ModelRef
 from services.core.artifacts import ArtifactStore
-from services.core.bus import EventBus
-from services.core.delivery import HandlerContext, subscribe_event
+from services.core.messaging.bus import EventBus
+from services.core.messaging.delivery import HandlerContext, subscribe_event
+from services.core.messaging.rpc import RpcError, ask, serve_query
+from services.core.messaging.uploads import UploadError, download, pack_directory
+from services.core.ml.suite_catalogue import Suite, SuiteError, all_suites, register_suite
 from services.core.prometheus import ServiceMetrics
-from services.core.rpc import RpcError, ask, serve_query
-from services.core.suite_catalogue import Suite, SuiteError, all_suites, register_suite
-from services.core.uploads import UploadError, download, pack_directory
 from services.evaluation import drift
 from services.evaluation.config import EvaluationSettings
 from services.evaluation.evaluate import Evaluator

@@ -1,7 +1,7 @@
 """lm-evaluation-harness tasks scored on an arm of the engine (base or adapter), per document.
 
 lm-eval is optional (`pip install 'tuneline[lm-eval]'`). The task comes from the suite's own
-directory, checked by services.core.lm_eval_tasks; no task code runs and nothing is downloaded.
+directory, checked by services.core.ml.lm_eval_tasks; no task code runs and nothing is downloaded.
 The per-document metric (the task's first metric, e.g. acc) gives the paired per-item outcomes.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from services.core import lm_eval_tasks
+from services.core.ml import lm_eval_tasks
 from services.evaluation.engine import Engine
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import statistics
 from typing import Any
 
 from schemas.evaluation import ArmScore, Comparison, SuiteResult
-from services.core.suite_catalogue import Suite
+from services.core.ml.suite_catalogue import Suite
 from services.evaluation.engine import Engine
 from services.evaluation.options import EvalOptions
 from services.evaluation.stats import percentile

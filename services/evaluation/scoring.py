@@ -17,8 +17,8 @@ from typing import Any
 
 import jsonschema
 
-from services.core.refusals import is_refusal, normalize
-from services.core.suite_catalogue import SCORERS
+from services.core.ml.refusals import is_refusal, normalize
+from services.core.ml.suite_catalogue import SCORERS
 
 __all__ = ["Scored", "ScoringError", "is_refusal", "normalize", "score", "token_f1"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from schemas.gate_policy import GatePolicy
 from schemas.refs import EvalSuiteRef
-from services.core.suite_catalogue import Suite, suite_version
+from services.core.ml.suite_catalogue import Suite, suite_version
 from services.evaluation.scoring import parse_json
 
 Messages = list[dict[str, str]]

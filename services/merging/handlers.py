@@ -26,10 +26,10 @@ from schemas.queries import (
 )
 from schemas.refs import ModelRef
 from services.core.artifacts import ArtifactStore
-from services.core.bus import EventBus
-from services.core.delivery import HandlerContext, subscribe_event
+from services.core.messaging.bus import EventBus
+from services.core.messaging.delivery import HandlerContext, subscribe_event
+from services.core.messaging.rpc import RpcError, ask
 from services.core.prometheus import ServiceMetrics
-from services.core.rpc import RpcError, ask
 from services.merging import compat, soup
 from services.merging.config import MergingSettings
 from services.merging.merges import Input, Merged, Merger, Refused

@@ -14,7 +14,8 @@ from typing import Any
 from schemas.merge import MergeRequested, Mismatch
 from schemas.refs import AdapterRef, ArtifactRef, Lineage, MergeState, ModelRef, QuantizationConfig
 from services.core.artifacts import ArtifactError, ArtifactStore
-from services.core.models import ModelResolutionError, resolve_exact_base
+from services.core.ml.bases import resolve_exact_base
+from services.core.ml.models import ModelResolutionError
 from services.merging import compat, ops
 from services.merging.config import MergingSettings
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.refs import MergeDifference
-from services.core.models import TOKENIZER_FILES, attach_adapter, load_causal_lm, load_tokenizer
+from services.core.ml.models import TOKENIZER_FILES, attach_adapter, load_causal_lm, load_tokenizer
 
 PROBES = (
     "What is the capital of France?",

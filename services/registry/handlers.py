@@ -14,10 +14,9 @@ from faststream.nats import NatsBroker, NatsMessage, PullSub
 from schemas.catalogue import EVENTS
 from schemas.events import Event
 from schemas.subjects import DLQ_PREFIX, DLQ_STREAM, TENANT_QUERIES
-from services.core.access import REGISTRY_DLQ_DURABLE
-from services.core.bus import EventBus, dlq_stream
-from services.core.consumers import DurableSpec
-from services.core.delivery import (
+from services.core.messaging.bus import EventBus, dlq_stream
+from services.core.messaging.consumers import DurableSpec
+from services.core.messaging.delivery import (
     DLQ_KIND,
     DLQ_REASON,
     DLQ_SERVICE,
@@ -28,8 +27,9 @@ from services.core.delivery import (
     raw_body,
     subscribe_event,
 )
+from services.core.messaging.rpc import serve, serve_for_tenants
 from services.core.prometheus import ServiceMetrics
-from services.core.rpc import serve, serve_for_tenants
+from services.core.security.access import REGISTRY_DLQ_DURABLE
 from services.core.settings import DeliverySettings
 from services.registry.queries import answer, registry_queries
 from services.registry.store import DeadLetter, RegistryStore

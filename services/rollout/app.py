@@ -5,8 +5,8 @@ from __future__ import annotations
 from faststream import FastStream
 
 from schemas.queries import EVALS_GET, EvalDetail, EvalsQuery
-from services.core.routes import RouteTable
-from services.core.rpc import RpcError, ask
+from services.core.messaging.routes import RouteTable
+from services.core.messaging.rpc import RpcError, ask
 from services.core.runtime import build_runtime
 from services.rollout.config import RolloutSettings
 from services.rollout.controller import RolloutController

@@ -29,9 +29,9 @@ from schemas.rollout import (
     RolloutStep,
 )
 from schemas.serving import RouteEntry, ServingWindow
-from services.core.bus import EventBus
-from services.core.delivery import HandlerContext
-from services.core.routes import RouteConflict, RouteTable
+from services.core.messaging.bus import EventBus
+from services.core.messaging.delivery import HandlerContext
+from services.core.messaging.routes import RouteConflict, RouteTable
 from services.rollout import analysis
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from schemas.rollout import (
     _OperatorRequest,
 )
 from schemas.serving import ServingWindow
-from services.core.bus import EventBus
-from services.core.delivery import HandlerContext, PermanentError, subscribe_event
+from services.core.messaging.bus import EventBus
+from services.core.messaging.delivery import HandlerContext, PermanentError, subscribe_event
 from services.core.prometheus import ServiceMetrics
 from services.core.settings import DeliverySettings
 from services.rollout.controller import RolloutController

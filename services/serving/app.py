@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 
 from services.core.artifacts import ArtifactStore
-from services.core.routes import RouteTable
+from services.core.messaging.routes import RouteTable
 from services.core.runtime import ServiceRuntime, build_runtime
 from services.serving.api import create_http_app
 from services.serving.config import ServingSettings

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.core.models import InferenceDtype
+from services.core.ml.models import InferenceDtype
 from services.core.settings import CoreSettings
 
 

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 from schemas.events import describe_validation_error
 from schemas.serving import DecisionRecord, Role, ServingWindow
 from schemas.subjects import DECISIONS_PREFIX, DECISIONS_STREAM
-from services.core.bus import EventBus
-from services.core.refusals import is_refusal
+from services.core.messaging.bus import EventBus
+from services.core.ml.refusals import is_refusal
 from services.serving.checks import refusal_for, schema_valid, sha256_text, unencodable_string
 from services.serving.config import Fault, ServingSettings
 from services.serving.generation import (

@@ -22,7 +22,8 @@ from typing import Any
 
 from schemas.refs import ArtifactRef, ModelRef
 from services.core.artifacts import ArtifactError, ArtifactStore
-from services.core.models import (
+from services.core.ml.bases import resolve_exact_base
+from services.core.ml.models import (
     ModelResolutionError,
     attach_adapter,
     check_adapter,
@@ -30,7 +31,6 @@ from services.core.models import (
     load_causal_lm,
     load_tokenizer,
     refuse_pickles,
-    resolve_exact_base,
 )
 from services.serving.generation import (
     BackendError,

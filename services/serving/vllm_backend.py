@@ -14,7 +14,8 @@ from typing import Any
 
 from schemas.refs import ModelRef
 from services.core.artifacts import ArtifactError, ArtifactStore
-from services.core.models import ModelResolutionError, check_adapter, load_tokenizer, resolve_exact_base
+from services.core.ml.bases import resolve_exact_base
+from services.core.ml.models import ModelResolutionError, check_adapter, load_tokenizer
 from services.serving.generation import (
     BackendError,
     Completion,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from services.core.models import pickle_files
+from services.core.ml.models import pickle_files
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 SCHEDULER_FILE = "scheduler.json"

@@ -25,8 +25,8 @@ from schemas.training import (
     TrainingStarted,
 )
 from services.core.artifacts import ArtifactStore
-from services.core.bus import EventBus
-from services.core.delivery import HandlerContext, PermanentError, subscribe_event
+from services.core.messaging.bus import EventBus
+from services.core.messaging.delivery import HandlerContext, PermanentError, subscribe_event
 from services.core.prometheus import ServiceMetrics
 from services.training import preflight
 from services.training.config import TrainingSettings

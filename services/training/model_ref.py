@@ -9,14 +9,8 @@ from pathlib import Path
 from schemas.dataset import DatasetApproved
 from schemas.recipe import TrainingRecipe
 from schemas.refs import AdapterRef, ArtifactRef, BaseModelRef, DatasetRef, ModelRef, TokenizerRef
-from services.core.models import (
-    architecture,
-    builtin_names,
-    canonical_name,
-    chat_template_sha256,
-    tokenizer_sha256,
-    weights_sha256,
-)
+from services.core.ml.bases import builtin_names, canonical_name
+from services.core.ml.models import architecture, chat_template_sha256, tokenizer_sha256, weights_sha256
 
 
 def recipe_sha256(recipe: TrainingRecipe) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.recipe import TrainingRecipe
-from services.core.models import MODEL_BUILD_LOCK
+from services.core.ml.models import MODEL_BUILD_LOCK
 from services.training.job import METHOD_FORMATS
 
 

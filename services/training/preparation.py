@@ -14,7 +14,8 @@ from pathlib import Path
 from schemas.dataset import DatasetApproved
 from schemas.refs import ArtifactRef, BaseModelRef, TokenizerRef
 from services.core.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
-from services.core.models import ModelResolutionError, resolve_base_model, tokenizer_sha256
+from services.core.ml.bases import resolve_base_model
+from services.core.ml.models import ModelResolutionError, tokenizer_sha256
 from services.training import preflight
 from services.training.config import TrainingSettings
 from services.training.job import TrainingJob

@@ -56,7 +56,7 @@ def run(job: TrainingJob, report: Report, stop: threading.Event) -> None:
     import torch
     from transformers.trainer_callback import PrinterCallback
 
-    from services.core.models import load_tokenizer
+    from services.core.ml.models import load_tokenizer
     from services.training.callback import ReportingCallback
     from services.training.methods import build_trainer, use_cuda
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from services.core.nats_server import free_port
-from services.core.rpc import RpcError, query
+from services.core.messaging.nats_server import free_port
+from services.core.messaging.rpc import RpcError, query
 from services.core.runtime import ServiceRuntime, build_runtime
 from services.core.settings import CoreSettings, NatsSettings
 from services.stack import Stack, StackConfig, wait_healthy

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from services.core.nats_server import EmbeddedNats, free_port
+from services.core.messaging.nats_server import EmbeddedNats, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 TUNELINE = [sys.executable, "-m", "services.cli"]
@@ -307,7 +307,12 @@ def test_training_runs_can_be_watched_and_cancelled_from_the_cli(
     watched = cli(url, "watch", str(run["run_id"]))
     assert watched.returncode == 1 and "cancelled" in watched.stdout
 
-    # the finished candidate was evaluated meanwhile: tables, gate verdicts and the adaptation card
+    _evaluated_with_card_and_suites(url, version, tmp_path)
+
+
+def _evaluated_with_card_and_suites(url: str, version: str, tmp_path: Path) -> None:
+    """The finished candidate was evaluated meanwhile: tables, gate verdicts and the adaptation card;
+    the suite catalogue lists, accepts and refuses from the CLI; a drift check can be asked for."""
     deadline = time.monotonic() + 240
     while (shown := cli(url, "evals", "show", version)).returncode == 2:
         assert time.monotonic() < deadline, "no evaluation of the candidate within 240 s"

@@ -11,9 +11,9 @@ import pytest
 
 from schemas.dataset import DatasetSubmitted, DataSource
 from schemas.refs import ArtifactRef
-from services.core import uploads
 from services.core.artifacts import ArtifactStore
-from services.core.rpc import query
+from services.core.messaging import uploads
+from services.core.messaging.rpc import query
 from services.core.runtime import ServiceRuntime, build_runtime
 from services.core.settings import CoreSettings
 from services.curation.app import build_curation

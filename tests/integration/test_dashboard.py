@@ -31,7 +31,7 @@ from schemas.events import Event
 from schemas.gate_policy import GatePolicy
 from schemas.refs import EvalSuiteRef
 from schemas.rollout import MetricAnalysis, RolloutPromoted, RolloutStarted, RolloutStep
-from services.core.nats_server import free_port
+from services.core.messaging.nats_server import free_port
 from services.registry.dashboard import create_dashboard
 from services.registry.database import create_registry_engine, migrate
 from services.registry.store import RegistryStore

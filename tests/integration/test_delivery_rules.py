@@ -10,8 +10,8 @@ import pytest
 
 from schemas.dataset import DatasetSubmitted
 from schemas.subjects import DLQ_STREAM
-from services.core.bus import EventBus
-from services.core.delivery import (
+from services.core.messaging.bus import EventBus
+from services.core.messaging.delivery import (
     DLQ_DELIVERIES,
     DLQ_KIND,
     DLQ_REASON,
@@ -169,7 +169,7 @@ async def test_a_deleted_or_altered_durable_is_reported_and_restored_without_rep
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     from schemas.subjects import EVENTS_STREAM
-    from services.core.rpc import query
+    from services.core.messaging.rpc import query
 
     runtime, bus, js, durable, handled = await guarded_recorder(core_settings, running, "guarded", 0.5)
     await bus.publish(submitted(1))

@@ -21,10 +21,10 @@ from schemas.gate_policy import GatePolicy
 from schemas.refs import ArtifactRef
 from schemas.rollout import RolloutPromoted
 from services.core.artifacts import ArtifactStore
-from services.core.rpc import query
+from services.core.messaging.rpc import query
+from services.core.ml.suite_catalogue import register_suite
 from services.core.runtime import ServiceRuntime
 from services.core.settings import CoreSettings
-from services.core.suite_catalogue import register_suite
 from services.evaluation.config import EvaluationSettings
 from services.evaluation.handlers import EvaluationHandlers
 from services.training.app import build_training
@@ -97,18 +97,38 @@ async def test_over_trained_candidate_fails_the_forgetting_gate_and_a_sane_one_p
     assert sum("facts/baseline" in r["cache_hits"] for r in reports) == 1
     assert all(r["cache_hits"] or r["generated_items"] > 0 for r in reports)
 
-    # the registry assembles the adaptation card from the lineage and names the regressed suite
+    await _the_registry_cards_the_failure(operator, failed, over_event.dataset_id)
+    await _drift_of_production_is_detected_and_scheduled(operator, store, core, passed)
+
+    # the next candidate on the route is compared with the production version too
+    successor = approved(store, sane, rows=64, seed=3, route="sane")
+    await operator.bus.publish(successor)
+    completed_next = await _eval_of_dataset(operator, successor.dataset_id)
+    facts_next = next(r for r in completed_next["suites"] if r["suite"]["name"] == "facts")
+    arms_next = {a["arm"]: a["version_id"] for a in facts_next["scores"]}
+    assert arms_next["production"] == _version_id(passed["candidate"])
+    assert any(c["reference"] == "production" for c in facts_next["comparisons"])
+
+
+async def _the_registry_cards_the_failure(
+    operator: ServiceRuntime, failed: dict[str, Any], dataset_id: str
+) -> None:
+    """The registry assembles the adaptation card from the lineage and names the regressed suite."""
     version = failed["candidate"]
     card = await query(operator.broker, "registry", "cards.get", {"version_id": _version_id(version)})
     assert "capability:facts" in card["markdown"] and "**FAIL**" in card["markdown"]
     assert card["card"]["base"]["sha256"] == version["base"]["sha256"]
-    assert card["card"]["dataset"]["dataset_id"] == over_event.dataset_id
+    assert card["card"]["dataset"]["dataset_id"] == dataset_id
     assert card["card"]["rollback"] == "tuneline rollback over"
     evals = await query(operator.broker, "registry", "evals.get", {"version_id": _version_id(version)})
     assert len(evals["evaluations"]) == 1 and evals["decisions"][0]["passed"] is False
 
-    # drift: the sane version goes to production; then the facts suite is revised so the answers the
-    # model gives no longer count: a drift check re-runs the suites on production and reports the move
+
+async def _drift_of_production_is_detected_and_scheduled(
+    operator: ServiceRuntime, store: ArtifactStore, core: CoreSettings, passed: dict[str, Any]
+) -> None:
+    """The sane version goes to production; then the facts suite is revised so the answers the model
+    gives no longer count: a drift check re-runs the suites on production and reports the move."""
     production = _version_id(passed["candidate"])
     await operator.bus.publish(
         RolloutPromoted(route="sane", tenant="acme", candidate_version=production, rollout_id="r-1")
@@ -136,15 +156,6 @@ async def test_over_trained_candidate_fails_the_forgetting_gate_and_a_sane_one_p
         if e.payload["requested_by"] == "scheduler"
     ]
     assert len(scheduled) == 1 and scheduled[0].payload["route"] == "sane"
-
-    # the next candidate on the route is compared with the production version too
-    successor = approved(store, sane, rows=64, seed=3, route="sane")
-    await operator.bus.publish(successor)
-    completed_next = await _eval_of_dataset(operator, successor.dataset_id)
-    facts_next = next(r for r in completed_next["suites"] if r["suite"]["name"] == "facts")
-    arms_next = {a["arm"]: a["version_id"] for a in facts_next["scores"]}
-    assert arms_next["production"] == production
-    assert any(c["reference"] == "production" for c in facts_next["comparisons"])
 
 
 async def test_a_candidate_that_memorized_its_canaries_fails_the_memorization_gate(

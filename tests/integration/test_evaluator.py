@@ -10,7 +10,7 @@ import pytest
 from schemas.gate_policy import GatePolicy
 from schemas.refs import AdapterRef, BaseModelRef, DatasetRef, ModelRef, QuantizationConfig, TokenizerRef
 from services.core.artifacts import ArtifactStore
-from services.core.models import tokenizer_sha256, weights_sha256
+from services.core.ml.models import tokenizer_sha256, weights_sha256
 from services.evaluation.evaluate import Evaluator
 from services.evaluation.options import EvalOptions, EvaluationError
 from tests.support.training import canary_rows, rows_for
@@ -22,7 +22,7 @@ def make_adapter(base: Path, out: Path, targets: list[str], seed: int = 0) -> Pa
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from services.core.models import load_causal_lm
+    from services.core.ml.models import load_causal_lm
 
     torch.manual_seed(seed)
     model = get_peft_model(
@@ -146,8 +146,8 @@ def test_a_candidate_on_another_base_or_with_foreign_modules_is_refused_before_l
 def test_an_lm_eval_task_scores_candidate_and_base_per_document(
     store: ArtifactStore, tmp_path: Path, tiny_model: Path, model_cache: Path
 ) -> None:
-    from services.core.suite_catalogue import register_suite
-    from services.core.uploads import pack_directory
+    from services.core.messaging.uploads import pack_directory
+    from services.core.ml.suite_catalogue import register_suite
 
     task_dir = Path(__file__).parents[2] / "examples" / "lm-eval-task"
     register_suite(store, "arith", pack_directory(task_dir), "lm-eval:tl_arith", kind="capability")
@@ -171,7 +171,7 @@ def test_dtype_bf16_evaluates_bf16_weights_and_keeps_its_own_cached_baselines(
 ) -> None:
     import torch
 
-    from services.core.models import inference_dtype
+    from services.core.ml.models import inference_dtype
     from services.evaluation.engine import Engine
 
     engine = Engine(tiny_model, dtype="bf16")

@@ -148,7 +148,7 @@ def perturbed_copy(base: Path, out: Path, seed: int, scale: float = 0.01) -> Pat
     """A full model on the same base: each weight tensor plus Gaussian noise of `scale` times its std."""
     import torch
 
-    from services.core.models import load_causal_lm, load_tokenizer
+    from services.core.ml.models import load_causal_lm, load_tokenizer
 
     model = load_causal_lm(base)
     torch.manual_seed(seed)

@@ -12,10 +12,10 @@ import nkeys
 import pytest
 from pydantic import SecretStr
 
-from services.core.bus import ensure_streams
-from services.core.nats_server import EmbeddedNats, free_port
-from services.core.pki import make_server_tls
+from services.core.messaging.bus import ensure_streams
+from services.core.messaging.nats_server import EmbeddedNats, free_port
 from services.core.runtime import build_runtime
+from services.core.security.pki import make_server_tls
 from services.core.settings import CoreSettings, NatsSettings
 from tests.support.events import submitted
 from tests.support.nats_auth import keypair, operator_mode

@@ -1,7 +1,7 @@
 """infra/nats on a real nats-server: TLS and one user per service, each able to do its job only.
 
 The server runs infra/nats/nats-server.conf with the generated auth.conf, as `tuneline up --secure`
-and the Helm chart do. The users' permissions come from services/core/access.py.
+and the Helm chart do. The users' permissions come from services/core/security/access.py.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import pytest
 from nats.js.api import ConsumerConfig
 
 from schemas.subjects import EVENTS_STREAM, ROUTES_BUCKET, durable_name, event_subject
-from services.core import uploads
-from services.core.access import (
+from services.core.messaging import uploads
+from services.core.messaging.nats_server import SecureNats
+from services.core.messaging.routes import RouteTable
+from services.core.security.access import (
     ADMIN_USER,
     TRAINING_BUCKET,
     Access,
@@ -28,8 +30,6 @@ from services.core.access import (
     publish_subject,
     publishers_of,
 )
-from services.core.nats_server import SecureNats
-from services.core.routes import RouteTable
 from services.training.control import BUCKET as RUN_CONTROL_BUCKET
 from services.training.control import KvRunControl
 from tests.support.secure_nats import TABLE, as_service, curation_as_itself, envelope
@@ -297,8 +297,8 @@ async def test_a_service_may_only_publish_as_itself(as_user: Any, secure: Secure
     it, and only what the sender's identity allows reaches the handler."""
     from schemas.dataset import DatasetSubmitted
     from schemas.subjects import DLQ_STREAM
-    from services.core.bus import EventBus
-    from services.core.delivery import DLQ_KIND, DLQ_REASON, HandlerContext
+    from services.core.messaging.bus import EventBus
+    from services.core.messaging.delivery import DLQ_KIND, DLQ_REASON, HandlerContext
     from services.core.runtime import build_runtime
     from tests.conftest import wait_until
     from tests.support.events import submitted
@@ -348,7 +348,7 @@ def test_write_secret_never_leaves_a_readable_window(tmp_path: Path, monkeypatch
     import os
     import stat
 
-    from services.core.pki import write_secret
+    from services.core.security.pki import write_secret
 
     modes: list[int] = []
     real_write = os.fdopen

@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from schemas.dataset import DatasetSubmitted
 from schemas.subjects import DLQ_STREAM
-from services.core.delivery import DLQ_KIND, DLQ_REASON
-from services.core.rpc import RpcError, query
+from services.core.messaging.delivery import DLQ_KIND, DLQ_REASON
+from services.core.messaging.rpc import RpcError, query
 from services.core.runtime import ServiceRuntime, build_runtime
 from services.core.settings import CoreSettings
 from services.registry.app import Registry, build_registry

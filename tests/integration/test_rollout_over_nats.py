@@ -21,9 +21,9 @@ from schemas.gate_policy import GatePolicy
 from schemas.refs import EvalSuiteRef, ModelRef
 from schemas.rollout import RolloutAbortRequested, RolloutPolicy, RolloutRollbackRequested
 from services.core.artifacts import ArtifactStore
-from services.core.bus import EventBus
-from services.core.routes import RouteTable
-from services.core.rpc import query
+from services.core.messaging.bus import EventBus
+from services.core.messaging.routes import RouteTable
+from services.core.messaging.rpc import query
 from services.core.runtime import ServiceRuntime
 from services.core.settings import CoreSettings
 from services.rollout.app import create_app as rollout_app
@@ -245,7 +245,7 @@ async def test_a_hand_published_gates_passed_starts_no_rollout(
     """The attack: an operator publishes gates.passed for a never-evaluated candidate. The record
     backs no such verdict from the evaluation service: dead-lettered with the reason, no rollout."""
     from schemas.subjects import DLQ_STREAM
-    from services.core.delivery import DLQ_KIND, DLQ_REASON, DLQ_SERVICE
+    from services.core.messaging.delivery import DLQ_KIND, DLQ_REASON, DLQ_SERVICE
 
     candidate, _ = await stack(core, tmp_path, tiny_model, running)
     async with operator_runtime(core) as operator:

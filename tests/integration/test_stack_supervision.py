@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.core.nats_server import free_port
+from services.core.messaging.nats_server import free_port
 from services.core.runtime import build_runtime
 from services.core.settings import CoreSettings, NatsSettings
 from services.stack import DATABASE_URL_VARIABLE, Stack, StackConfig, StackError, wait_healthy

@@ -15,9 +15,9 @@ import nats
 import pytest
 
 from schemas.subjects import event_subject, rpc_subject, tenant_rpc_subject
-from services.core.access import ADMIN_USER
-from services.core.nats_server import SecureNats
-from services.core.rpc import RpcError, query
+from services.core.messaging.nats_server import SecureNats
+from services.core.messaging.rpc import RpcError, query
+from services.core.security.access import ADMIN_USER
 from tests.support.secure_nats import as_service, curation_as_itself
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ async def test_a_tenant_operator_acts_for_its_own_tenant_only(
     from schemas.dataset import DatasetSubmitted
     from schemas.envelope import Envelope, new_event_id, now
     from schemas.subjects import DLQ_STREAM, tenant_subject
-    from services.core.delivery import DLQ_REASON, HandlerContext
+    from services.core.messaging.delivery import DLQ_REASON, HandlerContext
     from services.core.runtime import build_runtime
     from tests.conftest import wait_until
     from tests.support.events import submitted
@@ -138,6 +138,11 @@ async def test_a_tenant_operator_asks_the_registry_about_its_own_tenant_only(
     other = await everyone("datasets.get", {"id": "sub-52"})  # the platform operator sees every tenant
     assert other["summary"]["tenant"] == "globex"
 
+    await _the_server_refuses_acme_the_unscoped_and_the_foreign(as_user)
+    await _the_cli_as_acme_lists_acme_only(secure)
+
+
+async def _the_server_refuses_acme_the_unscoped_and_the_foreign(as_user: Any) -> None:
     session = await as_user("operator-acme")
     assert session.nc is not None
     refused_subjects = (
@@ -152,6 +157,8 @@ async def test_a_tenant_operator_asks_the_registry_about_its_own_tenant_only(
     violations = " ".join(session.violations())
     assert all(f'publish to "{subject}"' in violations for subject in refused_subjects), violations
 
+
+async def _the_cli_as_acme_lists_acme_only(secure: SecureNats) -> None:
     env = {
         **os.environ,
         "TUNELINE_NATS_URL": secure.server.url,

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from schemas.refs import ArtifactRef
 from schemas.training import TrainingCancelRequested
 from services.core.artifacts import ArtifactStore
-from services.core.models import chat_template_sha256, tokenizer_sha256, weights_sha256
-from services.core.rpc import query
+from services.core.messaging.rpc import query
+from services.core.ml.models import chat_template_sha256, tokenizer_sha256, weights_sha256
 from services.core.runtime import ServiceRuntime
 from services.core.settings import CoreSettings
 from services.training.app import build_training

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from services.core.artifacts import ArtifactStore
-from services.core.nats_server import EmbeddedNats
-from services.core.rpc import RpcError, query
+from services.core.messaging.nats_server import EmbeddedNats
+from services.core.messaging.rpc import RpcError, query
 from services.core.runtime import build_runtime
 from services.core.settings import CoreSettings
 from tests.conftest import fast_core_settings, wait_until

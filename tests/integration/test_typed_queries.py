@@ -20,8 +20,8 @@ from schemas.queries import (
     TimelineQuery,
 )
 from schemas.subjects import TENANT_QUERIES
-from services.core.nats_server import EmbeddedNats
-from services.core.rpc import RpcError, ask, query, serve, serve_query
+from services.core.messaging.nats_server import EmbeddedNats
+from services.core.messaging.rpc import RpcError, ask, query, serve, serve_query
 from services.core.runtime import build_runtime
 from tests.conftest import fast_core_settings
 from tests.support.events import model_ref

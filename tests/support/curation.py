@@ -10,7 +10,7 @@ from typing import Any
 from schemas.curation_policy import CurationPolicy
 from schemas.dataset import DatasetSubmitted, DataSource, MixComponent, MixSpec
 from schemas.recipe import TrainingRecipe
-from services.core.suite_catalogue import Suite
+from services.core.ml.suite_catalogue import Suite
 from services.curation.pipeline import Curated, Tokenizer, curate
 
 NAMES = ["Ana", "Ben", "Chloe", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kira", "Luca"]

@@ -9,10 +9,10 @@ from typing import Any
 from schemas.candidate import CandidateReady
 from schemas.refs import AdapterRef, BaseModelRef, Lineage, ModelRef, TokenizerRef
 from services.core.artifacts import ArtifactStore
-from services.core.models import tokenizer_sha256, weights_sha256
-from services.core.rpc import RpcError, query
+from services.core.messaging.rpc import RpcError, query
+from services.core.ml.models import tokenizer_sha256, weights_sha256
+from services.core.ml.suite_catalogue import register_suite
 from services.core.runtime import ServiceRuntime
-from services.core.suite_catalogue import register_suite
 from tests.support.stream import first_event
 
 

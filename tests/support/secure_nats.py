@@ -16,11 +16,11 @@ import pytest
 from nats.aio.client import Client
 
 from schemas.subjects import EVENTS_STREAM, durable_name, event_subject
-from services.core import uploads
-from services.core.access import ADMIN_USER, inbox_prefix, service_access
-from services.core.bus import ensure_streams
-from services.core.nats_server import SecureNats, free_port, secure_nats
-from services.core.routes import RouteTable
+from services.core.messaging import uploads
+from services.core.messaging.bus import ensure_streams
+from services.core.messaging.nats_server import SecureNats, free_port, secure_nats
+from services.core.messaging.routes import RouteTable
+from services.core.security.access import ADMIN_USER, inbox_prefix, service_access
 from services.core.settings import StreamSettings
 from services.training.control import KvRunControl
 
@@ -110,7 +110,7 @@ async def curation_as_itself(as_user: Any, secure: SecureNats, running: Any, han
     """Curation's dataset.submitted consumer as the curation user, from an empty subject (the
     module's server is shared: earlier tests leave a durable and messages behind)."""
     from schemas.dataset import DatasetSubmitted
-    from services.core.delivery import subscribe_event
+    from services.core.messaging.delivery import subscribe_event
     from services.core.runtime import build_runtime
 
     ajs = (await as_user(ADMIN_USER)).nc.jetstream()

@@ -8,8 +8,8 @@ from typing import Any
 from schemas.refs import BaseModelRef, ModelRef, TokenizerRef
 from schemas.serving import RouteEntry
 from services.core.artifacts import ArtifactStore
-from services.core.models import tokenizer_sha256, weights_sha256
-from services.core.routes import RouteTable
+from services.core.messaging.routes import RouteTable
+from services.core.ml.models import tokenizer_sha256, weights_sha256
 from services.core.settings import CoreSettings
 from services.serving.app import Serving, build_serving
 from services.serving.config import ServingSettings
@@ -21,7 +21,7 @@ def random_adapter(base_dir: Path, out: Path, seed: int) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from services.core.models import load_causal_lm
+    from services.core.ml.models import load_causal_lm
 
     torch.manual_seed(seed)
     model = load_causal_lm(base_dir)

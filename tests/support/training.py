@@ -218,7 +218,7 @@ def knowing_model(tiny_model: Path, tmp: Path) -> Path:
 
 def register_facts_suite(store: Any) -> None:
     """FACTS as the capability suite `facts`, scored by exact match."""
-    from services.core.suite_catalogue import register_suite
+    from services.core.ml.suite_catalogue import register_suite
 
     data = "".join(
         json.dumps({"id": f"fact-{n}", "prompt": q, "answer": a}) + "\n" for n, (q, a) in enumerate(FACTS, 1)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.core.models import load_tokenizer, tokenizer_sha256
+from services.core.ml.models import load_tokenizer, tokenizer_sha256
 from services.curation.pipeline import Tokenizer
 
 

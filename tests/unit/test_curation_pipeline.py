@@ -12,7 +12,7 @@ import pytest
 from schemas.curation_policy import CurationPolicy
 from schemas.dataset import DataSource
 from services.core.artifacts import ArtifactStore
-from services.core.suite_catalogue import register_suite, registered_suites
+from services.core.ml.suite_catalogue import register_suite, registered_suites
 from services.curation.pipeline import Tokenizer, curate
 from services.curation.sources import SourceLimits
 from tests.support.curation import check, findings, lines, replay_mix, run, submission, task_rows, write_jsonl

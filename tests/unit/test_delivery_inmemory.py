@@ -9,8 +9,8 @@ from faststream.nats import NatsMessage, TestNatsBroker
 from schemas.dataset import DatasetSubmitted
 from schemas.envelope import Envelope
 from schemas.training import TrainingStarted
-from services.core.bus import dlq_stream
-from services.core.delivery import (
+from services.core.messaging.bus import dlq_stream
+from services.core.messaging.delivery import (
     DLQ_KIND,
     DLQ_REASON,
     HandlerContext,

@@ -13,10 +13,10 @@ from schemas.evaluation import ArmScore, SuiteResult
 from schemas.gate_policy import GatePolicy
 from schemas.queries import EvalDetail, EvalRecord, GateRecord
 from schemas.refs import EvalSuiteRef
-from services.core import shipped_suites
 from services.core.artifacts import ArtifactStore
-from services.core.suite_catalogue import SuiteError, register_suite
-from services.core.suite_catalogue import shipped_suites as load_shipped
+from services.core.ml import shipped_suites
+from services.core.ml.suite_catalogue import SuiteError, register_suite
+from services.core.ml.suite_catalogue import shipped_suites as load_shipped
 from services.curation.contamination import build_index
 from services.evaluation.comparisons import ArmOutcome, compare, score_outputs
 from services.evaluation.drift import Release, drift_deltas
@@ -201,7 +201,7 @@ class _ScriptedTimes:
 def test_latency_takes_each_probes_median_over_rounds_so_one_stall_is_not_the_p95(
     rounds: int, tmp_path: Path
 ) -> None:
-    from services.core.suite_catalogue import Suite
+    from services.core.ml.suite_catalogue import Suite
     from services.evaluation.latency import measure_latency
     from services.evaluation.options import EvalOptions
 
@@ -296,7 +296,7 @@ def test_target_plan_picks_json_match_for_json_answers_and_builds_few_shot_promp
 def test_shipped_suites_are_committed_as_generated() -> None:
     for name, text in shipped_suites.rendered().items():
         assert (shipped_suites.HERE / name).read_text(encoding="utf-8") == text, (
-            f"{name} drifted; run `python -m services.core.shipped_suites`"
+            f"{name} drifted; run `python -m services.core.ml.shipped_suites`"
         )
 
 
@@ -344,7 +344,7 @@ LM_EVAL_TASK = Path(__file__).parents[2] / "examples" / "lm-eval-task"
 
 
 def _task_tar(tmp_path: Path, yaml_text: str | None = None, extra: dict[str, str] | None = None) -> bytes:
-    from services.core.uploads import pack_directory
+    from services.core.messaging.uploads import pack_directory
 
     folder = tmp_path / "task"
     folder.mkdir()
@@ -356,7 +356,7 @@ def _task_tar(tmp_path: Path, yaml_text: str | None = None, extra: dict[str, str
 
 
 def test_an_lm_eval_task_directory_is_accepted_and_its_documents_are_suite_items(tmp_path: Path) -> None:
-    from services.core import lm_eval_tasks
+    from services.core.ml import lm_eval_tasks
 
     data = _task_tar(tmp_path)
     found = lm_eval_tasks.inspect(data, "tl_arith")

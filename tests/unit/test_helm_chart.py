@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 
 from schemas.subjects import durable_name
-from services.core.access import ADMIN_USER, service_access
+from services.core.security.access import ADMIN_USER, service_access
 from tests.support.helm import CHART, REPO, has_nats_chart, manifests, of_kind, render, validate
 
 SERVICES = ("registry", "curation", "training", "merging", "evaluation", "rollout", "serving")

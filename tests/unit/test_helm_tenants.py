@@ -1,5 +1,5 @@
 """Tenant operators in the Helm chart: `global.tuneline.tenants` gives each tenant the NATS user
-`operator-<tenant>` with exactly the permissions `services/core/access.py` grants it (the embedded
+`operator-<tenant>` with exactly the permissions `services/core/security/access.py` grants it (the embedded
 stack's `tuneline up --secure --tenant`), its own password in the users Secret and in the NATS
 pods' environment; a bad or a service's name is refused at render time."""
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 import helm_python as helm
 import pytest
 
-from services.core.access import ADMIN_USER, service_access
-from services.core.nats_config import auth_conf
+from services.core.security.access import ADMIN_USER, service_access
+from services.core.security.nats_config import auth_conf
 from tests.support.helm import manifests, of_kind, render, validate
 
 TENANTS = ["acme", "beta-2"]

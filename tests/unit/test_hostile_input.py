@@ -19,9 +19,10 @@ from schemas.curation_policy import CurationPolicy
 from schemas.dataset import DataSource
 from schemas.gate_policy import GatePolicy
 from schemas.recipe import TrainingRecipe
-from services.core import uploads
 from services.core.artifacts import ArtifactStore
-from services.core.models import ModelResolutionError, resolve_base_model
+from services.core.messaging import uploads
+from services.core.ml.bases import resolve_base_model
+from services.core.ml.models import ModelResolutionError
 from services.curation import pipeline
 from services.curation.sources import SourceError, SourceLimits, read_rows
 from tests.support.curation import submission, task_rows, write_jsonl

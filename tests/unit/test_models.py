@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from services.core.models import load_causal_lm
+from services.core.ml.models import load_causal_lm
 from services.training.preflight import ModuleMap
 
 

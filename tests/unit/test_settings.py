@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from services.core.bus import nats_security
+from services.core.messaging.bus import nats_security
 from services.core.settings import CoreSettings, DeliverySettings, NatsSettings
 from services.registry.config import RegistrySettings
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from schemas.dataset import CANARY_KEY, SELF_REPLAY_KEY
-from services.core.models import PICKLE_SUFFIXES
+from services.core.ml.models import PICKLE_SUFFIXES
 from services.training.job import Progress, TrainingJob, WorkerMessage
 from services.training.worker import run
 from tests.support.training import job_for, recipe
@@ -48,7 +48,7 @@ def train(job: TrainingJob, stop_after: int | None = None) -> Collect:
 @pytest.fixture(scope="module")
 def teacher(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Same architecture and tokenizer as the student, different weights."""
-    from services.core.models import load_causal_lm, load_tokenizer
+    from services.core.ml.models import load_causal_lm, load_tokenizer
 
     out = tmp_path_factory.mktemp("teacher")
     model = load_causal_lm(tiny_model)
@@ -94,7 +94,7 @@ def test_adapter_methods_lower_the_loss_and_train_the_adapter(
 def test_precision_bf16_on_cpu_trains_fp32_weights_under_bf16_autocast(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    from services.core.models import load_tokenizer
+    from services.core.ml.models import load_tokenizer
     from services.training.methods import build_trainer
 
     job = job_for(tmp_path, recipe("sft-lora", precision="bf16"), base_dir=tiny_model)
@@ -172,7 +172,7 @@ def test_a_checkpoint_holding_a_pickle_is_refused(tiny_model: Path, tmp_path: Pa
 
 
 def test_self_replay_rows_train_on_the_base_models_own_answers(tiny_model: Path, tmp_path: Path) -> None:
-    from services.core.models import load_causal_lm, load_tokenizer
+    from services.core.ml.models import load_causal_lm, load_tokenizer
     from services.training.methods import answer_with_base, read_rows
 
     job = job_for(tmp_path, recipe("sft-lora"), base_dir=tiny_model, rows=8)
@@ -255,7 +255,7 @@ def _mark_every_other_row_for_self_replay(job: TrainingJob) -> None:
 
 
 def _anchor_trainer(job: TrainingJob, tiny_model: Path) -> Any:
-    from services.core.models import load_tokenizer
+    from services.core.ml.models import load_tokenizer
     from services.training.methods import build_trainer
 
     trainer = build_trainer(job, load_tokenizer(tiny_model), [])
@@ -363,7 +363,7 @@ def test_replay_anchor_holds_an_adapter_trained_on_self_replay_rows_to_the_base(
     them and moves the adapter away."""
     from peft import PeftModel
 
-    from services.core.models import load_causal_lm, load_tokenizer
+    from services.core.ml.models import load_causal_lm, load_tokenizer
     from services.training.methods import answer_with_base, read_rows
 
     tokenizer = load_tokenizer(tiny_model)

@@ -15,7 +15,7 @@ from typing import Any
 from schemas.curation_policy import CurationPolicy
 from schemas.dataset import AuditCheck, DatasetSubmitted, DataSource, Finding
 from services.core.artifacts import sha256_file
-from services.core.suite_catalogue import Suite, item_text
+from services.core.ml.suite_catalogue import Suite, item_text
 from services.curation.contamination import ContaminationIndex, build_index
 from services.curation.rows import Kind, Row
 from services.curation.sources import SourceLimits

@@ -7,7 +7,7 @@ import random
 from dataclasses import replace
 
 from schemas.dataset import SELF_REPLAY_KEY, Finding, MixComponent, MixCount
-from services.core.refusals import is_refusal
+from services.core.ml.refusals import is_refusal
 from services.curation.checks.contamination import contamination
 from services.curation.checks.context import SHIPPED_SETS, CheckContext, file_sha256
 from services.curation.rows import FormatError, Kind, Row, parse_row

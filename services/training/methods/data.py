@@ -137,7 +137,7 @@ def self_replay(model: Any, tokenizer: Any, rows: list[dict[str, Any]], job: Tra
     if not any(r.get(SELF_REPLAY_KEY) == "base-model" for r in rows):
         return
     from services.core.artifacts import ArtifactNotFound, ArtifactStore
-    from services.core.models import chat_template_sha256, tokenizer_sha256, weights_sha256
+    from services.core.ml.models import chat_template_sha256, tokenizer_sha256, weights_sha256
 
     budget = min(SELF_REPLAY_TOKENS, job.recipe.max_seq_len // 2)
     identity = json.dumps(

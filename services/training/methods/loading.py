@@ -9,7 +9,7 @@ from typing import Any, cast
 import torch
 
 from schemas.recipe import TrainingRecipe
-from services.core.models import load_causal_lm
+from services.core.ml.models import load_causal_lm
 from services.training.job import TrainingJob
 
 

@@ -1,4 +1,4 @@
-"""Writes the eval suites tuneline ships, deterministically: `python -m services.core.shipped_suites`.
+"""Writes the eval suites tuneline ships, deterministically: `python -m services.core.ml.shipped_suites`.
 
 - capability.jsonl (forgetting guardrail): what a small instruct model already does and must keep
   doing after fine-tuning: arithmetic, facts, instruction following and format following.

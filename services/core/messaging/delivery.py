@@ -29,10 +29,10 @@ from pydantic import ValidationError
 from schemas.envelope import Envelope, EnvelopeError
 from schemas.events import Event, describe_validation_error
 from schemas.subjects import DLQ_STREAM, EVENTS_STREAM, dlq_subject, durable_name, tenant_subject
-from services.core.access import SECONDARY_PUBLISHERS, SUFFIXED_EVENTS, publishers_of
-from services.core.bus import EventBus, events_stream
-from services.core.consumers import DurableSpec
+from services.core.messaging.bus import EventBus, events_stream
+from services.core.messaging.consumers import DurableSpec
 from services.core.prometheus import ServiceMetrics
+from services.core.security.access import SECONDARY_PUBLISHERS, SUFFIXED_EVENTS, publishers_of
 from services.core.settings import DeliverySettings
 
 logger = logging.getLogger(__name__)

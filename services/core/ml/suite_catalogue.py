@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from schemas.refs import ArtifactRef, EvalSuiteRef
-from services.core import lm_eval_tasks
 from services.core.artifacts import ArtifactStore
+from services.core.ml import lm_eval_tasks
 
 SHIPPED_DIR = Path(__file__).parent / "suites"
 REGISTERED_PREFIX = "refs/suites"
@@ -24,7 +24,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 SCORERS = ("exact", "token-f1", "json-schema", "json-match", "regex", "contains", "refusal", "none")
 """Scorer names a suite or an item may use; `lm-eval:<task>` runs an lm-evaluation-harness task
-from a directory uploaded with the suite (see services/core/lm_eval_tasks.py)."""
+from a directory uploaded with the suite (see services/core/ml/lm_eval_tasks.py)."""
 KINDS = ("capability", "safety", "format", "quant-tail", "latency", "custom")
 """What a suite guards: capability (forgetting), safety, format (validity must be 100%), quant-tail
 (scored for quantized candidates only), latency, custom (reported, no gate)."""

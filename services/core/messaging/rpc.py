@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from schemas.events import validation_problems
 from schemas.queries import QueryError, QuerySpec, Reply, Request
 from schemas.subjects import rpc_subject, tenant_rpc_subject
-from services.core.delivery import raw_body
+from services.core.messaging.delivery import raw_body
 
 
 class RpcError(RuntimeError):

@@ -32,9 +32,9 @@ from schemas.subjects import (
     EVENTS_STREAM,
     tenant_subject,
 )
-from services.core.access import OPERATOR_EVENTS, inbox_prefix, publish_subject
-from services.core.consumers import ConsumerGuard
+from services.core.messaging.consumers import ConsumerGuard
 from services.core.prometheus import ServiceMetrics
+from services.core.security.access import OPERATOR_EVENTS, inbox_prefix, publish_subject
 from services.core.settings import CoreSettings, NatsSettings, StreamSettings
 
 if TYPE_CHECKING:

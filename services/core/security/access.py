@@ -144,7 +144,7 @@ def durable_api(stream: str, durable: str) -> list[str]:
     """Create, inspect, repair and pull from one durable consumer, and ack what it delivered.
 
     Delete is the service's own, so it can replace a consumer whose configuration was tampered with
-    (`services.core.consumers`); no other user may delete or create it.
+    (`services.core.messaging.consumers`); no other user may delete or create it.
     """
     return [
         f"{JS_API}.CONSUMER.CREATE.{stream}.{durable}",

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.core.pki import ServerTls, write_secret
+from services.core.security.pki import ServerTls, write_secret
 
 
 class NatsServerError(RuntimeError):
@@ -140,7 +140,7 @@ class EmbeddedNats:
         self.stop()
 
 
-INFRA_NATS = Path(__file__).resolve().parents[2] / "infra" / "nats"
+INFRA_NATS = Path(__file__).resolve().parents[3] / "infra" / "nats"
 
 
 @dataclass(frozen=True)
@@ -168,9 +168,9 @@ def secure_nats(
 
     Passwords and certificates are made once and kept, so a restart keeps its clients' settings.
     """
-    from services.core.access import ADMIN_USER, password_variable, service_access
-    from services.core.nats_config import auth_conf
-    from services.core.pki import make_server_tls, new_password
+    from services.core.security.access import ADMIN_USER, password_variable, service_access
+    from services.core.security.nats_config import auth_conf
+    from services.core.security.pki import make_server_tls, new_password
 
     source = INFRA_NATS / "nats-server.conf"
     if not source.exists():
