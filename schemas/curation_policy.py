@@ -59,10 +59,28 @@ class CurationPolicy(Contract):
         default=0.05, ge=0, le=1, description="Rows over max_seq_len (dropped); above this: rejected"
     )
     near_duplicate_threshold: float = Field(
-        default=0.85, ge=0.3, le=0.95, description="MinHash LSH Jaccard threshold for near-duplicates"
+        default=0.5,
+        ge=0.3,
+        le=0.95,
+        description="MinHash LSH Jaccard threshold (character shingles) at which two rows are compared "
+        "as near-duplicate candidates; a candidate pair is a duplicate only when it names the same "
+        "fields and few of its words differ",
     )
     minhash_permutations: int = Field(default=128, ge=16, le=1024)
-    shingle_words: int = Field(default=3, ge=1, le=10, description="Words per MinHash shingle")
+    shingle_chars: int = Field(default=5, ge=3, le=10, description="Characters per MinHash shingle")
+    near_duplicate_max_edit_fraction: float = Field(
+        default=0.1,
+        ge=0,
+        le=0.5,
+        description="At most this fraction of the longer row's words may differ (2 words always may)",
+    )
+    shingle_words: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="No longer used (near-duplicates compare character shingles, `shingle_chars`); "
+        "kept so that recorded submissions still validate",
+    )
     max_duplicate_fraction: float = Field(
         default=0.5,
         ge=0,

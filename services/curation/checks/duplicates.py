@@ -1,9 +1,10 @@
-"""duplicates: exact and near (MinHash) duplicate groups; one row of each kept, eval rows first."""
+"""duplicates: exact and near (MinHash, then a token diff) duplicate groups; one row of each kept,
+eval rows first."""
 
 from __future__ import annotations
 
 from services.curation.checks.context import CheckContext
-from services.curation.dedupe import exact_groups, near_groups
+from services.curation.dedupe import NearRule, exact_groups, near_groups
 from services.curation.rows import Row
 
 
@@ -18,12 +19,13 @@ def duplicates(c: CheckContext, rows: list[Row]) -> list[Row]:
         _report_group(c, "exact duplicate", ordered, group)
         drop.update(group[1:])
     remaining = [i for i in range(len(ordered)) if i not in drop]
-    near = near_groups(
-        [texts[i] for i in remaining],
+    rule = NearRule(
         threshold=c.policy.near_duplicate_threshold,
+        shingle_chars=c.policy.shingle_chars,
+        max_edit_fraction=c.policy.near_duplicate_max_edit_fraction,
         num_perm=c.policy.minhash_permutations,
-        shingle_words=c.policy.shingle_words,
     )
+    near = near_groups([texts[i] for i in remaining], rule)
     near_dropped = 0
     for group in near:
         members = [remaining[i] for i in group]
@@ -37,7 +39,7 @@ def duplicates(c: CheckContext, rows: list[Row]) -> list[Row]:
         len(rows),
         c.policy.max_duplicate_fraction,
         f"{len(exact)} exact groups ({exact_dropped} rows dropped), {len(near)} near-duplicate groups "
-        f"at Jaccard ≥ {c.policy.near_duplicate_threshold} ({near_dropped} rows dropped); "
+        f"(same fields, ≤ {rule.max_edit_fraction:.0%} of words edited; {near_dropped} rows dropped); "
         "one row of each kept",
     )
     return [row for i, row in enumerate(ordered) if i not in drop]
