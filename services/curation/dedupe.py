@@ -86,21 +86,37 @@ def edited_words(a: str, b: str) -> int:
     return changed
 
 
-def same_row(a: str, b: str, rule: NearRule) -> bool:
-    if fields(a) != fields(b):
-        return False
+def within_edits(a: str, b: str, rule: NearRule) -> bool:
     words = max(len(normalize(a).split()), len(normalize(b).split()))
     return edited_words(a, b) <= rule.edits_allowed(words)
+
+
+def same_row(a: str, b: str, rule: NearRule) -> bool:
+    """The two rows name the same fields and few of their words differ."""
+    return fields(a) == fields(b) and within_edits(a, b, rule)
 
 
 def near_groups(texts: Sequence[str], rule: NearRule, *, seed: int = 1) -> list[list[int]]:
     """Groups of texts that are the same row by `rule`.
 
-    LSH proposes candidates at the rule's Jaccard threshold; each candidate pair is confirmed by
-    `same_row`, and confirmed pairs are joined with union-find, so a group is a connected component.
+    Rows are first bucketed by their fields (rows naming different fields are never the same row,
+    so rows from one template with different values never even become candidates: linear, not
+    quadratic, on templated data). Within a bucket, LSH proposes candidates at the rule's Jaccard
+    threshold and each is confirmed by its word diff; confirmed pairs are joined with union-find,
+    so a group is a connected component.
     """
-    if len(texts) < 2:
-        return []
+    buckets: dict[tuple[tuple[str, int], ...], list[int]] = {}
+    for i, text in enumerate(texts):
+        buckets.setdefault(tuple(sorted(fields(text).items())), []).append(i)
+    groups: list[list[int]] = []
+    for members in buckets.values():
+        if len(members) > 1:
+            found = _near_in_bucket([texts[i] for i in members], rule, seed)
+            groups += [[members[i] for i in group] for group in found]
+    return sorted(groups)
+
+
+def _near_in_bucket(texts: Sequence[str], rule: NearRule, seed: int) -> list[list[int]]:
     shingles = [char_shingles(t, rule.shingle_chars) for t in texts]
     hashes = MinHash.bulk(shingles, num_perm=rule.num_perm, seed=seed)
     lsh = MinHashLSH(threshold=rule.threshold, num_perm=rule.num_perm)
@@ -115,7 +131,7 @@ def near_groups(texts: Sequence[str], rule: NearRule, *, seed: int = 1) -> list[
     for i, mh in enumerate(hashes):
         for j in lsh.query(mh):
             a, b = find(i), find(j)
-            if a != b and same_row(texts[i], texts[j], rule):
+            if a != b and within_edits(texts[i], texts[j], rule):
                 parent[max(a, b)] = min(a, b)
         lsh.insert(i, mh)
     groups: dict[int, list[int]] = {}
