@@ -20,9 +20,11 @@ from services.evaluation.decisions import (
     lower_bound,
     mde,
     noninferiority,
+    noninferiority_scores,
     required_items,
     score_z,
     superiority,
+    superiority_scores,
 )
 
 ALPHA, MARGIN, RUNS = 0.05, 2.0, 1500
@@ -91,3 +93,32 @@ def test_superiority_is_exact_mcnemar_one_sided() -> None:
     assert decision.p_value == pytest.approx(sum(math.comb(12, k) for k in range(10, 13)) / 2**12)
     assert decision.passed and decision.method == "exact McNemar, one-sided"
     assert not superiority(PairedCounts(100, 5, 7), ALPHA).passed
+
+
+# -- continuous per-item scores (token F1, field accuracy): the paired bootstrap -------------------
+SD = 0.15  # spread of per-item score differences
+N_SCORES = math.ceil(((1.6449 + 0.8416) * SD * 100 / MARGIN) ** 2)  # 348 items for a 2-point margin
+
+
+def score_pass_rate(true_delta: float, runs: int = 400) -> float:
+    rng = np.random.default_rng(5)
+    passed = 0
+    for run in range(runs):
+        reference = rng.uniform(0.3, 0.7, N_SCORES)
+        candidate = reference + true_delta + rng.normal(0, SD, N_SCORES)
+        decision = noninferiority_scores(
+            list(reference), list(candidate), MARGIN, ALPHA, samples=1000, seed=run
+        )
+        passed += decision.passed
+    return passed / runs
+
+
+def test_continuous_scores_keep_the_stated_error_rates() -> None:
+    """400 simulated evaluations each: loss = margin, A/A, a 5-point loss (tolerance 3 SE of 400)."""
+    loose = lambda p: 3 * math.sqrt(p * (1 - p) / 400)  # noqa: E731
+    assert score_pass_rate(-MARGIN / 100) <= ALPHA + loose(ALPHA)
+    assert score_pass_rate(0.0) >= 0.8 - loose(0.8)
+    assert score_pass_rate(-0.05) <= ALPHA
+    decision = noninferiority_scores([0.5] * 10, [0.4] * 10, MARGIN, ALPHA)
+    assert decision.estimate == pytest.approx(-10.0) and not decision.passed
+    assert superiority_scores([0.2] * 50, [0.6] * 50, ALPHA, margin=5.0).passed
