@@ -7,8 +7,8 @@ normalized text) keep a one-word edit of a 25-word ticket at Jaccard ≈ 0.85, w
 fall to ≈ 0.55. LSH proposes the pairs at `threshold`; each is confirmed only when
 
 - the rows name the same fields: the same numbers, identifiers and mid-sentence title-case
-  words (names, places, products), so rows built from one template with different fields stay
-  apart however alike the rest of their text is; and
+  words that the corpus never writes in lower case (names, places, products), so rows built
+  from one template with different fields stay apart however alike the rest of their text is;
 - at most `max_edit_fraction` of the longer row's words differ (at least `min_edits` words).
 
 Measured in tests/unit/test_curation_dedupe.py (recall on planted one-word and punctuation edits of
@@ -50,15 +50,45 @@ def char_shingles(text: str, chars: int) -> list[bytes]:
     return [flat[i : i + chars].encode() for i in range(len(flat) - chars + 1)]
 
 
-def fields(text: str) -> Counter[str]:
-    """The row's field-like words: with a digit, or title-case where a sentence does not start."""
+COURTESY = frozenset(
+    (
+        "thank",
+        "thanks",
+        "please",
+        "regards",
+        "best",
+        "cheers",
+        "hi",
+        "hello",
+        "hey",
+        "dear",
+        "sincerely",
+        "kind",
+    )
+)
+"""Words of greeting and closing, often capitalized mid-line ("… Vera Laurent Thank you.")."""
+
+
+def common_words(texts: Sequence[str]) -> frozenset[str]:
+    """Words the corpus also writes in lower case: a capitalized one is not a name."""
+    return frozenset(word for text in texts for word in _WORD.findall(text) if word.islower())
+
+
+def fields(text: str, common: frozenset[str] = frozenset()) -> Counter[str]:
+    """The row's field-like words: with a digit, or title-case where a sentence does not start and
+    the corpus never writes them in lower case (names, places, products)."""
     found: Counter[str] = Counter()
     for match in _WORD.finditer(text):
         word = match.group()
-        starts_sentence = match.start() == 0 or _SENTENCE_END.search(text, 0, match.start()) is not None
-        named = word.istitle() and len(word) > 1  # Ada, Paris; not I, nor a shouted WORD
-        if any(ch.isdigit() for ch in word) or (named and not starts_sentence):
+        if any(ch.isdigit() for ch in word):
             found[word.lower()] += 1
+            continue
+        named = word.istitle() and len(word) > 1  # Ada, Paris; not I, nor a shouted WORD
+        lower = word.lower()
+        if not named or lower in COURTESY or lower in common:
+            continue
+        if match.start() > 0 and _SENTENCE_END.search(text, 0, match.start()) is None:
+            found[lower] += 1
     return found
 
 
@@ -105,9 +135,10 @@ def near_groups(texts: Sequence[str], rule: NearRule, *, seed: int = 1) -> list[
     threshold and each is confirmed by its word diff; confirmed pairs are joined with union-find,
     so a group is a connected component.
     """
+    common = common_words(texts)
     buckets: dict[tuple[tuple[str, int], ...], list[int]] = {}
     for i, text in enumerate(texts):
-        buckets.setdefault(tuple(sorted(fields(text).items())), []).append(i)
+        buckets.setdefault(tuple(sorted(fields(text, common).items())), []).append(i)
     groups: list[list[int]] = []
     for members in buckets.values():
         if len(members) > 1:

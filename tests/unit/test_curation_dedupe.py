@@ -8,7 +8,15 @@ import random
 
 import pytest
 
-from services.curation.dedupe import NearRule, edited_words, exact_groups, fields, near_groups, same_row
+from services.curation.dedupe import (
+    NearRule,
+    common_words,
+    edited_words,
+    exact_groups,
+    fields,
+    near_groups,
+    same_row,
+)
 
 OPENERS = ("Hi", "Hello", "Hey", "Good morning", "Dear team")
 VOCAB = [
@@ -138,3 +146,12 @@ def test_fields_are_numbers_identifiers_and_mid_sentence_capitals() -> None:
     assert found == {"ada": 1, "1042": 1, "paris": 1}  # not Hello, I, My, A, URGENT or Thanks
     assert same_row("Please refund order 77 today", "Please refund order 77 now", NearRule())
     assert not same_row("Please refund order 77 today", "Please refund order 78 today", NearRule())
+
+
+def test_a_closing_appended_after_a_signature_is_an_edit_not_a_field() -> None:
+    """The demo data's planted near-duplicates: " Thank you." after "… Vera Laurent"; and a word the
+    corpus writes in lower case is no name when it is capitalized."""
+    ticket = "Ticket: Hi, How do I send back the Aurora desk lamp I bought in order 70515. Vera Laurent"
+    assert near_groups([ticket, ticket + " Thank you."], NearRule()) == [[0, 1]]
+    assert fields("we ship Monday", common_words(["shipping starts monday"])) == {}
+    assert fields("we ship Monday") == {"monday": 1}
