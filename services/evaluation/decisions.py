@@ -172,71 +172,54 @@ def _bootstrap_means(differences: Sequence[float], samples: int, seed: int) -> l
     return sorted(float(m) for m in means)
 
 
-def _continuous(
+def _scores(
+    hypothesis: Literal["non-inferiority", "superiority"],
     reference: Sequence[float],
     candidate: Sequence[float],
-    boundary: float,
+    margin: float,
     alpha: float,
     samples: int,
     seed: int,
-) -> tuple[float, float, float, float]:
-    """(estimate, one-sided lower bound, p-value, MDE) in points for scores in [0, 1]."""
+) -> Decision:
+    """The paired bootstrap's decision for scores in [0, 1]: pass when the one-sided (1 − α) lower
+    bound of the mean difference clears the boundary (−margin, or +margin for superiority)."""
     if len(reference) != len(candidate) or not reference:
         raise ValueError("paired scores must cover the same items, at least one")
+    boundary = -margin / 100 if hypothesis == "non-inferiority" else margin / 100
     differences = [c - r for r, c in zip(reference, candidate, strict=True)]
     n = len(differences)
     means = _bootstrap_means(differences, samples, seed)
     estimate = sum(differences) / n
-    bound = means[max(0, math.floor(alpha * samples) - 1)] if alpha * samples >= 1 else means[0]
-    # the share of resampled means at or below the boundary: the bootstrap's one-sided p-value
-    p_value = sum(m <= boundary for m in means) / samples
+    bound = means[max(0, math.floor(alpha * samples) - 1)]
     sd = math.sqrt(sum((d - estimate) ** 2 for d in differences) / max(1, n - 1))
     detectable = 100 * (_Z.inv_cdf(1 - alpha) + _Z.inv_cdf(POWER)) * max(sd, 1 / n) / math.sqrt(n)
-    return 100 * estimate, 100 * bound, p_value, detectable
+    return Decision(
+        hypothesis=hypothesis,
+        method=f"paired bootstrap, one-sided, {samples} resamples",
+        n=n,
+        alpha=alpha,
+        margin=margin,
+        estimate=100 * estimate,
+        bound=100 * bound,
+        # the share of resampled means at or below the boundary: the bootstrap's one-sided p-value
+        p_value=sum(m <= boundary for m in means) / samples,
+        mde=detectable,
+        underpowered=hypothesis == "non-inferiority" and detectable > margin,
+        passed=bound > boundary,
+    )
 
 
 def noninferiority_scores(
     reference: Sequence[float], candidate: Sequence[float], margin: float, alpha: float, *,
     samples: int = 2000, seed: int = 0,
 ) -> Decision:  # fmt: skip
-    """Non-inferiority on continuous per-item scores in [0, 1] (token F1, field accuracy): the paired
-    bootstrap's one-sided (1 − α) lower bound of the mean difference must lie above −margin."""
-    estimate, bound, p_value, detectable = _continuous(
-        reference, candidate, -margin / 100, alpha, samples, seed
-    )
-    return Decision(
-        hypothesis="non-inferiority",
-        method=f"paired bootstrap, one-sided, {samples} resamples",
-        n=len(reference),
-        alpha=alpha,
-        margin=margin,
-        estimate=estimate,
-        bound=bound,
-        p_value=p_value,
-        mde=detectable,
-        underpowered=detectable > margin,
-        passed=bound > -margin,
-    )
+    """Non-inferiority on continuous per-item scores in [0, 1] (token F1, field accuracy)."""
+    return _scores("non-inferiority", reference, candidate, margin, alpha, samples, seed)
 
 
 def superiority_scores(
     reference: Sequence[float], candidate: Sequence[float], alpha: float, margin: float = 0.0, *,
     samples: int = 2000, seed: int = 0,
 ) -> Decision:  # fmt: skip
-    """Superiority on continuous per-item scores: the one-sided lower bound must exceed `margin`."""
-    estimate, bound, p_value, detectable = _continuous(
-        reference, candidate, margin / 100, alpha, samples, seed
-    )
-    return Decision(
-        hypothesis="superiority",
-        method=f"paired bootstrap, one-sided, {samples} resamples",
-        n=len(reference),
-        alpha=alpha,
-        margin=margin,
-        estimate=estimate,
-        bound=bound,
-        p_value=p_value,
-        mde=detectable,
-        underpowered=False,
-        passed=bound > margin,
-    )
+    """Superiority on continuous per-item scores: the lower bound must exceed `margin` points."""
+    return _scores("superiority", reference, candidate, margin, alpha, samples, seed)
