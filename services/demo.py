@@ -29,6 +29,7 @@ from services.demo_registry import (
     curl_command,
     dead_letters,
     evals,
+    rollout_begun,
     summary,
     verdict_of,
     version_of,
@@ -235,9 +236,8 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         # the rollout runs before merging: the merged version's evaluation would share the 2 cores
         # with serving (a measured run served 0.25 requests a second beside it)
         t = time.monotonic()
-        _rollout_step(
-            stack, console, verdict, stack.config.serving_port, QUICK_STEPS if quick else DEMO_STEPS
-        )
+        steps = QUICK_STEPS if quick else DEMO_STEPS
+        _rollout_step(stack, console, verdict, version, stack.config.serving_port, steps)
         demo.timed("rollout", t)
         demo.merging(version)
         demo.lineage(correlation)
@@ -251,7 +251,9 @@ def run_demo(data: Path, recipe: Path, *, quick: bool, keep: bool, console: Cons
         stack.stop()
 
 
-def _rollout_step(stack: Stack, console: Console, verdict: str, port: int, steps: tuple[int, ...]) -> None:
+def _rollout_step(
+    stack: Stack, console: Console, verdict: str, version: str, port: int, steps: tuple[int, ...]
+) -> None:
     """Step 8: a candidate that passed its gates is rolled out under synthetic traffic."""
     url = f"http://127.0.0.1:{port}"
     route = "support-extract"  # the recipe's route
@@ -267,6 +269,7 @@ def _rollout_step(stack: Stack, console: Console, verdict: str, port: int, steps
         f"never returned), then canary {' → '.join(map(str, steps))} %, each step analysed against the "
         f"stable version. Synthetic traffic drives it (tuneline traffic {route} --requests 0):"
     )
+    asyncio.run(rollout_begun(stack, route, version))  # rollout checks the verdict with the registry first
     _cli(stack, console, "traffic", route, "--url", url, "--requests", "0", "--max-tokens", "16",
          "--timeout", "600")  # fmt: skip
     _cli(stack, console, "rollout", "status", route)

@@ -24,6 +24,7 @@ from schemas.queries import (
     RunQuery,
     RunsQuery,
 )
+from services.core.messaging.routes import NoRouteTable, RouteTable
 from services.core.messaging.rpc import ask
 from services.core.runtime import build_runtime
 from services.core.settings import CoreSettings
@@ -52,6 +53,23 @@ async def version_on(stack: Stack, route: str) -> str:
         return versions[0].version_id if versions else None
 
     return str(await with_runtime(stack, newest, what=f"the version on route {route}"))
+
+
+async def rollout_begun(stack: Stack, route: str, version: str) -> str:
+    """Wait until the rollout that gates.passed starts has reached the route table: rollout verifies
+    the verdict against the registry first, which may not have recorded it yet (it retries)."""
+
+    async def begun(runtime: Any) -> str | None:
+        try:
+            table = await RouteTable.open(runtime.broker.connection.jetstream(), create=False)
+        except NoRouteTable:
+            return None
+        entry, _ = await table.get(route)
+        if entry is None or version not in entry.released:
+            return None
+        return entry.released[version]
+
+    return str(await with_runtime(stack, begun, what=f"the rollout of {version} on {route}"))
 
 
 async def verdict_of(stack: Stack, version: str, status: Any = None) -> str:
