@@ -59,12 +59,15 @@ async def rollout_begun(stack: Stack, route: str, version: str) -> str:
     """Wait until the rollout that gates.passed starts has reached the route table: rollout verifies
     the verdict against the registry first, which may not have recorded it yet (it retries)."""
 
+    opened: list[RouteTable] = []  # the bucket is opened once it exists, not on every poll
+
     async def begun(runtime: Any) -> str | None:
-        try:
-            table = await RouteTable.open(runtime.broker.connection.jetstream(), create=False)
-        except NoRouteTable:
-            return None
-        entry, _ = await table.get(route)
+        if not opened:
+            try:
+                opened.append(await RouteTable.open(runtime.broker.connection.jetstream(), create=False))
+            except NoRouteTable:
+                return None
+        entry, _ = await opened[0].get(route)
         if entry is None or version not in entry.released:
             return None
         return entry.released[version]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datasketch import MinHash, MinHashLSH
 
 _WORD = re.compile(r"\w+")
-_SENTENCE_END = re.compile(r"[.!?:;\n]\s*$")
+_SENTENCE_END = ".!?:;"
 
 
 def normalize(text: str) -> str:
@@ -74,6 +74,16 @@ def common_words(texts: Sequence[str]) -> frozenset[str]:
     return frozenset(word for text in texts for word in _WORD.findall(text) if word.islower())
 
 
+def _after_sentence_end(text: str, start: int) -> bool:
+    """The last thing before `start`, whitespace aside, ends a sentence (or a line ends in between)."""
+    i = start - 1
+    while i >= 0 and text[i].isspace():
+        if text[i] == "\n":
+            return True
+        i -= 1
+    return i >= 0 and text[i] in _SENTENCE_END
+
+
 def fields(text: str, common: frozenset[str] = frozenset()) -> Counter[str]:
     """The row's field-like words: with a digit, or title-case where a sentence does not start and
     the corpus never writes them in lower case (names, places, products)."""
@@ -87,7 +97,7 @@ def fields(text: str, common: frozenset[str] = frozenset()) -> Counter[str]:
         lower = word.lower()
         if not named or lower in COURTESY or lower in common:
             continue
-        if match.start() > 0 and _SENTENCE_END.search(text, 0, match.start()) is None:
+        if match.start() > 0 and not _after_sentence_end(text, match.start()):
             found[lower] += 1
     return found
 

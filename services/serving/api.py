@@ -205,8 +205,7 @@ async def _sse(service: ServingService, p: Prepared, request_id: str) -> AsyncIt
         yield DONE
         return
     yield sse(_chunk(p, head, None, "stop", first=False))
-    tail = _chunk(p, head | {"created": int(time.time())}, None, None, first=False)
-    tail.choices = []
-    tail.tuneline = service.provenance(p)
-    yield sse(tail)
+    tail_type = ChatCompletionChunk if p.kind == "chat" else TextCompletionChunk
+    closing = head | {"created": int(time.time())}
+    yield sse(tail_type(**closing, choices=[], tuneline=service.provenance(p)))
     yield DONE
