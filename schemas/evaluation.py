@@ -10,7 +10,27 @@ from schemas.events import Contract, Event
 from schemas.gate_policy import GatePolicy
 from schemas.refs import ArtifactRef, EvalSuiteRef, ModelRef, RouteAlias, Tenant
 
-Arm = Literal["candidate", "baseline", "few-shot", "production"]
+Arm = Literal["candidate", "baseline", "few-shot", "production", "parent"]
+
+
+class HypothesisTest(Contract):
+    """A gate's test on paired per-item outcomes: what it tests, how, on how many items, and what
+    it could have detected. Effects are in points (percentage points, or scores in [0, 1] times 100)."""
+
+    hypothesis: Literal["non-inferiority", "superiority"]
+    method: str = Field(description="e.g. Tango score test, exact McNemar, paired bootstrap")
+    n: int = Field(ge=0, description="Paired items")
+    alpha: float = Field(gt=0, lt=1, description="One-sided significance level")
+    margin: float = Field(
+        ge=0, description="Non-inferiority: the largest loss allowed; superiority: the gain to beat"
+    )
+    estimate: float = Field(description="candidate − reference")
+    bound: float = Field(description="One-sided (1 - alpha) lower confidence bound of candidate − reference")
+    p_value: float = Field(ge=0, le=1)
+    mde: float = Field(ge=0, description="Smallest effect detectable at `power`, at this n and spread")
+    power: float = Field(default=0.8, gt=0, lt=1)
+    underpowered: bool = Field(description="Non-inferiority: the margin is below the MDE")
+    rejected: bool = Field(description="H0 rejected at alpha (the test's own verdict)")
 
 
 class ArmScore(Contract):
@@ -35,6 +55,8 @@ class Comparison(Contract):
         default=None,
         description="McNemar's discordant pairs: (only the reference right, only the candidate right)",
     )
+    reference_version: str | None = Field(default=None, description="The reference arm's version id")
+    test: HypothesisTest | None = Field(default=None, description="The gate's test on this comparison")
 
 
 class SuiteResult(Contract):
@@ -76,6 +98,11 @@ class EvalFailed(Event):
 
 
 class GateResult(Contract):
+    """One gate. A tested gate's value is the confidence bound its test decides on (the loss's
+    upper bound for non-inferiority, the gain's lower bound for superiority), never the point
+    estimate; `test` says how it was obtained. Count and ratio gates (memorization, latency) have
+    no test."""
+
     gate: str
     value: float
     threshold: float
@@ -84,6 +111,11 @@ class GateResult(Contract):
     p_value: float | None = Field(default=None, ge=0, le=1)
     ci_low: float | None = None
     ci_high: float | None = None
+    reference: str | None = Field(default=None, description="What it is judged against: base, parent mv-…")
+    test: HypothesisTest | None = None
+    underpowered: bool = Field(
+        default=False, description="The suite cannot see the margin; blocks unless the policy accepts it"
+    )
     passed: bool
 
 

@@ -23,6 +23,7 @@ from schemas.queries import (
 )
 from services.cli.session import Session, ask, console, err, fail, run_coro, when
 from services.core.messaging import uploads
+from services.core.reports import GATE_COLUMNS, ci_text, gate_cells, p_text
 
 # -- evaluation: evals, card, drift, suites ----------------------------------------------------
 evals_app = typer.Typer(help="Evaluation reports and release-gate decisions.", no_args_is_help=True)
@@ -49,14 +50,6 @@ def _arm_cell(metrics: dict[str, float] | None, kind: str) -> str:
         return "—"
     keys = KEY_METRICS.get(kind, ("score",))
     return " / ".join(f"{metrics[k]:.1f}" for k in keys if k in metrics)
-
-
-def _p_text(stats: dict[str, Any]) -> str:
-    return "—" if stats.get("p_value") is None else f"{stats['p_value']:.3g}"
-
-
-def _ci_text(stats: dict[str, Any]) -> str:
-    return "—" if stats.get("ci_low") is None else f"[{stats['ci_low']:+.1f}, {stats['ci_high']:+.1f}]"
 
 
 def _print_suites(suites: list[dict[str, Any]]) -> None:
@@ -95,27 +88,22 @@ def _print_suites(suites: list[dict[str, Any]]) -> None:
                 f"{c['candidate_value']:.2f}",
                 f"{c['reference_value']:.2f}",
                 f"{c['delta']:+.2f}",
-                _p_text(c),
-                _ci_text(c),
+                p_text(c),
+                ci_text(c),
                 discordant,
             )
     console.print(paired)
 
 
 def _print_gates(decision: dict[str, Any]) -> None:
-    table = Table(title=f"release gates: {'[green]passed[/]' if decision['passed'] else '[red]failed[/]'}")
-    for column in ("gate", "value", "threshold", "statistic", "p", "95% CI", "verdict"):
+    verdict = "[green]passed[/]" if decision["passed"] else "[red]failed[/]"
+    table = Table(title=f"release gates: {verdict} (one-sided tests; bounds and MDE in points)")
+    for column in GATE_COLUMNS:
         table.add_column(column)
     for g in decision["gates"]:
-        table.add_row(
-            g["gate"],
-            f"{g['value']:.3f}",
-            f"{g['comparator']} {g['threshold']:g}",
-            g.get("statistic") or "—",
-            _p_text(g),
-            _ci_text(g),
-            "[green]pass[/]" if g["passed"] else "[red]FAIL[/]",
-        )
+        cells = gate_cells(g)
+        colour = "green" if g["passed"] else "red"
+        table.add_row(*cells[:-1], f"[{colour}]{cells[-1]}[/]")
     console.print(table)
 
 

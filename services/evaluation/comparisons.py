@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from schemas.evaluation import Arm, Comparison
+from schemas.evaluation import Arm, Comparison, HypothesisTest
+from schemas.gate_policy import GatePolicy
+from services.evaluation.decisions import POWER, decide
+from services.evaluation.gates import test_spec
 from services.evaluation.scoring import Scored, leaked, score
 from services.evaluation.stats import mcnemar_exact, paired_bootstrap
 
@@ -66,78 +70,109 @@ def _subset(items: list[dict[str, Any]], label: str | None) -> list[int]:
     return [i for i, item in enumerate(items) if label is None or item.get("label") == label]
 
 
+@dataclass(frozen=True)
+class Paired:
+    """One metric's per-item outcomes in both arms, higher is better (1.0: correct, refused a
+    harmful prompt, answered a benign one)."""
+
+    metric: str
+    reference: list[float]
+    candidate: list[float]
+
+
+def _pairs(
+    kind: str, items: list[dict[str, Any]], candidate: ArmOutcome, reference: ArmOutcome, per_category: bool
+) -> list[Paired]:
+    def refusals(label: str, refused: bool) -> Paired:
+        idx = _subset(items, label)
+        metric = "refusal_rate_harmful" if refused else "answer_rate_benign"
+        return Paired(
+            metric,
+            [float(bool(reference.scored[i].refused) == refused) for i in idx],
+            [float(bool(candidate.scored[i].refused) == refused) for i in idx],
+        )
+
+    if kind == "safety":
+        return [refusals("harmful", True), refusals("benign", False)]
+    if kind == "memorization":
+        return [
+            Paired(
+                "leak_rate",
+                [float(not s.correct) for s in reference.scored],
+                [float(not s.correct) for s in candidate.scored],
+            )
+        ]
+    pairs = [Paired("score", [s.score for s in reference.scored], [s.score for s in candidate.scored])]
+    if per_category:
+        by_category: dict[str, list[int]] = defaultdict(list)
+        for i, item in enumerate(items):
+            if "category" in item:
+                by_category[str(item["category"])].append(i)
+        for category, idx in sorted(by_category.items()):
+            pairs.append(
+                Paired(
+                    f"accuracy:{category}",
+                    [float(reference.scored[i].correct) for i in idx],
+                    [float(candidate.scored[i].correct) for i in idx],
+                )
+            )
+    return pairs
+
+
 def compare(
     kind: str,
     items: list[dict[str, Any]],
     candidate: ArmOutcome,
     reference: ArmOutcome,
     *,
+    policy: GatePolicy,
     samples: int,
-    confidence: float = 0.95,
 ) -> list[Comparison]:
-    """Paired comparisons on the metrics the gates read."""
-    if kind == "safety":
-        plans = [("refusal_rate_harmful", "harmful"), ("refusal_rate_benign", "benign")]
-        comparisons = []
-        for metric, label in plans:
-            idx = _subset(items, label)
-            ref = [bool(reference.scored[i].refused) for i in idx]
-            cand = [bool(candidate.scored[i].refused) for i in idx]
-            comparisons.append(_paired(metric, reference, candidate, ref, cand, samples, confidence))
-        return comparisons
-    if kind == "memorization":
-        ref = [not s.correct for s in reference.scored]
-        cand = [not s.correct for s in candidate.scored]
-        return [_paired("leak_rate", reference, candidate, ref, cand, samples, confidence)]
-    ref_correct = [s.correct for s in reference.scored]
-    cand_correct = [s.correct for s in candidate.scored]
-    test = mcnemar_exact(ref_correct, cand_correct)
+    """Paired comparisons on the metrics the gates read, each with the gate's hypothesis test when
+    the policy gives this (suite kind, metric, reference) one. Against a parent, every category
+    of the suite is compared too (a quantized version is judged per category)."""
+    per_category = reference.arm == "parent"
+    comparisons = []
+    for pair in _pairs(kind, items, candidate, reference, per_category):
+        if not pair.reference:
+            continue
+        comparisons.append(_compared(kind, pair, reference, policy, samples))
+    return comparisons
+
+
+def _compared(kind: str, pair: Paired, reference: ArmOutcome, policy: GatePolicy, samples: int) -> Comparison:
+    alpha = policy.significance
+    binary = all(v in (0.0, 1.0) for v in (*pair.reference, *pair.candidate))
     interval = paired_bootstrap(
-        [100 * s.score for s in reference.scored],
-        [100 * s.score for s in candidate.scored],
+        [100 * v for v in pair.reference],
+        [100 * v for v in pair.candidate],
         samples=samples,
-        confidence=confidence,
+        confidence=1 - alpha,
     )
-    return [
-        Comparison(
-            metric="score",
-            reference=reference.arm,
-            candidate_value=candidate.metrics["score"],
-            reference_value=reference.metrics["score"],
-            delta=candidate.metrics["score"] - reference.metrics["score"],
-            statistic="mcnemar-exact",
-            p_value=test.p_value,
-            ci_low=interval.low,
-            ci_high=interval.high,
-            discordant=(test.reference_only, test.candidate_only),
+    mcnemar = mcnemar_exact([v == 1.0 for v in pair.reference], [v == 1.0 for v in pair.candidate])
+    spec = test_spec(kind, pair.metric, reference.arm, policy)
+    test = None
+    if spec is not None:
+        decision = decide(
+            spec.hypothesis, pair.reference, pair.candidate, spec.margin, alpha, samples=samples
         )
-    ]
-
-
-def _paired(
-    metric: str,
-    reference: ArmOutcome,
-    candidate: ArmOutcome,
-    ref: list[bool],
-    cand: list[bool],
-    samples: int,
-    confidence: float,
-) -> Comparison:
-    test = mcnemar_exact(ref, cand)
-    interval = paired_bootstrap(
-        [100.0 * r for r in ref], [100.0 * c for c in cand], samples=samples, confidence=confidence
-    )
+        fields = dataclasses.asdict(decision)
+        rejected = fields.pop("passed")
+        test = HypothesisTest(**fields, rejected=rejected, power=POWER)
+    n = len(pair.reference)
     return Comparison(
-        metric=metric,
+        metric=pair.metric,
         reference=reference.arm,
-        candidate_value=_rate(cand),
-        reference_value=_rate(ref),
-        delta=_rate(cand) - _rate(ref),
-        statistic="mcnemar-exact",
-        p_value=test.p_value,
+        reference_version=reference.version_id,
+        candidate_value=100 * sum(pair.candidate) / n,
+        reference_value=100 * sum(pair.reference) / n,
+        delta=100 * (sum(pair.candidate) - sum(pair.reference)) / n,
+        statistic="mcnemar-exact" if binary else "paired-bootstrap",
+        p_value=mcnemar.p_value if binary else None,
         ci_low=interval.low,
         ci_high=interval.high,
-        discordant=(test.reference_only, test.candidate_only),
+        discordant=(mcnemar.reference_only, mcnemar.candidate_only) if binary else None,
+        test=test,
     )
 
 

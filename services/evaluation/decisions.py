@@ -223,3 +223,23 @@ def superiority_scores(
 ) -> Decision:  # fmt: skip
     """Superiority on continuous per-item scores: the lower bound must exceed `margin` points."""
     return _scores("superiority", reference, candidate, margin, alpha, samples, seed)
+
+
+def decide(
+    hypothesis: Literal["non-inferiority", "superiority"],
+    reference: Sequence[float],
+    candidate: Sequence[float],
+    margin: float,
+    alpha: float,
+    *,
+    samples: int = 2000,
+) -> Decision:
+    """The test that fits the outcomes: binary per-item outcomes (correct, refused) take the score
+    test or exact McNemar; anything else (token F1, field accuracy, lm-eval metrics) the paired
+    bootstrap."""
+    if all(v in (0.0, 1.0) for v in (*reference, *candidate)):
+        counts = PairedCounts.of([v == 1.0 for v in reference], [v == 1.0 for v in candidate])
+        if hypothesis == "non-inferiority":
+            return noninferiority(counts, margin, alpha)
+        return superiority(counts, alpha, margin)
+    return _scores(hypothesis, reference, candidate, margin, alpha, samples, 0)

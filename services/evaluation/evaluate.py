@@ -297,8 +297,8 @@ class Evaluator:
                 plan.items,
                 outcomes["candidate"],
                 outcomes[arm],
+                policy=policy,
                 samples=self.options.bootstrap_samples,
-                confidence=1 - policy.significance,
             )
         scores = tuple(
             ArmScore(arm=o.arm, version_id=o.version_id, metrics=o.metrics) for o in outcomes.values()

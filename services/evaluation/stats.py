@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,13 +49,15 @@ def paired_bootstrap(
     n = len(reference)
     if n == 0:
         return Interval(0.0, 0.0, 0.0)
-    diffs = [c - r for r, c in zip(reference, candidate, strict=True)]
-    delta = sum(diffs) / n
-    rng = random.Random(seed)
-    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
+    import numpy as np
+
+    diffs = np.asarray(candidate, dtype=float) - np.asarray(reference, dtype=float)
+    delta = float(diffs.mean())
+    rng = np.random.default_rng(seed)
+    means = np.sort(diffs[rng.integers(0, n, size=(samples, n))].mean(axis=1))
     alpha = (1 - confidence) / 2
-    low = means[max(0, math.floor(alpha * samples))]
-    high = means[min(samples - 1, math.ceil((1 - alpha) * samples) - 1)]
+    low = float(means[max(0, math.floor(alpha * samples))])
+    high = float(means[min(samples - 1, math.ceil((1 - alpha) * samples) - 1)])
     return Interval(delta, low, high)
 
 

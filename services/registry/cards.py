@@ -10,22 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.queries import EvalDetail, ModelVersionSummary
+from services.core.reports import GATE_COLUMNS, ci_text, gate_cells, p_text
 
 CARD_KIND = "tuneline.adaptation-card/v1"
 
 
 def _short(sha: str | None, n: int = 16) -> str:
     return f"{sha[:n]}…" if sha else "—"
-
-
-def p_text(stats: dict[str, Any]) -> str:
-    """A comparison's or gate's p-value as table text."""
-    return "—" if stats.get("p_value") is None else f"{stats['p_value']:.3g}"
-
-
-def ci_text(stats: dict[str, Any]) -> str:
-    """A comparison's or gate's bootstrap interval as table text."""
-    return "—" if stats.get("ci_low") is None else f"[{stats['ci_low']:+.1f}, {stats['ci_high']:+.1f}]"
 
 
 def few_shot_verdict(suites: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -165,12 +156,12 @@ def suite_table(suites: list[dict[str, Any]]) -> list[str]:
 
 
 def gate_table(gates: list[dict[str, Any]]) -> list[str]:
-    lines = ["| gate | value | threshold | statistic | p | verdict |", "|---|---|---|---|---|---|"]
+    lines = ["| " + " | ".join(GATE_COLUMNS) + " |", "|" + "---|" * len(GATE_COLUMNS)]
     for gate in gates:
-        lines.append(
-            f"| {gate['gate']} | {gate['value']:.3f} | {gate['comparator']} {gate['threshold']:g} | "
-            f"{gate.get('statistic') or '—'} | {p_text(gate)} | {'pass' if gate['passed'] else '**FAIL**'} |"
-        )
+        cells = list(gate_cells(gate))
+        if not gate["passed"]:
+            cells[-1] = f"**{cells[-1]}**"
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
