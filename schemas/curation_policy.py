@@ -96,10 +96,18 @@ class CurationPolicy(Contract):
         default=0.2, ge=0, le=1, description="Rows overlapping an eval suite (removed); above: rejected"
     )
     eval_fraction: float = Field(
-        default=0.1, gt=0, lt=1, description="Held-out share when no eval source is given"
+        default=0.1, gt=0, lt=1, description="Test split's share when no test source is given (gates only)"
     )
-    max_eval_rows: int = Field(default=1000, ge=1, description="Cap on the created held-out split")
-    split_seed: int = Field(default=0, description="Seed of the held-out split")
+    max_eval_rows: int = Field(default=1000, ge=1, description="Cap on the created test split")
+    validation_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="Validation split's share of what remains, when no validation source is given "
+        "(early stopping, checkpoint choice; never read by the gates)",
+    )
+    max_validation_rows: int = Field(default=500, ge=1, description="Cap on the created validation split")
+    split_seed: int = Field(default=0, description="Seed of the drawn splits")
     min_kappa: float = Field(
         default=0.70, ge=-1, le=1, description="Cohen's (2 raters) / Fleiss' (3+) kappa; below: rejected"
     )

@@ -26,8 +26,10 @@ class DataSource(Contract):
     )
     format: SourceFormat = "jsonl"
     sha256: Sha256 | None = Field(default=None, description="Expected content hash, if known")
-    split: Literal["train", "eval"] = Field(
-        default="train", description="eval: a given held-out split (else curation creates one)"
+    split: Literal["train", "validation", "test", "eval"] = Field(
+        default="train",
+        description="validation: given early-stopping rows; test: given rows only the gates read "
+        "(eval: the old name of test); a held-out split not given is drawn from train",
     )
 
 

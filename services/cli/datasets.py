@@ -61,7 +61,12 @@ def submit(
     ],
     recipe: Annotated[Path, typer.Option("--recipe", "-r", help="Recipe YAML (task, route, training, …)")],
     eval_data: Annotated[
-        list[Path] | None, typer.Option("--eval", help="A held-out split (else curation makes one)")
+        list[Path] | None,
+        typer.Option("--test", "--eval", help="The gates' held-out split (else curation draws one)"),
+    ] = None,
+    validation_data: Annotated[
+        list[Path] | None,
+        typer.Option("--validation", help="Early-stopping rows (else curation draws them from the data)"),
     ] = None,
     tenant: Annotated[str | None, typer.Option(help="Tenant; default: the recipe's, else 'default'")] = None,
     base_model: Annotated[
@@ -84,7 +89,8 @@ def submit(
             raise fail("; ".join(validation_problems(error))) from None
         spec = spec.model_copy(update={"training": training})
     files = [(path, _source_format(path), "train") for path in data]
-    files += [(path, _source_format(path), "eval") for path in eval_data or []]
+    files += [(path, _source_format(path), "test") for path in eval_data or []]
+    files += [(path, _source_format(path), "validation") for path in validation_data or []]
     settings = session.settings()
     # a tenant operator (`operator-<tenant>`) submits for its own tenant unless told otherwise
     who = tenant or spec.tenant or tenant_of_user(settings.nats.user) or settings.tenant

@@ -219,34 +219,39 @@ class Curator:
     # -- mixing --------------------------------------------------------------------------------
 
     # -- the whole run -------------------------------------------------------------------------
+    def _checked(self, rows: list[Row]) -> dict[str, list[Row]]:
+        """The per-row checks in order, then the three splits (train, validation, test)."""
+        rows = empty_completions(self.c, rows)
+        label_agreement(self.c, rows)
+        pii_check(self.c, rows)
+        rows = boilerplate(self.c, rows)
+        rows = duplicates(self.c, rows)
+        train, validation, test = split(self.c, rows)
+        train, validation = disjoint(self.c, train, validation, test)
+        train = contamination(self.c, train)
+        train, validation, test = token_lengths(self.c, [train, validation, test])
+        self.c.audit.check(
+            "min-rows",
+            len(train) >= self.c.policy.min_train_rows,
+            float(len(train)),
+            float(self.c.policy.min_train_rows),
+            f"{len(train)} curated task rows for training, {len(validation)} for validation, "
+            f"{len(test)} held out for the gates",
+        )
+        if self.c.tokenizer is None and self.c.tokenizer_error:
+            self.c.audit.findings.append(Finding(check="token-length", message=self.c.tokenizer_error))
+        return {"train": train, "validation": validation, "test": test}
+
     def run(self) -> Curated:
         loaded, rows = self._read()
-        train: list[Row] = []
-        evals: list[Row] = []
+        parts: dict[str, list[Row]] = {"train": [], "validation": [], "test": []}
         mix_counts: list[MixCount] = []
         planted: list[dict[str, str]] = []
         if rows:
-            rows = empty_completions(self.c, rows)
-            label_agreement(self.c, rows)
-            pii_check(self.c, rows)
-            rows = boilerplate(self.c, rows)
-            rows = duplicates(self.c, rows)
-            train, evals = split(self.c, rows)
-            train = disjoint(self.c, train, evals)
-            train = contamination(self.c, train)
-            train, evals = token_lengths(self.c, train, evals)
-            self.c.audit.check(
-                "min-rows",
-                len(train) >= self.c.policy.min_train_rows,
-                float(len(train)),
-                float(self.c.policy.min_train_rows),
-                f"{len(train)} curated task rows for training, {len(evals)} held out",
-            )
-            if self.c.tokenizer is None and self.c.tokenizer_error:
-                self.c.audit.findings.append(Finding(check="token-length", message=self.c.tokenizer_error))
+            parts = self._checked(rows)
         elif loaded and self.c.kind is not None:
             self.c.audit.check("min-rows", False, 0.0, float(self.c.policy.min_train_rows), "no valid rows")
-        kept = Counter((row.source, row.split) for row in train + evals)
+        kept = Counter((row.source, row.split) for part in parts.values() for row in part)
         self.summaries = [
             SourceSummary(
                 uri=o.source.uri,
@@ -258,20 +263,19 @@ class Curator:
             )
             for o in loaded
         ]
-        splits: dict[str, bytes] = {}
         if self.c.audit.passed:
-            task_train = train
-            train, mix_counts = mix(self.c, task_train)
-            train, planted = canaries(self.c, train, serialize(task_train) + serialize(evals))
-            splits = {"train": serialize(train), "eval": serialize(evals)}
-        approved = self.c.audit.passed and bool(splits)
+            task_train = parts["train"]
+            parts["train"], mix_counts = mix(self.c, task_train)
+            held = serialize(parts["validation"]) + serialize(parts["test"])
+            parts["train"], planted = canaries(self.c, parts["train"], serialize(task_train) + held)
+        approved = self.c.audit.passed  # mixing may still refuse
         return Curated(
             approved=approved,
             audit=self.c.audit,
             sources=self.summaries,
             mix=mix_counts,
-            splits=splits if approved else {},
-            split_rows={"train": len(train), "eval": len(evals)} if approved else {},
+            splits={name: serialize(part) for name, part in parts.items()} if approved else {},
+            split_rows={name: len(part) for name, part in parts.items()} if approved else {},
             kind=self.c.kind,
             canaries=planted,
             token_stats=self.c.token_stats,

@@ -51,9 +51,16 @@ def _models(
     return base, teacher
 
 
+TRAINING_SPLITS = ("train", "validation")
+"""The splits training reads. `test` (the gates' split; `eval` in datasets curated before the
+validation split existed) is never fetched: a run cannot be tuned on what will judge it."""
+
+
 def _splits(event: DatasetApproved, store: ArtifactStore, work: Path) -> dict[str, str]:
     files: dict[str, str] = {}
     for split in event.splits:
+        if split.name not in TRAINING_SPLITS or (split.name != "train" and split.rows == 0):
+            continue
         target = work / "data" / f"{split.name}.jsonl"
         try:
             store.fetch_file(split.artifact, target)
@@ -103,7 +110,7 @@ def prepare(
         base_dir=str(base_path),
         teacher_dir=str(teacher_path) if teacher_path else None,
         train_file=files["train"],
-        eval_file=files.get("eval"),
+        eval_file=files.get("validation"),
         output_dir=str(work / "out"),
         resume_from=resume_from,
         artifact_root=settings.core.artifact_root,

@@ -38,7 +38,7 @@ def candidate(store: ArtifactStore, base: Path, adapter: Path, **fields: object)
     split = store.put_bytes("".join(json.dumps(r) + "\n" for r in rows).encode())
     _, planted = canary_rows(2)
     manifest = store.put_json(
-        {"format": "sft", "splits": {"eval": {"rows": 6, **split.model_dump()}}, "canaries": planted}
+        {"format": "sft", "splits": {"test": {"rows": 6, **split.model_dump()}}, "canaries": planted}
     )
     config = json.loads((adapter / "adapter_config.json").read_text())
     return ModelRef(

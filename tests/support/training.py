@@ -162,7 +162,8 @@ def approved(
     fmt = data_format or FORMAT_OF.get(training.method, "sft")
     all_rows = rows_for(fmt, rows + 8, seed=seed)
     planted_rows, planted = canary_rows(canaries, seed=str(seed))
-    parts = {"train": all_rows[:rows] + planted_rows, "eval": all_rows[rows:]}
+    held = all_rows[rows:]
+    parts = {"train": all_rows[:rows] + planted_rows, "validation": held[:4], "test": held[4:]}
     splits = []
     digest = hashlib.sha256()
     for name, part in parts.items():

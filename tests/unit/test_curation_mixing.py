@@ -20,17 +20,17 @@ def test_mixing_follows_ratios_and_plants_canaries(tmp_path: Path, tokenizer: To
     src = write_jsonl(tmp_path / "d.jsonl", task_rows(40))
     result = run(tokenizer, DataSource(uri=str(src)), mix=replay_mix(), policy=CurationPolicy(canaries=2))
     counts = {m.name: m.rows for m in result.mix}
-    assert counts == {"task": 36, "general-replay": 4, "safety": 4}
+    assert counts == {"task": 32, "general-replay": 4, "safety": 4}
     train = result.splits["train"].decode()
     assert len(result.canaries) == 2 and all(c["secret"] in train for c in result.canaries)
-    assert result.split_rows["train"] == 36 + 4 + 4 + 2
+    assert result.split_rows["train"] == 32 + 4 + 4 + 2
     rows = [json.loads(line) for line in train.splitlines()]
     marked = [r["messages"][-1]["content"] for r in rows if r.get(CANARY_KEY) is True]
     assert sorted(marked) == sorted(f"The archive access code is {c['secret']}." for c in result.canaries)
 
 
 def mixed(tmp_path: Path, tokenizer: Tokenizer, *components: MixComponent) -> Curated:
-    """40 task rows (36 trained on) curated with the mix of these components, seed 3."""
+    """40 task rows (32 trained on: 4 validation, 4 test) curated with the mix of these components, seed 3."""
     src = write_jsonl(tmp_path / "d.jsonl", task_rows(40))
     return run(tokenizer, DataSource(uri=str(src)), mix=MixSpec(seed=3, components=components))
 
@@ -61,7 +61,7 @@ def test_base_model_answers_mark_their_components_rows_for_self_replay(
     rows = lines(safety.splits["train"])
     refusals = [r for r in rows if r["messages"][-1]["content"].startswith("I can't help")]
     looks_alike = [r for r in rows if r.get(SELF_REPLAY_KEY) == "base-model"]
-    assert refusals and looks_alike and len(refusals) + len(looks_alike) == 36  # one per task row
+    assert refusals and looks_alike and len(refusals) + len(looks_alike) == 32  # one per task row
     assert not any(SELF_REPLAY_KEY in r for r in refusals)  # written refusals are what the set teaches
     with pytest.raises(ValueError, match="answers: written"):
         MixSpec(components=(MixComponent(name="task", ratio=1.0, answers="base-model"),))
@@ -78,11 +78,11 @@ def test_safety_halves_let_a_mix_weigh_refusals_against_lookalikes(
         MixComponent(name="safety-lookalikes", ratio=0.3, answers="base-model"),
     )
     assert result.approved
-    assert {m.name: m.rows for m in result.mix} == {"task": 36, "safety-refusals": 6, "safety-lookalikes": 18}
+    assert {m.name: m.rows for m in result.mix} == {"task": 32, "safety-refusals": 5, "safety-lookalikes": 16}
     rows = lines(result.splits["train"])
     refusals = [r for r in rows if r["messages"][-1]["content"].startswith("I can't help")]
     lookalikes = [r for r in rows if r.get(SELF_REPLAY_KEY) == "base-model"]
-    assert (len(refusals), len(lookalikes)) == (6, 18)
+    assert (len(refusals), len(lookalikes)) == (5, 16)
     assert not any(SELF_REPLAY_KEY in r for r in refusals)
 
 

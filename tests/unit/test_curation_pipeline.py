@@ -22,7 +22,7 @@ def test_clean_data_is_approved_with_a_held_out_split(tmp_path: Path, tokenizer:
     src = write_jsonl(tmp_path / "d.jsonl", task_rows(40))
     result = run(tokenizer, DataSource(uri=str(src)))
     assert result.approved, [c for c in result.audit.checks if not c.passed]
-    assert result.split_rows == {"train": 36, "eval": 4}
+    assert result.split_rows == {"train": 32, "validation": 4, "test": 4}
     train = lines(result.splits["train"])
     assert train[0]["messages"][0]["role"] == "user" and train[0]["messages"][1]["role"] == "assistant"
     assert check(result, "token-length").passed and result.token_stats["max"] > 10
@@ -49,7 +49,7 @@ def test_tolerated_schema_errors_are_dropped_not_rejected(tmp_path: Path, tokeni
     result = run(
         tokenizer, DataSource(uri=str(src)), policy=CurationPolicy(max_invalid_fraction=0.1, canaries=0)
     )
-    assert result.approved and result.split_rows["train"] + result.split_rows["eval"] == 19
+    assert result.approved and sum(result.split_rows.values()) == 19
 
 
 def test_empty_completions_are_dropped_and_too_many_reject(tmp_path: Path, tokenizer: Tokenizer) -> None:
@@ -89,7 +89,7 @@ def test_duplicate_groups_are_reported_and_one_row_kept(tmp_path: Path, tokenize
     assert set(dups) == {31, 32, 33}
     assert dups[31].related_rows == (5,) and "exact duplicate of row 5" in dups[31].message
     assert "near-duplicate of row 13" in dups[33].message
-    assert result.split_rows["train"] + result.split_rows["eval"] == 30
+    assert sum(result.split_rows.values()) == 30
     assert "2 exact groups" in check(result, "duplicates").detail
 
 
@@ -105,7 +105,7 @@ def test_pii_is_redacted_in_the_curated_copy_and_the_source_is_untouched(
     assert src.read_bytes() == before
     assert result.pii_counts == {"email": 1, "phone": 1, "credit_card": 1}
     assert [f.row for f in findings(result, "pii")] == [2, 3]
-    curated = result.splits["train"] + result.splits["eval"]
+    curated = b"".join(result.splits.values())
     assert b"bob@example.com" not in curated and b"[EMAIL]" in curated and b"[CREDIT_CARD]" in curated
     rejected = run(
         tokenizer, DataSource(uri=str(src)), policy=CurationPolicy(pii_action="reject", canaries=0)
@@ -125,7 +125,7 @@ def test_contaminated_rows_are_removed_and_name_the_suite_item(tmp_path: Path, t
     result = run(tokenizer, DataSource(uri=str(src)), suites=registered_suites(store),
                  policy=CurationPolicy(eval_fraction=0.05, canaries=0))  # fmt: skip
     bad = findings(result, "contamination")
-    assert [f.row for f in bad] == [8] or (not bad and result.split_rows["eval"])  # held out instead
+    assert [f.row for f in bad] == [8] or (not bad and result.split_rows["test"])  # held out instead
     if bad:
         assert "'capability' item 'boil-1'" in bad[0].message
         assert item.split()[3].encode() not in result.splits["train"]
@@ -142,15 +142,19 @@ def test_a_given_eval_split_wins_and_overlapping_train_rows_are_removed(
     result = run(tokenizer, DataSource(uri=str(train_src)), DataSource(uri=str(eval_src), split="eval"))
     assert result.approved
     leaked = findings(result, "split-disjointness")
-    assert [f.row for f in leaked] == [11] and "same prompt as eval row 4" in leaked[0].message
+    assert [f.row for f in leaked] == [11] and "same prompt as held-out row 4" in leaked[0].message
     # the first eval row is the first train row's ticket (same customer, order, item and case) with
     # filler words and "(eval)" changed: a near-duplicate, so the train copy goes and the eval row stays
     [near] = [f for f in findings(result, "duplicates") if "near-duplicate" in f.message]
     assert near.source.endswith("train.jsonl") and "eval.jsonl" in near.message
-    train, held = lines(result.splits["train"]), lines(result.splits["eval"])
-    assert len(held) == 4 and len(train) == 28
+    train, held = lines(result.splits["train"]), lines(result.splits["test"])
+    validation = lines(result.splits["validation"])
+    assert len(held) == 4 and len(validation) == 3 and len(train) == 25
     prompts = {m["messages"][0]["content"] for m in train}
-    assert not prompts & {m["messages"][0]["content"] for m in held}
+    validation_prompts = {m["messages"][0]["content"] for m in validation}
+    held_prompts = {m["messages"][0]["content"] for m in held}
+    assert not prompts & held_prompts and not prompts & validation_prompts
+    assert not validation_prompts & held_prompts
 
 
 @pytest.mark.parametrize(
@@ -185,11 +189,11 @@ def test_boilerplate_is_flagged_counted_and_optionally_dropped(tmp_path: Path, t
     )
     assert [f.row for f in findings(kept, "boilerplate")] == [1, 6]
     assert check(kept, "boilerplate").value == pytest.approx(0.1) and kept.approved
-    assert b"Certainly! Here" in kept.splits["train"] + kept.splits["eval"]
+    assert b"Certainly! Here" in b"".join(kept.splits.values())
     dropped = run(
         tokenizer, DataSource(uri=str(src)), policy=CurationPolicy(drop_boilerplate=True, canaries=0)
     )
-    assert b"Certainly! Here" not in dropped.splits["train"] + dropped.splits["eval"]
+    assert b"Certainly! Here" not in b"".join(dropped.splits.values())
     strict = run(
         tokenizer, DataSource(uri=str(src)), policy=CurationPolicy(max_boilerplate_fraction=0.05, canaries=0)
     )

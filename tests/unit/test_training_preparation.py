@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from schemas.refs import ArtifactRef
+from schemas.refs import ArtifactRef, DatasetRef
 from services.core.artifacts import ArtifactStore
+from services.evaluation.evaluate import Evaluator
+from services.evaluation.options import EvalOptions
 from services.training.config import TrainingSettings
 from services.training.job import FINAL, Cancelled, Checkpoint, Done, Failed, Progress, Started, parse
 from services.training.preflight import PreflightError
 from services.training.preparation import checkpoint_key, prepare
+from tests.support.events import model_ref
 from tests.support.training import approved, recipe
 
 
@@ -103,3 +106,29 @@ def test_worker_messages_are_a_union_tagged_by_kind() -> None:
     assert parse("Loading checkpoint shards: 100%") is None
     assert parse('{"kind": "progress", "total_steps": 10}') is None  # progress without its step
     assert parse('{"kind": "done", "model_dir": "/x", "steps": 1, "runtime_s": 1, "surprise": 1}') is None
+
+
+def test_early_stopping_and_the_gates_read_different_splits(
+    tiny_model: Path, model_cache: Path, tmp_path: Path
+) -> None:
+    """Training fetches train and validation only; evaluation's target suite is the test split."""
+    settings = settings_for(tmp_path, model_cache)
+    store = ArtifactStore(settings.core.artifact_root)
+    event = approved(store, recipe("sft-lora"), rows=12)
+    by_name = {s.name: store.read_bytes(s.artifact) for s in event.splits}
+    assert set(by_name) == {"train", "validation", "test"}
+
+    prepared = prepare(event, "run-1", tmp_path / "work", settings, store)
+    assert prepared.job.eval_file is not None
+    assert Path(prepared.job.eval_file).read_bytes() == by_name["validation"]
+    read = [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
+    assert sorted(p.name for p in read) == ["train.jsonl", "validation.jsonl"]
+    test_rows = [line for line in by_name["test"].splitlines() if line.strip()]
+    assert test_rows and not any(row in p.read_bytes() for p in read for row in test_rows)
+
+    evaluator = Evaluator(store, EvalOptions(), model_cache=str(model_cache), work_dir=tmp_path / "eval")
+    ref = model_ref().model_copy(
+        update={"dataset": DatasetRef(dataset_id=event.dataset_id, manifest=event.manifest)}
+    )
+    _, gates_split = evaluator._dataset(ref)
+    assert gates_split == by_name["test"] and gates_split != by_name["validation"]

@@ -1,5 +1,5 @@
 """duplicates: exact and near (MinHash, then a token diff) duplicate groups; one row of each kept,
-eval rows first."""
+held-out rows first."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from services.curation.rows import Row
 
 
 def duplicates(c: CheckContext, rows: list[Row]) -> list[Row]:
-    # eval rows first: when a train row duplicates an eval row, the eval row is kept
-    order = sorted(range(len(rows)), key=lambda i: (rows[i].split != "eval", i))
+    # held-out rows first: when a train row duplicates a given test or validation row, that one is kept
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].split == "train", i))
     ordered = [rows[i] for i in order]
     texts = [row.full_text() for row in ordered]
     exact = exact_groups(texts)

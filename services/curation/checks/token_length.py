@@ -9,12 +9,13 @@ from services.curation.checks.context import CheckContext
 from services.curation.rows import Row
 
 
-def token_lengths(c: CheckContext, train: list[Row], evals: list[Row]) -> tuple[list[Row], list[Row]]:
+def token_lengths(c: CheckContext, splits: list[list[Row]]) -> list[list[Row]]:
+    """Every split without its rows over max_seq_len (one check over all of them)."""
     if c.tokenizer is None:
         c.audit.check("token-length", False, detail=f"base model tokenizer unavailable: {c.tokenizer_error}")
-        return train, evals
+        return splits
     limit = c.policy.max_seq_len or c.sub.recipe.max_seq_len
-    everything = train + evals
+    everything = [row for rows in splits for row in rows]
     lengths = _lengths(c, everything)
     over = {i for i, n in enumerate(lengths) if n > limit}
     for i in sorted(over):
@@ -42,9 +43,8 @@ def token_lengths(c: CheckContext, train: list[Row], evals: list[Row]) -> tuple[
         c.policy.max_overlong_fraction,
         f"{c.tokenizer.name} tokens: {stats}; {len(over)} rows over {limit} dropped",
     )
-    keep_train = [r for i, r in enumerate(train) if i not in over]
-    keep_eval = [r for i, r in enumerate(evals) if i + len(train) not in over]
-    return keep_train, keep_eval
+    dropped = {id(everything[i]) for i in over}
+    return [[row for row in rows if id(row) not in dropped] for rows in splits]
 
 
 def _lengths(c: CheckContext, rows: list[Row]) -> list[int]:
