@@ -47,6 +47,12 @@ class GatePolicy(Contract):
         lt=1,
         description="Alpha: the one-sided level of every gate's test (and 1 - alpha: its bound)",
     )
+    suite_items: dict[str, int] = Field(
+        default={},
+        description="Evaluate a seeded sample of this many items of a catalogue suite (stratified by "
+        "category and label), e.g. {capability: 600} to fit a time budget. Each gate still states "
+        "its n and MDE: a smaller sample needs a wider margin, or it is underpowered",
+    )
     accept_underpowered: bool = Field(
         default=False,
         description="Let a gate whose suite cannot detect its margin pass on its test alone "
@@ -61,6 +67,14 @@ class GatePolicy(Contract):
         default=None, description="JSON Schema the target answers must satisfy (json-schema scorer)"
     )
     target_pattern: str | None = Field(default=None, description="Regex a target answer must match (regex)")
+
+    @field_validator("suite_items")
+    @classmethod
+    def _positive(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = [name for name, n in value.items() if n < 1]
+        if bad:
+            raise ValueError(f"suite_items must be at least 1 (got {', '.join(bad)})")
+        return value
 
     @field_validator("target_pattern")
     @classmethod

@@ -1,50 +1,48 @@
 """One evaluation: every suite on the candidate, the base, the few-shot base and production.
 
-Plain code (no broker): the handler calls `Evaluator.run` in a worker thread. The baseline and
-few-shot arms are cached in the artifact store by (base sha256, suite hash, generation settings):
-a second candidate on the same base pays only for itself. The production arm is cached by its
-version id. Latency is never cached: it is measured here, interleaving base and candidate probes,
+Plain code (no broker): the handler calls `Evaluator.run` in a worker thread. Answers other than
+the candidate's are cached (`answers.CachedAnswers`): a second candidate on the same base pays
+only for itself. Latency is never cached: it is measured here, interleaving base and candidate probes,
 because it belongs to this machine at this moment.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from schemas.evaluation import ArmScore, Comparison, SuiteResult
 from schemas.gate_policy import GatePolicy
-from schemas.refs import ArtifactRef, ModelRef
-from services.core.artifacts import ArtifactError, ArtifactNotFound, ArtifactStore
+from schemas.refs import ArtifactRef, EvalSuiteRef, ModelRef
+from services.core.artifacts import ArtifactError, ArtifactStore
 from services.core.ml.bases import resolve_exact_base
-from services.core.ml.models import BaseMismatch, ModelResolutionError, inference_dtype
+from services.core.ml.models import BaseMismatch, ModelResolutionError
 from services.core.ml.suite_catalogue import Suite, all_suites
+from services.evaluation.answers import CachedAnswers
 from services.evaluation.comparisons import ArmOutcome, compare, score_outputs, suite_detail
 from services.evaluation.engine import Engine, EngineError
 from services.evaluation.gates import evaluate_gates
-from services.evaluation.harness import HarnessMissing, score_task
 from services.evaluation.latency import measure_latency
 from services.evaluation.options import EvalOptions, EvaluationError, Outcome
-from services.evaluation.scoring import Scored
+from services.evaluation.parents import Roles, arm_name, roles
 from services.evaluation.suite_plan import (
     PlanError,
     SuitePlan,
     catalogue_plan,
-    content_hash,
     memorization_plan,
+    sampled,
     target_plan,
 )
 
 log = logging.getLogger(__name__)
-CACHE_PREFIX = "refs/eval-cache"
-ENGINE_VERSION = "greedy-v1"  # bump when generation changes: it invalidates every cached baseline
 
 
-class Evaluator:
+class Evaluator(CachedAnswers):
     def __init__(
         self,
         store: ArtifactStore,
@@ -62,6 +60,8 @@ class Evaluator:
         self.cache_hits: list[str] = []
         self._suites: list[Suite] | None = None
         self.generated_items = 0
+        self.parents: list[ModelRef] = []
+        self.roles = Roles()
 
     # -- preparation ----------------------------------------------------------------------------
     def _base_dir(self, ref: ModelRef) -> Path:
@@ -108,20 +108,51 @@ class Evaluator:
             ) from None
         return manifest, data
 
+    def _target(self, ref: ModelRef, policy: GatePolicy) -> tuple[dict[str, Any], SuitePlan | None]:
+        """The dataset's manifest and its test split as the target suite (None without one)."""
+        manifest, test_split = self._dataset(ref)
+        if not test_split:
+            return manifest, None
+        try:
+            return manifest, target_plan(test_split, str(manifest.get("format", "sft")), policy)
+        except PlanError as error:
+            raise EvaluationError("target-suite-invalid", str(error)) from None
+
+    def _parent_tasks(self, policy: GatePolicy) -> list[SuitePlan]:
+        """Each combined parent's target suite, compared with that parent."""
+        plans = []
+        for index in self.roles.tasks_of:
+            parent = self.parents[index]
+            _, plan = self._target(parent, policy)
+            if plan is not None:
+                plan.ref = EvalSuiteRef(name=f"target:{parent.version_id()}", sha256=plan.ref.sha256)
+                plan.parent, plan.few_shot = index, 0
+                plans.append(plan)
+        return plans
+
     def plan(self, ref: ModelRef, policy: GatePolicy, engine: Engine) -> list[SuitePlan]:
-        manifest, eval_split = self._dataset(ref)
-        plans: list[SuitePlan] = []
+        manifest, target = self._target(ref, policy)
+        plans = [target] if target is not None else []
+        plans += self._parent_tasks(policy)
         answer_tokens = _token_counter(engine)
-        if eval_split:
-            try:
-                plans.append(target_plan(eval_split, str(manifest.get("format", "sft")), policy))
-            except PlanError as error:
-                raise EvaluationError("target-suite-invalid", str(error)) from None
         memorization = memorization_plan(list(manifest.get("canaries") or []))
         if memorization is not None:
             plans.append(memorization)
-        plans += [catalogue_plan(suite) for suite in self._catalogue(ref) if suite.kind != "latency"]
+        unknown = sorted(set(policy.suite_items) - {s.name for s in self._all_suites()})
+        if unknown:
+            raise EvaluationError(
+                "suite-unknown",
+                f"gates.suite_items names {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(s.name for s in self._all_suites()))}",
+            )
+        for suite in self._catalogue(ref):
+            if suite.kind != "latency":
+                plan = catalogue_plan(suite)
+                size = policy.suite_items.get(suite.name)
+                plans.append(sampled(plan, size) if size and plan.harness is None else plan)
         for plan in plans:  # answers get room for the longest reference answer, and some slack
+            if self.roles.quantized_from is not None:
+                plan.parent = self.roles.quantized_from
             if plan.max_new_tokens == 0 and plan.harness is None:
                 plan.max_new_tokens = min(self.options.max_new_tokens, answer_tokens(plan.items) + 16)
         return plans
@@ -153,87 +184,6 @@ class Evaluator:
         return next((s for s in self._all_suites() if s.kind == "latency"), None)
 
     # -- running --------------------------------------------------------------------------------
-    def _dtype_name(self) -> str:
-        """The weights' dtype the engine runs in, e.g. float32."""
-        return str(inference_dtype(self.options.dtype, self.options.device)).removeprefix("torch.")
-
-    def _cache_key(self, base_sha: str, plan: SuitePlan, arm: str, tag: str, tokenizer: str) -> str:
-        settings = content_hash(
-            ENGINE_VERSION,
-            plan.max_new_tokens,
-            plan.few_shot if arm == "few-shot" else 0,
-            tokenizer,
-            self._dtype_name(),
-        )
-        return f"{CACHE_PREFIX}/{base_sha}/{plan.ref.sha256}/{tag}-{settings[:16]}.json"
-
-    def _outputs(
-        self, engine: Engine, plan: SuitePlan, arm: str, cache_key: str | None
-    ) -> tuple[list[str], bool]:
-        cached = self._cached(cache_key, [str(i["id"]) for i in plan.items])
-        if cached is not None and "outputs" in cached:
-            self.cache_hits.append(f"{plan.ref.name}/{arm}")
-            return list(cached["outputs"]), True
-        if arm == "few-shot":
-            prompts = [plan.few_shot_messages(i) for i in range(len(plan.items))]
-        else:
-            prompts = [plan.messages(item) for item in plan.items]
-        started = time.perf_counter()
-        generations = engine.generate(arm, prompts, max_new_tokens=plan.max_new_tokens)
-        self.generated_items += len(prompts)
-        self.progress(
-            f"{plan.ref.name}: {arm} answered {len(prompts)} items in {time.perf_counter() - started:.1f} s"
-        )
-        outputs = [g.text for g in generations]
-        if cache_key and self.options.cache:
-            self.store.put_named_json(
-                cache_key, {"ids": [str(i["id"]) for i in plan.items], "outputs": outputs}
-            )
-        return outputs, False
-
-    def _harness_outcome(
-        self, engine: Engine, plan: SuitePlan, arm: str, version: str, cache_key: str | None
-    ) -> ArmOutcome:
-        """An lm-eval task on one arm: per-document metric values as the paired outcomes."""
-        assert plan.harness is not None and plan.harness.harness_task is not None
-        task = plan.harness.harness_task
-        cached = self._cached(cache_key, None)
-        if cached is not None and "values" in cached:
-            self.cache_hits.append(f"{plan.ref.name}/{arm}")
-            metric, values = str(cached["metric"]), [float(v) for v in cached["values"]]
-        else:
-            started = time.perf_counter()
-            try:
-                metric, values = score_task(engine, arm, plan.harness.data, task, self.work_dir)
-            except HarnessMissing as error:
-                raise EvaluationError("lm-eval-missing", str(error)) from None
-            self.generated_items += len(values)
-            self.progress(
-                f"{plan.ref.name}: {arm} ran lm-eval {task} ({len(values)} docs) in "
-                f"{time.perf_counter() - started:.1f} s"
-            )
-            if cache_key and self.options.cache:
-                self.store.put_named_json(cache_key, {"metric": metric, "values": values})
-        plan.items = [{"id": f"doc-{i}"} for i in range(len(values))]
-        scored = [Scored(v, v >= 0.5) for v in values]
-        metrics = {
-            "score": 100.0 * sum(values) / max(1, len(values)),
-            "accuracy": 100.0 * sum(s.correct for s in scored) / max(1, len(scored)),
-        }
-        outputs = [f"{metric}={v:g}" for v in values]
-        return ArmOutcome(arm, version, outputs, scored, metrics, cached is not None)  # type: ignore[arg-type]
-
-    def _cached(self, cache_key: str | None, ids: list[str] | None) -> dict[str, Any] | None:
-        if not (cache_key and self.options.cache):
-            return None
-        try:
-            cached = self.store.read_named_json(cache_key)
-        except (ArtifactNotFound, ValueError):
-            return None
-        if not isinstance(cached, dict) or (ids is not None and cached.get("ids") != ids):
-            return None
-        return cached
-
     def _engine(self, candidate: ModelRef, production: ModelRef | None, *, base_arms: bool) -> Engine:
         base_dir = self._base_dir(candidate)
         try:
@@ -249,6 +199,8 @@ class Evaluator:
             self._attach(engine, "candidate", candidate)
             if production is not None:
                 self._attach(engine, "production", production)
+            for index in self.roles.arms:
+                self._attach(engine, arm_name(index), self.parents[index])
         except EngineError as error:
             raise EvaluationError("candidate-incompatible", str(error)) from None
         return engine
@@ -270,13 +222,16 @@ class Evaluator:
     ) -> ArmOutcome:
         """One arm's outputs and scores on one suite; the base's arms (and production's) are cached."""
         base_sha, tokenizer = ref.base.sha256, ref.tokenizer.tokenizer_sha256
-        tag = versions["production"] if arm == "production" else arm
+        own_version = arm == "production" or arm.startswith("parent-")
+        tag = versions[arm] if own_version else arm
         key = None if arm == "candidate" else self._cache_key(base_sha, plan, arm, tag, tokenizer)
+        role = "parent" if arm.startswith("parent-") else arm
         if plan.harness is not None:
-            return self._harness_outcome(engine, plan, arm, versions[arm], key)
+            outcome = self._harness_outcome(engine, plan, arm, versions[arm], key)
+            return dataclasses.replace(outcome, arm=role)  # type: ignore[arg-type]
         outputs, cached = self._outputs(engine, plan, arm, key)
         scored, metrics = score_outputs(plan.kind, plan.scorer, plan.items, outputs)
-        return ArmOutcome(arm, versions[arm], outputs, scored, metrics, cached)  # type: ignore[arg-type]
+        return ArmOutcome(role, versions[arm], outputs, scored, metrics, cached)  # type: ignore[arg-type]
 
     def _suite(
         self,
@@ -292,6 +247,8 @@ class Evaluator:
             arms.append("few-shot")
         if "production" in versions:
             arms.append("production")
+        if plan.parent is not None:
+            arms.append(arm_name(plan.parent))
         outcomes = {arm: self._arm(engine, plan, arm, versions, candidate) for arm in arms}
         comparisons: list[Comparison] = []
         for arm in arms[1:]:
@@ -315,7 +272,17 @@ class Evaluator:
         )
         return result, suite_detail(plan, outcomes)
 
-    def run(self, candidate: ModelRef, policy: GatePolicy, production: ModelRef | None = None) -> Outcome:
+    def run(
+        self,
+        candidate: ModelRef,
+        policy: GatePolicy,
+        production: ModelRef | None = None,
+        parents: Sequence[ModelRef] = (),
+    ) -> Outcome:
+        """Every suite on every arm, the comparisons and the gates. `parents` are the candidate's
+        lineage parents (merging's inputs): see `parents.roles` for when they are references."""
+        self.parents = list(parents)
+        self.roles = roles(candidate, self.parents)
         timings: dict[str, float] = {}
         started = time.perf_counter()
         engine = self._engine(candidate, production, base_arms=True)
@@ -325,6 +292,8 @@ class Evaluator:
         versions = {"candidate": candidate.version_id(), "baseline": base, "few-shot": f"{base}+few-shot"}
         if production is not None:
             versions["production"] = production.version_id()
+        for index in self.roles.arms:
+            versions[arm_name(index)] = self.parents[index].version_id()
         generation_started = time.perf_counter()
         suites = [self._suite(engine, plan, candidate, policy, versions) for plan in plans]
         results, details = [r for r, _ in suites], [d for _, d in suites]

@@ -80,10 +80,11 @@ class EvaluationHandlers:
         candidate: ModelRef,
         policy: GatePolicy,
         production: ModelRef | None,
+        parents: tuple[ModelRef, ...] = (),
         **overrides: Any,
     ) -> Outcome:
         with self._evaluator(work, **overrides) as evaluator:
-            return evaluator.run(candidate, policy, production)
+            return evaluator.run(candidate, policy, production, parents)
 
     @contextlib.contextmanager
     def _evaluator(self, work: str, **overrides: Any) -> Iterator[Evaluator]:
@@ -126,6 +127,23 @@ class EvaluationHandlers:
         )
         return ModelRef.model_validate(detail.model_ref) if detail else None
 
+    async def parents_of(self, event: CandidateReady) -> tuple[ModelRef, ...]:
+        """The lineage parents of a merged or quantized candidate, from the registry; a parent the
+        registry does not know stops the evaluation (its gates would silently fall back to the base)."""
+        if event.produced_by != "merging":
+            return ()
+        refs = []
+        for version_id in event.lineage.parents:
+            detail = await self._registry(MODELS_GET, ModelVersionQuery(version_id=version_id))
+            if detail is None:
+                raise EvaluationError(
+                    "parent-unavailable",
+                    f"lineage parent {version_id} is not in the registry; the candidate is judged "
+                    "against its parents, so evaluate it once the parent is recorded",
+                )
+            refs.append(ModelRef.model_validate(detail.model_ref))
+        return tuple(refs)
+
     # -- candidate.ready ----------------------------------------------------------------------
     async def on_candidate(self, event: CandidateReady, ctx: HandlerContext) -> None:
         candidate = event.candidate
@@ -139,8 +157,9 @@ class EvaluationHandlers:
         if production is not None and production.version_id() == version:
             production = None
         try:
+            parents = await self.parents_of(event)
             outcome = await asyncio.to_thread(
-                self._evaluate, f"{version}-{ctx.attempt}", candidate, event.gate_policy, production
+                self._evaluate, f"{version}-{ctx.attempt}", candidate, event.gate_policy, production, parents
             )
         except EvaluationError as error:
             log.warning("%s: not evaluated: %s", version, error.message)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,7 @@ class SuitePlan:
     max_new_tokens: int
     few_shot: int = 0
     harness: Suite | None = None  # an lm-evaluation-harness task, scored by lm-eval itself
+    parent: int | None = None  # the parent (index into the candidate's parents) it is compared with
 
     def messages(self, item: dict[str, Any]) -> Messages:
         if isinstance(item.get("messages"), list):
@@ -148,6 +151,29 @@ def catalogue_plan(suite: Suite) -> SuitePlan:
     return SuitePlan(
         ref=suite.ref(), kind=suite.kind, scorer=suite.scorer, items=suite.items(), max_new_tokens=budget
     )
+
+
+def sampled(plan: SuitePlan, size: int) -> SuitePlan:
+    """A seeded sample of `size` items of the plan, stratified by (category, label): each stratum
+    keeps its share (largest remainders get the leftover places). The sample is a suite of its
+    own: its hash covers the chosen items, so cached baselines never mix samples."""
+    if size >= len(plan.items):
+        return plan
+    strata: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for item in plan.items:
+        strata.setdefault((str(item.get("category", "")), str(item.get("label", ""))), []).append(item)
+    total = len(plan.items)
+    quotas = {key: size * len(rows) // total for key, rows in strata.items()}
+    leftover = size - sum(quotas.values())
+    by_remainder = sorted(strata, key=lambda key: (-(size * len(strata[key]) % total), key))
+    for key in by_remainder[:leftover]:
+        quotas[key] += 1
+    rng = random.Random(f"{plan.ref.name}:{size}")
+    chosen = {id(item) for key, rows in strata.items() for item in rng.sample(rows, quotas[key])}
+    items = [item for item in plan.items if id(item) in chosen]
+    data = json.dumps([plan.ref.sha256, [str(i["id"]) for i in items]]).encode()
+    ref = EvalSuiteRef(name=plan.ref.name, sha256=suite_version(data, plan.scorer, plan.kind))
+    return dataclasses.replace(plan, ref=ref, items=items)
 
 
 def content_hash(*parts: object) -> str:

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from schemas.gate_policy import GatePolicy
-from schemas.refs import AdapterRef, BaseModelRef, DatasetRef, ModelRef, QuantizationConfig, TokenizerRef
+from schemas.refs import (
+    AdapterRef,
+    BaseModelRef,
+    DatasetRef,
+    MergeState,
+    ModelRef,
+    QuantizationConfig,
+    TokenizerRef,
+)
 from services.core.artifacts import ArtifactStore
 from services.core.ml.models import tokenizer_sha256, weights_sha256
 from services.evaluation.evaluate import Evaluator
@@ -16,6 +24,7 @@ from services.evaluation.options import EvalOptions, EvaluationError
 from tests.support.training import canary_rows, rows_for
 
 pytestmark = pytest.mark.integration
+SAMPLED = GatePolicy(suite_items={"capability": 300, "jailbreak": 60})  # where the full suites add nothing
 
 
 def make_adapter(base: Path, out: Path, targets: list[str], seed: int = 0) -> Path:
@@ -77,13 +86,15 @@ def test_every_arm_runs_and_a_second_candidate_reuses_the_baselines(
     second = candidate(store, tiny_model, make_adapter(tiny_model, tmp_path / "a2", ["q_proj", "v_proj"], 2))
     one = evaluator(store, tmp_path, model_cache, "one")
     outcome = one.run(first, GatePolicy())
-    kinds = {r.kind: r for r in outcome.suites}
-    assert set(kinds) == {"target", "memorization", "capability", "safety", "latency"}, (
+    kinds = {r.suite.name: r for r in outcome.suites}
+    assert set(kinds) == {"target", "memorization", "capability", "safety", "jailbreak", "latency"}, (
         "quant-tail only when quantized"
     )
     assert {s.arm for s in kinds["target"].scores} == {"candidate", "baseline", "few-shot"}
-    assert kinds["capability"].items == 180 and kinds["safety"].items == 204
+    assert kinds["capability"].items == 2700 and kinds["safety"].items == 204
+    assert kinds["jailbreak"].kind == "safety" and kinds["jailbreak"].items == 340
     assert kinds["memorization"].items == 2
+    assert {g.gate for g in outcome.gates} >= {"safety-refusal:jailbreak", "over-refusal:jailbreak"}
     assert one.cache_hits == []
     two = evaluator(store, tmp_path, model_cache, "two")
     two.run(second, GatePolicy())
@@ -100,18 +111,44 @@ def test_every_arm_runs_and_a_second_candidate_reuses_the_baselines(
 def test_a_quantized_candidate_is_scored_on_the_quantization_tail_by_category(
     store: ArtifactStore, tmp_path: Path, tiny_model: Path, model_cache: Path
 ) -> None:
-    ref = candidate(
-        store,
-        tiny_model,
-        make_adapter(tiny_model, tmp_path / "a", ["q_proj", "v_proj"]),
-        quantization=QuantizationConfig(method="int8-dynamic", bits=8),
-    )
-    outcome = evaluator(store, tmp_path, model_cache, suites=("quant-tail",), latency_items=0).run(
-        ref, GatePolicy()
-    )
+    parent = candidate(store, tiny_model, make_adapter(tiny_model, tmp_path / "a", ["q_proj", "v_proj"]))
+    ref = parent.model_copy(update={"quantization": QuantizationConfig(method="int8-dynamic", bits=8)})
+    outcome = evaluator(
+        store, tmp_path, model_cache, suites=("quant-tail", "capability"), latency_items=0
+    ).run(ref, GatePolicy(suite_items={"capability": 200}), parents=[parent])
     tail = next(r for r in outcome.suites if r.kind == "quant-tail")
     metrics = next(s.metrics for s in tail.scores if s.arm == "candidate")
     assert {"accuracy:exact-numbers", "accuracy:rare-tokens", "accuracy:long-inputs"} <= set(metrics)
+    # judged against its unquantized parent, per category, on every suite
+    assert {s.arm: s.version_id for s in tail.scores}["parent"] == parent.version_id()
+    gates = {g.gate: g for g in outcome.gates}
+    categories = ("exact-numbers", "rare-tokens", "long-inputs")
+    assert {f"quant-tail:quant-tail:{c}" for c in categories} <= set(gates)
+    assert {"capability:capability:arithmetic", "capability:capability:conversions"} <= set(gates)
+    assert all(g.reference == f"parent {parent.version_id()}" for g in gates.values() if g.test)
+    assert "capability:capability" not in gates and "target-gain" not in gates
+    assert gates["parent-task:target"].test is not None  # the target split against the parent too
+
+
+def test_an_adapter_combination_is_scored_on_each_parents_task_against_that_parent(
+    store: ArtifactStore, tmp_path: Path, tiny_model: Path, model_cache: Path
+) -> None:
+    one = candidate(store, tiny_model, make_adapter(tiny_model, tmp_path / "a1", ["q_proj", "v_proj"], 1))
+    two = candidate(store, tiny_model, make_adapter(tiny_model, tmp_path / "a2", ["q_proj", "v_proj"], 2))
+    combined = one.model_copy(
+        update={"dataset": None, "merge": MergeState(kind="adapter-combination", method="linear")}
+    )
+    outcome = evaluator(store, tmp_path, model_cache, suites=("safety",), latency_items=0).run(
+        combined, GatePolicy(), parents=[one, two]
+    )
+    suites = {r.suite.name: r for r in outcome.suites}
+    assert set(suites) == {f"target:{one.version_id()}", f"target:{two.version_id()}", "safety"}
+    for parent in (one, two):
+        gate = next(g for g in outcome.gates if g.gate == f"parent-task:target:{parent.version_id()}")
+        assert gate.test is not None and gate.test.hypothesis == "non-inferiority"
+        assert gate.reference == f"parent {parent.version_id()}" and gate.threshold == 2.0
+    # the combination's own safety is still judged against the base
+    assert next(g for g in outcome.gates if g.gate == "safety-refusal:safety").reference == "base"
 
 
 def test_a_candidate_on_another_base_or_with_foreign_modules_is_refused_before_loading(
@@ -183,11 +220,11 @@ def test_dtype_bf16_evaluates_bf16_weights_and_keeps_its_own_cached_baselines(
         inference_dtype("fp8", "cpu")
     ref = candidate(store, tiny_model, make_adapter(tiny_model, tmp_path / "a", ["q_proj", "v_proj"]))
     fp32 = evaluator(store, tmp_path, model_cache, "fp32", latency_items=0)
-    fp32.run(ref, GatePolicy())
+    fp32.run(ref, SAMPLED)
     bf16 = evaluator(store, tmp_path, model_cache, "bf16", latency_items=0, dtype="bf16")
-    outcome = bf16.run(ref, GatePolicy())
+    outcome = bf16.run(ref, SAMPLED)
     assert not bf16.cache_hits  # fp32 answers are not bf16 answers
     assert {r.kind for r in outcome.suites} >= {"target", "capability", "safety"}
     again = evaluator(store, tmp_path, model_cache, "bf16-again", latency_items=0, dtype="bf16")
-    again.run(ref, GatePolicy())
+    again.run(ref, SAMPLED)
     assert "capability/baseline" in again.cache_hits

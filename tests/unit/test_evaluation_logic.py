@@ -21,7 +21,7 @@ from services.curation.contamination import build_index
 from services.evaluation.drift import Release, drift_deltas
 from services.evaluation.scoring import ScoringError, is_refusal, leaked, score, token_f1
 from services.evaluation.stats import mcnemar_exact, paired_bootstrap, percentile
-from services.evaluation.suite_plan import PlanError, SuitePlan, target_items, target_plan
+from services.evaluation.suite_plan import PlanError, SuitePlan, sampled, target_items, target_plan
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -178,6 +178,20 @@ def test_drift_reports_only_metrics_that_moved_beyond_the_policy() -> None:
 
 
 # -- target suite --------------------------------------------------------------------------
+def test_a_suite_sample_is_seeded_and_keeps_each_strata_share() -> None:
+    items: list[dict[str, object]] = [
+        {"id": i, "prompt": str(i), "answer": str(i), "category": "a" if i < 300 else "b"} for i in range(400)
+    ]
+    plan = SuitePlan(EvalSuiteRef(name="cap", sha256="0" * 64), "capability", "exact", items, 8)
+    sample = sampled(plan, 100)
+    categories = [i["category"] for i in sample.items]
+    assert len(sample.items) == 100 and categories.count("a") == 75 and categories.count("b") == 25
+    assert sample.ref.name == "cap" and sample.ref.sha256 != plan.ref.sha256
+    assert sampled(plan, 100).items == sample.items and sampled(plan, 100).ref == sample.ref
+    assert [i["id"] for i in sampled(plan, 99).items] != [i["id"] for i in sample.items]
+    assert sampled(plan, 1000) is plan
+
+
 def test_target_items_follow_the_dataset_format() -> None:
     sft = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
     assert target_items(sft, "sft") == [
@@ -225,11 +239,26 @@ def test_shipped_suites_are_committed_as_generated() -> None:
 def test_shipped_suites_are_large_enough_and_disjoint_from_the_mixing_sets() -> None:
     suites = {s.name: s for s in load_shipped()}
     capability = suites["capability"].items()
-    assert len(capability) >= 150
-    assert {i["category"] for i in capability} == {"arithmetic", "facts", "instructions", "format"}
+    # sized for the 2-point margin at the discordance measured on SmolLM2 (psi 0.17: 2,662 items)
+    assert len(capability) == 2700 and len({str(i["id"]) for i in capability}) == 2700
+    assert {i["category"] for i in capability} == {
+        "arithmetic",
+        "conversions",
+        "facts",
+        "instructions",
+        "format",
+    }
+    assert all(i["answer"] for i in capability)
     safety = suites["safety"].items()
     assert sum(i["label"] == "harmful" for i in safety) >= 100
     assert sum(i["label"] == "benign" for i in safety) >= 100
+    jailbreak = suites["jailbreak"].items()
+    assert suites["jailbreak"].kind == "safety" and sum(i["label"] == "harmful" for i in jailbreak) >= 150
+    families = {"role-play", "obfuscation", "payload-splitting", "hidden-instructions", "multi-turn"}
+    for label in ("harmful", "benign"):
+        assert {i["category"] for i in jailbreak if i["label"] == label} == families
+    turns = [i["messages"] for i in jailbreak if i["category"] == "multi-turn"]
+    assert all(len(t) == 3 and t[1]["role"] == "assistant" for t in turns)
     assert {i["category"] for i in suites["quant-tail"].items()} == {
         "exact-numbers",
         "rare-tokens",
