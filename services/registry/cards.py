@@ -288,7 +288,7 @@ def _gate_lines(card: dict[str, Any]) -> list[str]:
     else:
         out.append(f"- Verdict: **{'passed' if gates['passed'] else 'failed'}**")
         out += ["", *gate_table(gates["gates"])]
-        out += [f"- Not applicable: {note}" for note in gates.get("notes") or []]
+        out += [f"- Note: {note}" for note in gates.get("notes") or []]
     out += [
         f"- Evaluation failed ({f.get('reason')}): {f.get('error')}"
         for f in card.get("evaluation_failures") or []

@@ -160,10 +160,15 @@ def approved(
 ) -> DatasetApproved:
     """A dataset.approved event whose splits and manifest (with its canaries) are really in the store."""
     fmt = data_format or FORMAT_OF.get(training.method, "sft")
-    all_rows = rows_for(fmt, rows + 8, seed=seed)
+    held_rows = max(8, rows // 2)
+    all_rows = rows_for(fmt, rows + held_rows, seed=seed)
     planted_rows, planted = canary_rows(canaries, seed=str(seed))
     held = all_rows[rows:]
-    parts = {"train": all_rows[:rows] + planted_rows, "validation": held[:4], "test": held[4:]}
+    parts = {
+        "train": all_rows[:rows] + planted_rows,
+        "validation": held[: held_rows // 2],
+        "test": held[held_rows // 2 :],
+    }
     splits = []
     digest = hashlib.sha256()
     for name, part in parts.items():
