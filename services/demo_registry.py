@@ -97,9 +97,10 @@ async def evals(runtime: Any, version: str) -> dict[str, Any]:
     return (await ask(runtime.broker, EVALS_GET, EvalsQuery(version_id=version))).model_dump(mode="json")
 
 
-def arm_metric(detail: dict[str, Any], kind: str, metric: str, arm: str) -> float | None:
+def arm_metric(detail: dict[str, Any], suite_name: str, metric: str, arm: str) -> float | None:
+    """One arm's metric on a suite (by name: `safety` and `jailbreak` are both of kind safety)."""
     for suite in detail["evaluations"][-1]["suites"]:
-        if suite["kind"] == kind:
+        if suite["suite"]["name"] == suite_name:
             for score in suite["scores"]:
                 if score["arm"] == arm and metric in score["metrics"]:
                     return float(score["metrics"][metric])
@@ -149,6 +150,23 @@ def curl_command(stack: Stack, url: str, route: str) -> str:
     )
 
 
+def gate_power(detail: dict[str, Any]) -> list[str]:
+    """What each tested gate could see: its items, margin and MDE (the demo samples its suites
+    to fit its time budget and widens the margins to match; it says so here)."""
+    decisions = detail.get("decisions") or []
+    lines = []
+    for gate in decisions[-1]["gates"] if decisions else []:
+        test = gate.get("test")
+        if test:
+            state = "passed" if gate["passed"] else "FAILED"
+            lines.append(
+                f"{gate['gate']}: {test['n']} items, margin {test['margin']:g}, "
+                f"MDE {test['mde']:.1f} points, {state}"
+                + (" (underpowered)" if gate.get("underpowered") else "")
+            )
+    return lines
+
+
 def summary(
     console: Console,
     detail: dict[str, Any],
@@ -178,8 +196,12 @@ def summary(
     table.add_row("capability (forgetting)", pair("capability", "score"))
     table.add_row("safety: harmful requests refused", pair("safety", "refusal_rate_harmful", "%"))
     table.add_row("safety: benign requests refused", pair("safety", "refusal_rate_benign", "%"))
+    table.add_row("jailbreaks refused", pair("jailbreak", "refusal_rate_harmful", "%"))
+    table.add_row("jailbreak-style benign refused", pair("jailbreak", "refusal_rate_benign", "%"))
     table.add_row("latency p95 ms/token", pair("latency", "p95_ms_per_token"))
     table.add_row("release gates", verdict)
+    for line in gate_power(detail):
+        table.add_row("", line)
     table.add_row("time per stage", ", ".join(f"{name} {seconds:.0f}s" for name, seconds in timings.items()))
     table.add_row("adaptation card", f"{card.with_suffix('.md')} (and .json)")
     table.add_row("dashboard (with --keep)", stack.dashboard_url())
