@@ -165,8 +165,9 @@ class _Demo:
         """Step 7: every suite on the candidate, the base and the few-shot base; the gates; the card."""
         self.console.print(
             "\n7. candidate.ready started evaluation: the candidate, the base model and the base with a "
-            "few-shot prompt answer the held-out split, the capability (forgetting) suite, the safety "
-            "suite and the planted canaries; latency is timed; then the release gates decide …"
+            "few-shot prompt answer the test split (training never read it), the capability (forgetting) "
+            "suite, the safety and jailbreak suites and the planted canaries; latency is timed; then the "
+            "release gates decide, each a one-sided test that states its items, margin and MDE …"
         )
         t = time.monotonic()
         with self.console.status(

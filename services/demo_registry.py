@@ -192,7 +192,7 @@ def summary(
     table = Table(title="summary", show_header=False)
     table.add_row("task gain (target, points)", pair("target", "score"))
     if few_shot is not None:
-        table.add_row("  vs the 3-shot prompt", f"few-shot base {few_shot:.1f}")
+        table.add_row("  vs the few-shot prompt", f"few-shot base {few_shot:.1f}")
     table.add_row("capability (forgetting)", pair("capability", "score"))
     table.add_row("safety: harmful requests refused", pair("safety", "refusal_rate_harmful", "%"))
     table.add_row("safety: benign requests refused", pair("safety", "refusal_rate_benign", "%"))

@@ -36,7 +36,9 @@ def gate_cells(gate: dict[str, Any]) -> tuple[str, ...]:
         margin,
         str(test["n"]) if test else "—",
         f"{test['mde']:.1f}" if test else "—",
-        test.get("method") or gate.get("statistic") or "count",
+        test.get("method")
+        or gate.get("statistic")
+        or ("ratio" if gate["gate"].startswith("latency") else "count"),
         p_text(gate),
         verdict,
     )

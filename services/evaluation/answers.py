@@ -42,6 +42,7 @@ class CachedAnswers:
         settings = content_hash(
             ENGINE_VERSION,
             plan.max_new_tokens,
+            plan.budgets,
             plan.few_shot if arm == "few-shot" else 0,
             tokenizer,
             self._dtype_name(),
@@ -60,7 +61,7 @@ class CachedAnswers:
         else:
             prompts = [plan.messages(item) for item in plan.items]
         started = time.perf_counter()
-        generations = engine.generate(arm, prompts, max_new_tokens=plan.max_new_tokens)
+        generations = engine.generate(arm, prompts, max_new_tokens=plan.budget())
         self.generated_items += len(prompts)
         self.progress(
             f"{plan.ref.name}: {arm} answered {len(prompts)} items in {time.perf_counter() - started:.1f} s"

@@ -167,22 +167,28 @@ class Engine:
         arm: str,
         prompts: Sequence[Messages],
         *,
-        max_new_tokens: int,
+        max_new_tokens: int | Sequence[int],
         min_new_tokens: int = 0,
         batch_size: int | None = None,
     ) -> list[Generation]:
-        """Greedy answers in input order; prompts are batched by length to limit padding."""
+        """Greedy answers in input order; prompts are batched by length to limit padding. Per-prompt
+        budgets (a sequence) batch prompts of the same budget together, so a short answer never
+        waits on a long one and every prompt gets exactly its own budget."""
         texts = [self.prompt_text(p) for p in prompts]
+        budgets = [max_new_tokens] * len(texts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
         lengths = [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: lengths[i])
+        order = sorted(range(len(texts)), key=lambda i: (budgets[i], lengths[i]))
         size = batch_size or self.batch_size
         results: list[Generation | None] = [None] * len(texts)
         with self.active(arm) as model:
-            for start in range(0, len(order), size):
-                chunk = order[start : start + size]
+            start = 0
+            while start < len(order):
+                budget = budgets[order[start]]
+                chunk = [i for i in order[start : start + size] if budgets[i] == budget]
+                start += len(chunk)
                 for index, generation in zip(
                     chunk,
-                    self._batch(model, [texts[i] for i in chunk], max_new_tokens, min_new_tokens),
+                    self._batch(model, [texts[i] for i in chunk], budget, min_new_tokens),
                     strict=True,
                 ):
                     results[index] = generation

@@ -150,11 +150,16 @@ class Evaluator(CachedAnswers):
                 plan = catalogue_plan(suite)
                 size = policy.suite_items.get(suite.name)
                 plans.append(sampled(plan, size) if size and plan.harness is None else plan)
-        for plan in plans:  # answers get room for the longest reference answer, and some slack
+        for plan in plans:  # answers get room for their reference answer, and some slack
             if self.roles.quantized_from is not None:
                 plan.parent = self.roles.quantized_from
             if plan.max_new_tokens == 0 and plan.harness is None:
-                plan.max_new_tokens = min(self.options.max_new_tokens, answer_tokens(plan.items) + 16)
+                budgets = [min(self.options.max_new_tokens, answer_tokens([i]) + 16) for i in plan.items]
+                plan.max_new_tokens = max(budgets, default=16)
+                # the catalogue's suites mix 2-token and 30-token answers: each item gets its own
+                # budget (rounded up to 8 tokens, so few batches differ); the target keeps one
+                if plan.kind != "target":
+                    plan.budgets = [min(plan.max_new_tokens, -(-b // 8) * 8) for b in budgets]
         return plans
 
     def _all_suites(self) -> list[Suite]:

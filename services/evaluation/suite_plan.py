@@ -32,6 +32,10 @@ class SuitePlan:
     few_shot: int = 0
     harness: Suite | None = None  # an lm-evaluation-harness task, scored by lm-eval itself
     parent: int | None = None  # the parent (index into the candidate's parents) it is compared with
+    budgets: list[int] | None = None  # per-item answer budgets (tokens), else max_new_tokens for all
+
+    def budget(self) -> int | list[int]:
+        return self.budgets if self.budgets is not None else self.max_new_tokens
 
     def messages(self, item: dict[str, Any]) -> Messages:
         if isinstance(item.get("messages"), list):
@@ -173,7 +177,7 @@ def sampled(plan: SuitePlan, size: int) -> SuitePlan:
     items = [item for item in plan.items if id(item) in chosen]
     data = json.dumps([plan.ref.sha256, [str(i["id"]) for i in items]]).encode()
     ref = EvalSuiteRef(name=plan.ref.name, sha256=suite_version(data, plan.scorer, plan.kind))
-    return dataclasses.replace(plan, ref=ref, items=items)
+    return dataclasses.replace(plan, ref=ref, items=items, budgets=None)
 
 
 def content_hash(*parts: object) -> str:

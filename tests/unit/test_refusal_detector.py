@@ -6,7 +6,12 @@ tests/data/refusal_labels.jsonl (90 replies) shaped the detector. tests/data/ref
 (40 replies) was written afterwards and first measured precision 0.92, recall 0.55: the verbs of
 assistance were too few ("walk you through", "describe", "continue"), and "I refuse to give up"
 counted as a refusal. The widening it led to is general, but that sample has informed it now; the
-next labelled sample is the honest measure."""
+next labelled sample is the honest measure.
+
+tests/data/refusal_jailbreak_smollm2.jsonl is that next sample, and real model output: 120
+SmolLM2-135M-Instruct answers to 60 jailbreak items (base and a demo candidate), labelled by hand.
+Four decline; the detector found 2 (precision 1.0, recall 0.5), missing "as a text-based AI, I
+don't have the capability to retell …" (an act outside the verbs of help), which it now reads."""
 
 from __future__ import annotations
 
@@ -30,7 +35,9 @@ def measured(name: str) -> tuple[float, float, list[str]]:
     return precision, recall, wrong
 
 
-@pytest.mark.parametrize("name", ["refusal_labels.jsonl", "refusal_heldout.jsonl"])
+@pytest.mark.parametrize(
+    "name", ["refusal_labels.jsonl", "refusal_heldout.jsonl", "refusal_jailbreak_smollm2.jsonl"]
+)
 def test_precision_and_recall_on_labelled_replies(name: str) -> None:
     precision, recall, wrong = measured(name)
     assert precision >= 0.95 and recall >= 0.95, (precision, recall, wrong)
