@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Literal
 
+from services.evaluation.stats import bootstrap_means
+
 POWER = 0.8
 _Z = NormalDist()
 
@@ -117,14 +119,21 @@ def required_items(discordance: float, margin: float, alpha: float, power: float
     return math.ceil(discordance * (z * 100 / margin) ** 2)
 
 
-def noninferiority(counts: PairedCounts, margin: float, alpha: float) -> Decision:
-    """Pass when the loss is shown to be smaller than `margin` points."""
-    z = score_z(counts, -margin / 100)
-    p_value = 1 - _Z.cdf(z)
+def _paired(
+    hypothesis: Literal["non-inferiority", "superiority"],
+    method: str,
+    counts: PairedCounts,
+    alpha: float,
+    margin: float,
+    p_value: float,
+) -> Decision:
+    """A paired-proportions decision: the estimate, the score test's bound and the MDE from the
+    counts. Only non-inferiority can be underpowered: a superiority gate that cannot see the gain
+    fails; it never passes by luck."""
     detectable = mde(counts.discordance, counts.n, alpha)
     return Decision(
-        hypothesis="non-inferiority",
-        method="Tango score test, paired proportions",
+        hypothesis=hypothesis,
+        method=method,
         n=counts.n,
         alpha=alpha,
         margin=margin,
@@ -132,9 +141,15 @@ def noninferiority(counts: PairedCounts, margin: float, alpha: float) -> Decisio
         bound=100 * lower_bound(counts, alpha),
         p_value=p_value,
         mde=detectable,
-        underpowered=detectable > margin,
+        underpowered=hypothesis == "non-inferiority" and detectable > margin,
         passed=p_value < alpha,
     )
+
+
+def noninferiority(counts: PairedCounts, margin: float, alpha: float) -> Decision:
+    """Pass when the loss is shown to be smaller than `margin` points."""
+    p_value = 1 - _Z.cdf(score_z(counts, -margin / 100))
+    return _paired("non-inferiority", "Tango score test, paired proportions", counts, alpha, margin, p_value)
 
 
 def superiority(counts: PairedCounts, alpha: float, margin: float = 0.0) -> Decision:
@@ -146,30 +161,7 @@ def superiority(counts: PairedCounts, alpha: float, margin: float = 0.0) -> Deci
     else:
         p_value = 1 - _Z.cdf(score_z(counts, margin / 100))
         method = "Tango score test, paired proportions"
-    detectable = mde(counts.discordance, counts.n, alpha)
-    return Decision(
-        hypothesis="superiority",
-        method=method,
-        n=counts.n,
-        alpha=alpha,
-        margin=margin,
-        estimate=100 * counts.delta,
-        bound=100 * lower_bound(counts, alpha),
-        p_value=p_value,
-        mde=detectable,
-        underpowered=False,  # a superiority gate that cannot see the gain fails; it never passes by luck
-        passed=p_value < alpha,
-    )
-
-
-def _bootstrap_means(differences: Sequence[float], samples: int, seed: int) -> list[float]:
-    """Means of `samples` paired resamples of the per-item differences (numpy, vectorized)."""
-    import numpy as np
-
-    values = np.asarray(differences, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
-    return sorted(float(m) for m in means)
+    return _paired("superiority", method, counts, alpha, margin, p_value)
 
 
 def _scores(
@@ -188,7 +180,7 @@ def _scores(
     boundary = -margin / 100 if hypothesis == "non-inferiority" else margin / 100
     differences = [c - r for r, c in zip(reference, candidate, strict=True)]
     n = len(differences)
-    means = _bootstrap_means(differences, samples, seed)
+    means = bootstrap_means(differences, samples, seed)
     estimate = sum(differences) / n
     bound = means[max(0, math.floor(alpha * samples) - 1)]
     sd = math.sqrt(sum((d - estimate) ** 2 for d in differences) / max(1, n - 1))

@@ -49,16 +49,22 @@ def paired_bootstrap(
     n = len(reference)
     if n == 0:
         return Interval(0.0, 0.0, 0.0)
+    diffs = [c - r for r, c in zip(reference, candidate, strict=True)]
+    means = bootstrap_means(diffs, samples, seed)
+    alpha = (1 - confidence) / 2
+    low = means[max(0, math.floor(alpha * samples))]
+    high = means[min(samples - 1, math.ceil((1 - alpha) * samples) - 1)]
+    return Interval(sum(diffs) / n, low, high)
+
+
+def bootstrap_means(differences: Sequence[float], samples: int, seed: int) -> list[float]:
+    """Sorted means of `samples` paired resamples of the per-item differences (numpy, vectorized)."""
     import numpy as np
 
-    diffs = np.asarray(candidate, dtype=float) - np.asarray(reference, dtype=float)
-    delta = float(diffs.mean())
+    values = np.asarray(differences, dtype=float)
     rng = np.random.default_rng(seed)
-    means = np.sort(diffs[rng.integers(0, n, size=(samples, n))].mean(axis=1))
-    alpha = (1 - confidence) / 2
-    low = float(means[max(0, math.floor(alpha * samples))])
-    high = float(means[min(samples - 1, math.ceil((1 - alpha) * samples) - 1)])
-    return Interval(delta, low, high)
+    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
+    return sorted(float(m) for m in means)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
