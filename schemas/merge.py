@@ -7,6 +7,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 
 from schemas.events import Contract, Event
+from schemas.gate_policy import GatePolicy
 from schemas.refs import RouteAlias, Tenant
 
 MergeMethod = Literal[
@@ -40,6 +41,11 @@ class MergeRequested(Event):
         default=None,
         description="greedy-soup: the suite whose candidate score ranks members and decides each "
         "addition (default: the members' target suite, the dataset's held-out split)",
+    )
+    gate_policy: GatePolicy | None = Field(
+        default=None,
+        description="The release gates the merged candidate is judged by (default: the policy its "
+        "first input was last judged by, else the defaults)",
     )
 
     @model_validator(mode="after")

@@ -5,18 +5,33 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from pydantic import ValidationError
 
+from schemas.gate_policy import GatePolicy
 from schemas.merge import MergeRequested
 from schemas.queries import TIMELINE, TimelineQuery
 from services.cli.lineage import print_timeline
-from services.cli.session import Session, ask, console, fail, run_coro
+from services.cli.session import Session, ask, console, fail, run_coro, validated
 
 
 # -- merging ----------------------------------------------------------------------------------
+def _gates(path: Path) -> GatePolicy:
+    """A gate policy from a recipe (its `gates:` section) or a YAML file of GatePolicy fields."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise fail(f"--gates {path}: {error}") from None
+    if isinstance(raw, dict) and isinstance(raw.get("gates"), dict):
+        raw = raw["gates"]
+    policy: GatePolicy = validated(GatePolicy, raw, f"--gates {path} is not a gate policy", "merge.requested")
+    return policy
+
+
 def merge(
     ctx: typer.Context,
     method: Annotated[
@@ -40,6 +55,13 @@ def merge(
         str | None,
         typer.Option(help="greedy-soup: the suite whose scores rank and admit members (default: target)"),
     ] = None,
+    gates: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML of the release gates the result is judged by (a recipe's `gates:` section or "
+            "a file of its fields; default: the first input's last policy)"
+        ),
+    ] = None,
     wait: Annotated[
         float, typer.Option(help="Wait up to S seconds for candidate.ready or merge.failed")
     ] = 0.0,
@@ -56,6 +78,7 @@ def merge(
             density=density,
             route=route,
             rank_by=rank_by,
+            gate_policy=_gates(gates) if gates else None,
         )
     except (ValidationError, ValueError) as error:
         raise fail(f"merge request: {error}") from None

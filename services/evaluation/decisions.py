@@ -53,6 +53,13 @@ class PairedCounts:
     def discordance(self) -> float:
         return (self.candidate_only + self.reference_only) / self.n if self.n else 0.0
 
+    @property
+    def variance(self) -> float:
+        """The variance of one item's difference (−1, 0 or +1): ψ − δ². Discordance that all goes
+        one way is the effect, not noise: a candidate that loses (or gains) every item it differs
+        on has a certain difference, and its MDE is the floor's, not that of a coin-flipping one."""
+        return self.discordance - self.delta**2
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -105,12 +112,14 @@ def lower_bound(counts: PairedCounts, alpha: float) -> float:
     return high
 
 
-def mde(discordance: float, n: int, alpha: float, power: float = POWER) -> float:
-    """The effect (in points) detectable with `power` at level α: (z₁₋α + z_power)·√(ψ/n)."""
+def mde(variance: float, n: int, alpha: float, power: float = POWER) -> float:
+    """The effect (in points) detectable with `power` at level α: (z₁₋α + z_power)·√(σ²/n), σ² the
+    variance of one item's paired difference: ψ for a candidate with no effect (planning), ψ − δ²
+    as measured (`PairedCounts.variance`)."""
     if n == 0:
         return math.inf
-    psi = max(discordance, 1 / n)  # no discordant item yet: at least one is to be expected
-    return 100 * (_Z.inv_cdf(1 - alpha) + _Z.inv_cdf(power)) * math.sqrt(psi / n)
+    variance = max(variance, 1 / n)  # no discordant item yet: at least one is to be expected
+    return 100 * (_Z.inv_cdf(1 - alpha) + _Z.inv_cdf(power)) * math.sqrt(variance / n)
 
 
 def required_items(discordance: float, margin: float, alpha: float, power: float = POWER) -> int:
@@ -130,7 +139,7 @@ def _paired(
     """A paired-proportions decision: the estimate, the score test's bound and the MDE from the
     counts. Only non-inferiority can be underpowered: a superiority gate that cannot see the gain
     fails; it never passes by luck."""
-    detectable = mde(counts.discordance, counts.n, alpha)
+    detectable = mde(counts.variance, counts.n, alpha)
     return Decision(
         hypothesis=hypothesis,
         method=method,

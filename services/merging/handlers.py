@@ -15,6 +15,7 @@ from pathlib import Path
 from faststream.nats import NatsBroker
 
 from schemas.candidate import CandidateReady
+from schemas.gate_policy import GatePolicy
 from schemas.merge import MergeFailed, MergeRequested
 from schemas.queries import (
     EVALS_GET,
@@ -66,6 +67,12 @@ class MergingHandlers:
             )
         return found
 
+    async def policy_of(self, version: str) -> GatePolicy:
+        """The gates `version` was last judged by: a merge of it is held to the same (defaults when
+        it was never judged)."""
+        detail = await ask(self.broker, EVALS_GET, EvalsQuery(version_id=version), timeout=10.0)
+        return soup.last_policy(detail)
+
     async def ranking(self, event: MergeRequested, inputs: list[Input]) -> soup.Ranking:
         """Greedy-soup members ranked by the score the registry recorded for them on one suite."""
         evaluated = [
@@ -107,12 +114,18 @@ class MergingHandlers:
             )
             return
         route = event.route or inputs[0][2]
+        policy = event.gate_policy or await self.policy_of(inputs[0][0])
         for produced in (ref.adapter.artifact if ref.adapter else None, ref.weights):
             if produced is not None:  # the merged result belongs to the tenant that asked for it
                 await asyncio.to_thread(self.store.claim, produced, event.tenant)
         await ctx.publish(
             CandidateReady(
-                candidate=ref, lineage=lineage, produced_by="merging", tenant=event.tenant, route=route
+                candidate=ref,
+                lineage=lineage,
+                produced_by="merging",
+                tenant=event.tenant,
+                route=route,
+                gate_policy=policy,
             )
         )
         log.info("merge %s (%s): candidate %s", event.request_id, event.method, ref.version_id())

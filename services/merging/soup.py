@@ -61,9 +61,13 @@ def _member(index: int, version: str, ref: ModelRef, detail: EvalDetail, suite: 
         names = ", ".join(sorted(r["suite"]["name"] for r in suites))
         raise Refused(f"input {version} was not evaluated on {suite!r}; rank_by one of: {names}")
     score = next(a["metrics"]["score"] for a in found["scores"] if a["arm"] == "candidate")
+    return Ranked(index, version, ref, float(score), last_policy(detail)), str(found["suite"]["sha256"])
+
+
+def last_policy(detail: EvalDetail) -> GatePolicy:
+    """The gates a version was last judged by (the defaults when it never was)."""
     decisions = detail.decisions
-    policy = GatePolicy.model_validate(decisions[-1].policy) if decisions else GatePolicy()
-    return Ranked(index, version, ref, float(score), policy), str(found["suite"]["sha256"])
+    return GatePolicy.model_validate(decisions[-1].policy) if decisions else GatePolicy()
 
 
 def rank(suite: str, members: Sequence[tuple[str, ModelRef, EvalDetail]]) -> Ranking:

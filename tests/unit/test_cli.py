@@ -111,3 +111,30 @@ def test_merge_refuses_a_bad_request_before_connecting() -> None:
         ],
     )
     assert weights.exit_code == 1 and "1 weights for 2 inputs" in weights.output
+
+
+def test_merge_reads_its_gates_from_a_recipe_and_names_a_bad_field(tmp_path: Path) -> None:
+    from services.cli.merge import _gates
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("task: x\ngates:\n  parent_task_max_drop: 4\n  significance: 0.01\n")
+    policy = _gates(recipe)
+    assert policy.parent_task_max_drop == 4 and policy.significance == 0.01
+    bad = tmp_path / "gates.yaml"
+    bad.write_text("parent_task_max_drop: lots\n")
+    result = runner.invoke(
+        app,
+        [
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "merge",
+            "--method",
+            "cat",
+            "--inputs",
+            "a,b",
+            "--gates",
+            f"{bad}",
+        ],
+    )
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1 and "is not a gate policy" in output and "valid number" in output

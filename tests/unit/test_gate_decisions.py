@@ -80,6 +80,19 @@ def test_the_demos_180_items_cannot_see_a_2_point_margin_and_say_so() -> None:
     assert decision.bound < -MARGIN < decision.estimate
 
 
+def test_discordance_that_all_goes_one_way_is_the_effect_not_noise() -> None:
+    """20 items, margin 25: the suite certifies that margin for a candidate with no effect (MDE at
+    the floor, 1 discordant item in 20, 12.4 points). A candidate that answers all 20 prompts its
+    reference refused is better beyond doubt, not underpowered; one that loses all 20 fails on its
+    bound, not on power."""
+    gained = noninferiority(PairedCounts(20, 0, 20), 25.0, ALPHA)
+    assert gained.passed and not gained.underpowered and gained.mde == pytest.approx(12.43, abs=0.01)
+    lost = noninferiority(PairedCounts(20, 20, 0), 25.0, ALPHA)
+    assert not lost.passed and not lost.underpowered and lost.bound < -90
+    coin = noninferiority(PairedCounts(20, 10, 10), 25.0, ALPHA)
+    assert coin.underpowered and coin.mde == pytest.approx(55.6, abs=0.1)
+
+
 def test_the_bound_is_the_test_inverted() -> None:
     counts = PairedCounts(2662, 230, 228)
     bound = lower_bound(counts, ALPHA)

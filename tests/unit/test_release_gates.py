@@ -95,7 +95,7 @@ def test_an_underpowered_gate_blocks_unless_the_policy_accepts_it() -> None:
     strict, notes = evaluate_gates([_suite("general", "capability", better, base, items)], GatePolicy())
     test = strict[0].test
     assert test is not None and test.rejected and strict[0].underpowered and not strict[0].passed
-    assert test.mde == pytest.approx(100 * 2.486 * math.sqrt(5 / 40 / 40), rel=0.01)
+    assert test.mde == pytest.approx(100 * 2.486 * math.sqrt((5 / 40 - (5 / 40) ** 2) / 40), rel=0.01)
     assert any("capability:general: underpowered (40 items" in n and "blocks" in n for n in notes)
     policy = GatePolicy(accept_underpowered=True)
     relaxed, notes = evaluate_gates([_suite("general", "capability", better, base, items, policy)], policy)
