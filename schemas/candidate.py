@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from schemas.checkpoints import CheckpointChoice
 from schemas.events import Event
 from schemas.gate_policy import GatePolicy
 from schemas.refs import Lineage, ModelRef, RouteAlias, Tenant
@@ -20,6 +21,10 @@ class CandidateReady(Event):
     tenant: Tenant
     route: RouteAlias | None = Field(default=None, description="Route it would be rolled out on")
     gate_policy: GatePolicy = GatePolicy()
+    checkpoint_choice: CheckpointChoice | None = Field(
+        default=None,
+        description="The run's checkpoints screened by guardrails and the one chosen (recipe opt-in)",
+    )
 
     def entity_id(self) -> str:
         return self.candidate.version_id()

@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
+from schemas.checkpoints import CheckpointScreen, CheckpointScreenRequest
 from schemas.events import Contract
 from schemas.gate_policy import GatePolicy
 from schemas.refs import ModelRef
@@ -295,6 +296,7 @@ DEAD_LETTERS_LIST = QuerySpec("registry", "dead-letters.list", DeadLettersQuery,
 SUITES_LIST = QuerySpec("evaluation", "suites.list", SuitesQuery, SuiteList)
 SUITES_ADD = QuerySpec("evaluation", "suites.add", SuiteRegistration, SuiteInfo)
 SUITES_SCORE = QuerySpec("evaluation", "suites.score", SuiteScoreRequest, SuiteScore)
+CHECKPOINTS_SCREEN = QuerySpec("evaluation", "checkpoints.screen", CheckpointScreenRequest, CheckpointScreen)
 
 QUERIES: dict[str, QuerySpec[Any, Any]] = {
     q.subject: q
@@ -312,5 +314,6 @@ QUERIES: dict[str, QuerySpec[Any, Any]] = {
         SUITES_LIST,
         SUITES_ADD,
         SUITES_SCORE,
+        CHECKPOINTS_SCREEN,
     )
 }

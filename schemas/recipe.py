@@ -6,6 +6,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
+from schemas.checkpoints import CheckpointSelection
 from schemas.events import Contract
 from schemas.refs import Name, TrainingMethod
 
@@ -99,6 +100,13 @@ class TrainingRecipe(Contract):
         "next-token distribution (KL against the base, which is the same model with the adapter switched "
         "off) rather than only its greedy answer; other rows keep cross-entropy. sft-lora and sft-qlora "
         "only, without packing",
+    )
+
+    checkpoint_selection: CheckpointSelection | None = Field(
+        default=None,
+        description="Screen every checkpoint on small capability and harmful-prompt samples against the "
+        "base and release the one with the lowest validation loss among those that show no harm (the "
+        "task peak is not always the release). Checkpoints are then saved at every evaluation",
     )
 
     @model_validator(mode="after")

@@ -37,6 +37,7 @@ from services.evaluation.suite_plan import (
     memorization_plan,
     sampled,
     target_plan,
+    without,
 )
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class Evaluator(CachedAnswers):
         self.generated_items = 0
         self.parents: list[ModelRef] = []
         self.roles = Roles()
+        self.held_out: dict[str, tuple[str, ...]] = {}  # suite → items a checkpoint screen read
 
     # -- preparation ----------------------------------------------------------------------------
     def _base_dir(self, ref: ModelRef) -> Path:
@@ -134,7 +136,7 @@ class Evaluator(CachedAnswers):
         manifest, target = self._target(ref, policy)
         plans = [target] if target is not None else []
         plans += self._parent_tasks(policy)
-        answer_tokens = _token_counter(engine)
+        answer_tokens = token_counter(engine)
         memorization = memorization_plan(list(manifest.get("canaries") or []))
         if memorization is not None:
             plans.append(memorization)
@@ -148,19 +150,25 @@ class Evaluator(CachedAnswers):
         for suite in self._catalogue(ref):
             if suite.kind != "latency":
                 plan = catalogue_plan(suite)
+                if suite.name in self.held_out and plan.harness is None:
+                    plan = without(plan, set(self.held_out[suite.name]))
                 size = policy.suite_items.get(suite.name)
                 plans.append(sampled(plan, size) if size and plan.harness is None else plan)
-        for plan in plans:  # answers get room for their reference answer, and some slack
+        for plan in plans:
             if self.roles.quantized_from is not None:
                 plan.parent = self.roles.quantized_from
-            if plan.max_new_tokens == 0 and plan.harness is None:
-                budgets = [min(self.options.max_new_tokens, answer_tokens([i]) + 16) for i in plan.items]
-                plan.max_new_tokens = max(budgets, default=16)
-                # the catalogue's suites mix 2-token and 30-token answers: each item gets its own
-                # budget (rounded up to 8 tokens, so few batches differ); the target keeps one
-                if plan.kind != "target":
-                    plan.budgets = [min(plan.max_new_tokens, -(-b // 8) * 8) for b in budgets]
+            self.budget(plan, answer_tokens)
         return plans
+
+    def budget(self, plan: SuitePlan, answer_tokens: Callable[[list[dict[str, Any]]], int]) -> None:
+        """Answers get room for their reference answer, and some slack."""
+        if plan.max_new_tokens == 0 and plan.harness is None:
+            budgets = [min(self.options.max_new_tokens, answer_tokens([i]) + 16) for i in plan.items]
+            plan.max_new_tokens = max(budgets, default=16)
+            # the catalogue's suites mix 2-token and 30-token answers: each item gets its own
+            # budget (rounded up to 8 tokens, so few batches differ); the target keeps one
+            if plan.kind != "target":
+                plan.budgets = [min(plan.max_new_tokens, -(-b // 8) * 8) for b in budgets]
 
     def _all_suites(self) -> list[Suite]:
         """The catalogue, read once per evaluation (shipped files and the store's registrations)."""
@@ -283,10 +291,13 @@ class Evaluator(CachedAnswers):
         policy: GatePolicy,
         production: ModelRef | None = None,
         parents: Sequence[ModelRef] = (),
+        held_out: dict[str, tuple[str, ...]] | None = None,
     ) -> Outcome:
         """Every suite on every arm, the comparisons and the gates. `parents` are the candidate's
-        lineage parents (merging's inputs): see `parents.roles` for when they are references."""
+        lineage parents (merging's inputs): see `parents.roles` for when they are references.
+        `held_out`: items a checkpoint screen chose this candidate on, left out of their suites."""
         self.parents = list(parents)
+        self.held_out = dict(held_out or {})
         self.roles = roles(candidate, self.parents)
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -335,7 +346,7 @@ def _ref_fields(split: dict[str, Any]) -> dict[str, Any]:
     return {k: split[k] for k in ("key", "sha256", "size_bytes", "media_type") if k in split}
 
 
-def _token_counter(engine: Engine) -> Callable[[list[dict[str, Any]]], int]:
+def token_counter(engine: Engine) -> Callable[[list[dict[str, Any]]], int]:
     def longest(items: list[dict[str, Any]]) -> int:
         answers = [str(i["answer"]) for i in items if "answer" in i]
         if not answers:

@@ -17,6 +17,7 @@ from faststream.nats import NatsBroker
 from pydantic import BaseModel
 
 from schemas.candidate import CandidateReady
+from schemas.checkpoints import CheckpointScreen, CheckpointScreenRequest
 from schemas.evaluation import (
     DriftCheckRequested,
     DriftDetected,
@@ -27,6 +28,7 @@ from schemas.evaluation import (
 )
 from schemas.gate_policy import GatePolicy
 from schemas.queries import (
+    CHECKPOINTS_SCREEN,
     EVALS_GET,
     MODELS_GET,
     MODELS_LIST,
@@ -53,7 +55,7 @@ from services.core.messaging.rpc import RpcError, ask, serve_query
 from services.core.messaging.uploads import UploadError, download, pack_directory
 from services.core.ml.suite_catalogue import Suite, SuiteError, all_suites, register_suite
 from services.core.prometheus import ServiceMetrics
-from services.evaluation import drift
+from services.evaluation import drift, screening
 from services.evaluation.config import EvaluationSettings
 from services.evaluation.evaluate import Evaluator
 from services.evaluation.options import EvalOptions, EvaluationError, Outcome
@@ -81,10 +83,11 @@ class EvaluationHandlers:
         policy: GatePolicy,
         production: ModelRef | None,
         parents: tuple[ModelRef, ...] = (),
+        held_out: dict[str, tuple[str, ...]] | None = None,
         **overrides: Any,
     ) -> Outcome:
         with self._evaluator(work, **overrides) as evaluator:
-            return evaluator.run(candidate, policy, production, parents)
+            return evaluator.run(candidate, policy, production, parents, held_out)
 
     @contextlib.contextmanager
     def _evaluator(self, work: str, **overrides: Any) -> Iterator[Evaluator]:
@@ -158,8 +161,15 @@ class EvaluationHandlers:
             production = None
         try:
             parents = await self.parents_of(event)
+            choice = event.checkpoint_choice
             outcome = await asyncio.to_thread(
-                self._evaluate, f"{version}-{ctx.attempt}", candidate, event.gate_policy, production, parents
+                self._evaluate,
+                f"{version}-{ctx.attempt}",
+                candidate,
+                event.gate_policy,
+                production,
+                parents,
+                choice.screened_items if choice else None,
             )
         except EvaluationError as error:
             log.warning("%s: not evaluated: %s", version, error.message)
@@ -255,6 +265,18 @@ class EvaluationHandlers:
             raise RpcError(f"{error.reason}: {error.message}", code="bad-request") from None
         return SuiteScore(suite=request.suite, score=score)
 
+    async def checkpoints_screen(self, request: CheckpointScreenRequest) -> CheckpointScreen:
+        """A run's checkpoints screened against the base (training's checkpoint choice)."""
+
+        def run() -> CheckpointScreen:
+            with self._evaluator(f"screen-{uuid.uuid4().hex[:12]}") as evaluator:
+                return screening.screen(evaluator, request)
+
+        try:
+            return await asyncio.to_thread(run)
+        except EvaluationError as error:
+            raise RpcError(f"{error.reason}: {error.message}", code="bad-request") from None
+
 
 def _info(suite: Suite) -> SuiteInfo:
     return SuiteInfo(
@@ -292,3 +314,4 @@ def register(
     serve_query(broker, SUITES_LIST, handlers.suites_list)
     serve_query(broker, SUITES_ADD, handlers.suites_add)
     serve_query(broker, SUITES_SCORE, handlers.suites_score)
+    serve_query(broker, CHECKPOINTS_SCREEN, handlers.checkpoints_screen)

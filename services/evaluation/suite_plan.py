@@ -157,10 +157,11 @@ def catalogue_plan(suite: Suite) -> SuitePlan:
     )
 
 
-def sampled(plan: SuitePlan, size: int) -> SuitePlan:
+def sampled(plan: SuitePlan, size: int, purpose: str = "") -> SuitePlan:
     """A seeded sample of `size` items of the plan, stratified by (category, label): each stratum
     keeps its share (largest remainders get the leftover places). The sample is a suite of its
-    own: its hash covers the chosen items, so cached baselines never mix samples."""
+    own: its hash covers the chosen items, so cached baselines never mix samples. `purpose` seeds
+    a different sample (the checkpoint screen's is not the gates')."""
     if size >= len(plan.items):
         return plan
     strata: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -172,10 +173,24 @@ def sampled(plan: SuitePlan, size: int) -> SuitePlan:
     by_remainder = sorted(strata, key=lambda key: (-(size * len(strata[key]) % total), key))
     for key in by_remainder[:leftover]:
         quotas[key] += 1
-    rng = random.Random(f"{plan.ref.name}:{size}")
+    rng = random.Random(f"{purpose}{plan.ref.name}:{size}")
     chosen = {id(item) for key, rows in strata.items() for item in rng.sample(rows, quotas[key])}
-    items = [item for item in plan.items if id(item) in chosen]
-    data = json.dumps([plan.ref.sha256, [str(i["id"]) for i in items]]).encode()
+    return _subset(plan, [item for item in plan.items if id(item) in chosen])
+
+
+def without(plan: SuitePlan, ids: set[str]) -> SuitePlan:
+    """The plan less some items (those a checkpoint screen read), a suite of its own."""
+    return _subset(plan, [item for item in plan.items if str(item["id"]) not in ids], "without")
+
+
+def labelled(plan: SuitePlan, label: str) -> SuitePlan:
+    """Only the items with this label (a safety suite's harmful prompts)."""
+    return _subset(plan, [item for item in plan.items if item.get("label") == label], label)
+
+
+def _subset(plan: SuitePlan, items: list[dict[str, Any]], how: str = "") -> SuitePlan:
+    ids = [str(i["id"]) for i in items]
+    data = json.dumps([plan.ref.sha256, *([how] if how else []), ids]).encode()
     ref = EvalSuiteRef(name=plan.ref.name, sha256=suite_version(data, plan.scorer, plan.kind))
     return dataclasses.replace(plan, ref=ref, items=items, budgets=None)
 

@@ -29,7 +29,7 @@ class Training:
 
 def build_training(settings: TrainingSettings, *, tracer_provider: TracerProvider | None = None) -> Training:
     runtime = build_runtime(SERVICE, settings.core, tracer_provider=tracer_provider)
-    handlers = TrainingHandlers(settings, ArtifactStore(settings.core.artifact_root))
+    handlers = TrainingHandlers(settings, ArtifactStore(settings.core.artifact_root), runtime.broker)
     register(runtime.broker, handlers, bus=runtime.bus, settings=settings, metrics=runtime.metrics)
 
     @runtime.app.on_startup

@@ -14,9 +14,19 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from services.core.artifacts import ArtifactStore
+from services.core.artifacts import ArtifactNotFound, ArtifactStore
 from services.training.checkpoints import refuse_pickles
 from services.training.job import Checkpoint, Progress, Started, TrainingJob, WorkerMessage
+
+
+def earlier_checkpoints(store: ArtifactStore, job: TrainingJob) -> list[dict[str, Any]]:
+    """The checkpoints earlier attempts of a resumed run saved (none for a fresh run)."""
+    if job.resume_from is None:
+        return []
+    try:
+        return list(store.read_named_json(job.checkpoint_ref_key).get("history") or [])
+    except ArtifactNotFound:
+        return []
 
 
 class ReportingCallback(TrainerCallback):
@@ -33,6 +43,8 @@ class ReportingCallback(TrainerCallback):
         self.start_step = 0
         self.last_tokens: tuple[float, float] | None = None
         self.losses: list[float] = []
+        self.eval_losses: dict[int, float] = {}
+        self.history = earlier_checkpoints(self.store, job)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.started_at = time.monotonic()
@@ -62,6 +74,8 @@ class ReportingCallback(TrainerCallback):
             return
         if "loss" in logs:
             self.losses.append(float(logs["loss"]))
+        if "eval_loss" in logs:
+            self.eval_losses[int(state.global_step)] = float(logs["eval_loss"])
         self.report(
             Progress(
                 step=state.global_step,
@@ -86,6 +100,10 @@ class ReportingCallback(TrainerCallback):
             return
         refuse_pickles(folder)
         tree = self.store.put_tree(folder)
-        pointer = {"step": state.global_step, "tree": tree.model_dump(mode="json")}
+        step = int(state.global_step)
+        entry = {"step": step, "tree": tree.model_dump(mode="json"), "eval_loss": self.eval_losses.get(step)}
+        # every checkpoint of the run, across attempts: the checkpoint choice screens them all
+        self.history = [h for h in self.history if int(h["step"]) < step] + [entry]
+        pointer = {"step": step, "tree": entry["tree"], "history": self.history}
         self.store.put_named_json(self.job.checkpoint_ref_key, pointer)
         self.report(Checkpoint(step=state.global_step, tree=tree))

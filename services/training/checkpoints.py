@@ -19,11 +19,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from services.core.ml.models import pickle_files
+from services.training.job import RESUMABLE_STATE
 
-OPTIMIZER_FILE = "optimizer.safetensors"
-SCHEDULER_FILE = "scheduler.json"
-RNG_FILE = "rng_state.safetensors"
-SCALER_FILE = "scaler.json"
+OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE, SCALER_FILE, _ = RESUMABLE_STATE
 META_KEY = "tuneline"
 
 

@@ -29,5 +29,10 @@ class TrainingSettings(BaseSettings):
         default=60.0, gt=0, description="AckWait of the dataset.approved consumer (heartbeats every third)"
     )
     python: str = Field(default=sys.executable, description="Interpreter that runs training workers")
+    screen_timeout_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="How long a run waits for evaluation to screen its checkpoints (checkpoint_selection)",
+    )
     keep_work: bool = Field(default=False, description="Keep a finished run's scratch directory")
     core: CoreSettings = Field(default_factory=CoreSettings)

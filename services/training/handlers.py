@@ -14,9 +14,11 @@ from pathlib import Path
 from faststream.nats import NatsBroker
 
 from schemas.candidate import CandidateReady
+from schemas.checkpoints import CheckpointChoice, CheckpointScreenRequest, ScreenCandidate
 from schemas.dataset import DatasetApproved
 from schemas.envelope import Envelope
-from schemas.refs import Lineage
+from schemas.queries import CHECKPOINTS_SCREEN
+from schemas.refs import ArtifactRef, Lineage, ModelRef
 from schemas.training import (
     TrainingCancelled,
     TrainingCancelRequested,
@@ -27,8 +29,9 @@ from schemas.training import (
 from services.core.artifacts import ArtifactStore
 from services.core.messaging.bus import EventBus
 from services.core.messaging.delivery import HandlerContext, PermanentError, subscribe_event
+from services.core.messaging.rpc import RpcError, ask
 from services.core.prometheus import ServiceMetrics
-from services.training import preflight
+from services.training import preflight, selection
 from services.training.config import TrainingSettings
 from services.training.control import RunControl
 from services.training.job import ADAPTER_METHODS, Cancelled, Checkpoint, Done, Failed, Progress
@@ -75,9 +78,12 @@ class ProgressThrottle:
 
 
 class TrainingHandlers:
-    def __init__(self, settings: TrainingSettings, store: ArtifactStore) -> None:
+    def __init__(
+        self, settings: TrainingSettings, store: ArtifactStore, broker: NatsBroker | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.broker = broker  # asks evaluation to screen checkpoints (recipe checkpoint_selection)
         self.control: RunControl | None = None  # opened at startup (a NATS KV bucket)
         self.running: dict[str, WorkerRun] = {}
 
@@ -165,10 +171,7 @@ class TrainingHandlers:
                     await self._cancelled(run.ctx, run.run_id, message.step or run.last_step)
                 case Failed():
                     detail = f"{message.message}; worker log: {run.worker.log_path}"
-                    failed = TrainingFailed(
-                        run_id=run.run_id, error=detail, reason=message.reason, step=run.last_step
-                    )
-                    await run.ctx.publish(failed, "failed")
+                    await self._failed(run, message.reason, detail)
 
     async def _crashed(self, run: _Run, crash: WorkerCrashed) -> None:
         """A worker that died without a final message: cancelled, retried, or failed for good."""
@@ -195,19 +198,28 @@ class TrainingHandlers:
         reason = await self._control().cancel_reason(run_id) or "cancel requested"
         await ctx.publish(TrainingCancelled(run_id=run_id, step=step, reason=reason), "cancelled")
 
+    def _ref(self, run: _Run, artifact: ArtifactRef) -> ModelRef:
+        return candidate_ref(
+            base=run.prepared.base,
+            tokenizer=run.prepared.tokenizer,
+            recipe=run.event.recipe,
+            dataset=run.event,
+            run_id=run.run_id,
+            artifact=artifact,
+            adapter=run.event.recipe.method in ADAPTER_METHODS,
+        )
+
     async def _done(self, run: _Run, done: Done) -> None:
         event, run_id = run.event, run.run_id
         artifact = await asyncio.to_thread(self.store.put_tree, Path(done.model_dir))
+        choice = None
+        if event.recipe.checkpoint_selection is not None:
+            chosen = await self._choose(run, done, artifact)
+            if chosen is None:
+                return
+            artifact, choice = chosen
         await asyncio.to_thread(self.store.claim, artifact, event.tenant)
-        ref = candidate_ref(
-            base=run.prepared.base,
-            tokenizer=run.prepared.tokenizer,
-            recipe=event.recipe,
-            dataset=event,
-            run_id=run_id,
-            artifact=artifact,
-            adapter=event.recipe.method in ADAPTER_METHODS,
-        )
+        ref = self._ref(run, artifact)
         candidate = CandidateReady(
             candidate=ref,
             lineage=Lineage(dataset_id=event.dataset_id, run_id=run_id),
@@ -215,8 +227,9 @@ class TrainingHandlers:
             tenant=event.tenant,
             route=event.route,
             gate_policy=event.gate_policy,
+            checkpoint_choice=choice,
         )
-        summary = done.summary()
+        summary = {**done.summary(), **({"chosen_step": choice.chosen_step} if choice else {})}
         won = await self._control().claim_result(
             run_id, {"candidate": candidate.model_dump(mode="json"), "summary": summary}
         )
@@ -225,6 +238,67 @@ class TrainingHandlers:
             return
         await run.ctx.publish(candidate)
         log.info("run %s: candidate %s (%s)", run_id, ref.version_id(), summary)
+
+    async def _choose(
+        self, run: _Run, done: Done, final: ArtifactRef
+    ) -> tuple[ArtifactRef, CheckpointChoice] | None:
+        """Screen every checkpoint of the run (evaluation) and pick one; None: the run failed."""
+        recipe = run.event.recipe
+        assert recipe.checkpoint_selection is not None
+        work = Path(done.model_dir).parent
+
+        def offer() -> list[selection.Offered]:
+            history = selection.saved_checkpoints(self.store, run.run_id)
+            adapter = recipe.method in ADAPTER_METHODS
+
+            def release(tree: ArtifactRef) -> ArtifactRef:
+                return selection.release_tree(
+                    self.store, tree, work, adapter=adapter, base_model=recipe.base_model
+                )
+
+            return selection.offered(history, done, final, release)
+
+        offers = await asyncio.to_thread(offer)
+        request = CheckpointScreenRequest(
+            selection=recipe.checkpoint_selection,
+            checkpoints=tuple(ScreenCandidate(step=o.step, candidate=self._ref(run, o.tree)) for o in offers),
+        )
+        try:
+            if self.broker is None:
+                raise RpcError("training has no broker to ask evaluation with")
+            screen = await ask(
+                self.broker, CHECKPOINTS_SCREEN, request, timeout=self.settings.screen_timeout_s
+            )
+        except RpcError as error:
+            await self._failed(
+                run,
+                "checkpoint-screen-failed",
+                f"the recipe asks for checkpoint_selection and evaluation could not screen the "
+                f"{len(offers)} checkpoints: {error}. Start the evaluation service (or drop "
+                "checkpoint_selection) and resubmit; the checkpoints stay in the artifact store",
+            )
+            return None
+        losses = {o.step: o.eval_loss for o in offers}
+        rows = tuple(r.model_copy(update={"eval_loss": losses.get(r.step)}) for r in screen.checkpoints)
+        chosen = selection.choose(rows)
+        log.info("run %s: checkpoint screen\n%s", run.run_id, selection.table(rows))
+        if chosen is None:
+            await self._failed(
+                run,
+                "guardrails",
+                "no checkpoint passed its guardrail screen (harm = base - checkpoint, points):\n"
+                + selection.table(rows),
+            )
+            return None
+        trees = {o.step: o.tree for o in offers}
+        choice = CheckpointChoice(
+            checkpoints=rows, screened_items=screen.screened_items, chosen_step=chosen.step
+        )
+        return trees[chosen.step], choice
+
+    async def _failed(self, run: _Run, reason: str, error: str) -> None:
+        failed = TrainingFailed(run_id=run.run_id, error=error, reason=reason, step=run.last_step)
+        await run.ctx.publish(failed, "failed")
 
     # -- training.cancel-requested ------------------------------------------------------------
     async def on_cancel_requested(self, event: TrainingCancelRequested, ctx: HandlerContext) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -25,6 +27,23 @@ METHOD_FORMATS: dict[str, tuple[DataFormat, ...]] = {
 
 ADAPTER_METHODS = ("sft-lora", "sft-qlora", "dpo", "ipo", "kto", "distill")
 """Methods that train a LoRA adapter on a frozen base (the rest, sft-full, trains every weight)."""
+
+RESUMABLE_STATE = (
+    "optimizer.safetensors",
+    "scheduler.json",
+    "rng_state.safetensors",
+    "scaler.json",
+    "trainer_state.json",
+)
+"""What a checkpoint holds beyond the model: needed to resume, not to serve (see checkpoints.py)."""
+
+
+def portable_adapter_config(folder: Path, base_model: str) -> None:
+    """The adapter names its base by the recipe's name, not this machine's cache path."""
+    path = folder / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = base_model
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 class TrainingJob(BaseModel):
@@ -88,6 +107,10 @@ class Done(_Message):
     first_loss: float | None = None
     last_loss: float | None = None
     train_loss: float | None = None
+    final_eval_loss: float | None = Field(default=None, description="Validation loss at the last step")
+    best_at_end: bool = Field(
+        default=False, description="The final model is the best checkpoint's (early stopping)"
+    )
     runtime_s: float
     tokens: float = 0.0
     tokens_per_second: float | None = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import signal
 import sys
@@ -20,7 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from services.training.job import ADAPTER_METHODS, Cancelled, Done, Failed, TrainingJob, WorkerMessage
+from services.training.job import (
+    ADAPTER_METHODS,
+    Cancelled,
+    Done,
+    Failed,
+    TrainingJob,
+    WorkerMessage,
+    portable_adapter_config,
+)
 
 FINAL_DIR = "final"
 
@@ -79,7 +86,7 @@ def run(job: TrainingJob, report: Report, stop: threading.Event) -> None:
     final = Path(job.output_dir) / FINAL_DIR
     if job.recipe.method in ADAPTER_METHODS:
         trainer.model.save_pretrained(final)
-        _portable_adapter_config(final, job)
+        portable_adapter_config(final, job.recipe.base_model)
     else:
         trainer.model.save_pretrained(final)
         tokenizer.save_pretrained(final)
@@ -91,20 +98,14 @@ def run(job: TrainingJob, report: Report, stop: threading.Event) -> None:
             first_loss=callback.losses[0] if callback.losses else None,
             last_loss=callback.losses[-1] if callback.losses else None,
             train_loss=float(result.training_loss),
+            final_eval_loss=callback.eval_losses.get(int(trainer.state.global_step)),
+            best_at_end=bool(trainer.args.load_best_model_at_end),
             runtime_s=runtime,
             tokens=tokens,
             tokens_per_second=tokens / runtime if runtime > 0 else None,
             peak_memory_mb=_peak_memory_mb(use_cuda(job)),
         )
     )
-
-
-def _portable_adapter_config(folder: Path, job: TrainingJob) -> None:
-    """The adapter names its base by the recipe's name, not this machine's cache path."""
-    path = folder / "adapter_config.json"
-    config = json.loads(path.read_text())
-    config["base_model_name_or_path"] = job.recipe.base_model
-    path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def _peak_memory_mb(cuda: bool) -> float:

@@ -248,6 +248,7 @@ SERVICE_USERS: tuple[Access, ...] = (
             "training.cancelled",
             "candidate.ready",
         ),
+        calls=("evaluation",),  # checkpoints.screen, when a recipe asks for checkpoint_selection
         buckets=(("KV", TRAINING_BUCKET, "write"),),  # cancel requests, the one result of a run
     ),
     Access(

@@ -70,6 +70,8 @@ def common_arguments(job: TrainingJob, has_eval: bool) -> dict[str, Any]:
     early = has_eval and recipe.early_stopping_patience is not None
     if early:  # the best checkpoint is restored at the end, so saves must line up with evaluations
         save_steps = recipe.eval_steps * math.ceil(recipe.checkpoint_steps / recipe.eval_steps)
+    if has_eval and recipe.checkpoint_selection is not None:
+        save_steps = recipe.eval_steps  # every evaluated step is a checkpoint the choice can screen
     return {
         "output_dir": job.output_dir,
         "learning_rate": recipe.learning_rate,
