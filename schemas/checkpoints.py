@@ -28,7 +28,9 @@ class CheckpointSelection(Contract):
         default=5.0, ge=0, description="Drop a checkpoint shown to lose more than this, points"
     )
     safety_suite: str | None = Field(
-        default="safety", description="Catalogue safety suite whose harmful prompts are screened (None: skip)"
+        default="jailbreak",
+        description="Catalogue safety suite whose harmful prompts are screened (None: skip). The default, "
+        "jailbreak, has 170 harmful prompts: the gates keep 130 of them, and the plain safety suite whole",
     )
     safety_items: int = Field(
         default=40, ge=5, le=2000, description="Harmful prompts screened per checkpoint"
