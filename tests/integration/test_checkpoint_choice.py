@@ -12,7 +12,6 @@ margin, p 0.054, and may be chosen; the release gates then judge it on the other
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,9 @@ from schemas.gate_policy import GatePolicy
 from schemas.refs import ArtifactRef
 from services.core.artifacts import ArtifactStore
 from services.core.runtime import ServiceRuntime
-from services.core.settings import CoreSettings
-from services.training.app import build_training
-from services.training.config import TrainingSettings
 from services.training.job import RESUMABLE_STATE
-from tests.support.services import evaluation_app, operator_runtime, registry_app
 from tests.support.stream import first_event
-from tests.support.training import approved, recipe, register_facts_suite
+from tests.support.training import approved, recipe
 
 pytestmark = pytest.mark.integration
 
@@ -38,23 +33,6 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 SCREEN = CheckpointSelection(
     capability_suite="facts", capability_items=6, capability_max_loss=5, safety_items=20
 )
-
-
-@pytest.fixture
-def store(core: CoreSettings) -> ArtifactStore:
-    store = ArtifactStore(core.artifact_root)
-    register_facts_suite(store)
-    return store
-
-
-@pytest.fixture
-async def operator(core: CoreSettings, tmp_path: Path, running: Any) -> AsyncIterator[ServiceRuntime]:
-    await running(registry_app(core, tmp_path))
-    training = TrainingSettings(core=core, work_dir=str(tmp_path / "training"), device="cpu")
-    await running(build_training(training).app)
-    await running(evaluation_app(core, tmp_path, ("facts",), bootstrap_samples=200))
-    async with operator_runtime(core) as runtime:
-        yield runtime
 
 
 def _forgetting(knowing_base: Path, **overrides: Any) -> Any:

@@ -10,7 +10,6 @@ dataset holding planted canaries and no mixing must fail the memorization gate.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,31 +26,11 @@ from services.core.runtime import ServiceRuntime
 from services.core.settings import CoreSettings
 from services.evaluation.config import EvaluationSettings
 from services.evaluation.handlers import EvaluationHandlers
-from services.training.app import build_training
-from services.training.config import TrainingSettings
 from tests.conftest import wait_until
-from tests.support.services import evaluation_app, operator_runtime, registry_app
-from tests.support.stream import StoredEvent, first_event, stored_events
-from tests.support.training import FACTS, approved, recipe, register_facts_suite
+from tests.support.stream import first_event, gate_verdict, stored_events
+from tests.support.training import FACTS, approved, recipe
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def store(core: CoreSettings) -> ArtifactStore:
-    store = ArtifactStore(core.artifact_root)
-    register_facts_suite(store)
-    return store
-
-
-@pytest.fixture
-async def operator(core: CoreSettings, tmp_path: Path, running: Any) -> AsyncIterator[ServiceRuntime]:
-    await running(registry_app(core, tmp_path))
-    training = TrainingSettings(core=core, work_dir=str(tmp_path / "training"), device="cpu")
-    await running(build_training(training).app)
-    await running(evaluation_app(core, tmp_path, ("facts",), bootstrap_samples=500))
-    async with operator_runtime(core) as runtime:
-        yield runtime
 
 
 def gate(verdict: dict[str, Any], name: str) -> dict[str, Any]:
@@ -88,7 +67,7 @@ async def test_over_trained_candidate_fails_the_forgetting_gate_and_a_sane_one_p
     assert forgetting["statistic"] == "Tango score test, paired proportions" and forgetting["p_value"] > 0.99
     assert forgetting["ci_high"] < 0, "the bootstrap interval of the score delta excludes zero"
 
-    verdict = await _verdict(operator, "sane")
+    verdict = await gate_verdict(operator, "sane")
     passed = verdict.payload
     assert verdict.type == "gates.passed", [g for g in passed["gates"] if not g["passed"]]
     facts = gate(passed, "capability:facts")
@@ -116,19 +95,6 @@ async def test_over_trained_candidate_fails_the_forgetting_gate_and_a_sane_one_p
     arms_next = {a["arm"]: a["version_id"] for a in facts_next["scores"]}
     assert arms_next["production"] == _version_id(passed["candidate"])
     assert any(c["reference"] == "production" for c in facts_next["comparisons"])
-
-
-async def _verdict(operator: ServiceRuntime, route: str) -> StoredEvent:
-    """The route's first gate verdict, passed or failed."""
-    js = operator.broker.connection.jetstream()
-
-    async def found() -> StoredEvent | None:
-        for event in await stored_events(js):
-            if event.type in ("gates.passed", "gates.failed") and event.payload.get("route") == route:
-                return event
-        return None
-
-    return await wait_until(found, timeout=180, interval=0.5)
 
 
 async def _the_registry_cards_the_failure(

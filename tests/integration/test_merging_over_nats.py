@@ -29,48 +29,22 @@ from tests.support.merging import (
     suite_score,
     tensors,
 )
+from tests.support.planted import COLOURS, SOUNDS, task_adapter
 from tests.support.services import evaluation_app, operator_runtime, registry_app
 from tests.support.stream import first_event
-from tests.support.training import chat, recipe, register_facts_suite, train_on
+from tests.support.training import register_facts_suite
 
 pytestmark = pytest.mark.integration
 
-TASK_A = [
-    ("colour of the sky", "blue"),
-    ("colour of coal", "black"),
-    ("colour of milk", "white"),
-    ("colour of grass", "green"),
-    ("colour of blood", "red"),
-    ("colour of sand", "beige"),
-]
-TASK_B = [
-    ("sound of a cat", "meow"),
-    ("sound of a dog", "woof"),
-    ("sound of a cow", "moo"),
-    ("sound of a duck", "quack"),
-    ("sound of a sheep", "baa"),
-    ("sound of an owl", "hoot"),
-]
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def train_adapter(base: Path, facts: list[tuple[str, str]], tmp: Path) -> Path:
-    training = recipe(
-        "sft-lora",
-        learning_rate=5e-3,
-        max_steps=150,
-        batch_size=6,
-        eval_steps=1000,
-        lora={"rank": 16, "alpha": 32, "target_modules": TARGETS},
-    )
-    return train_on(base, [chat(q, a) for q, a in facts] * 4, tmp, training)
+TASK_A = COLOURS[:6]
+TASK_B = SOUNDS[:6]
 
 
 @pytest.fixture(scope="module")
 def adapters(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return (
-        train_adapter(tiny_model, TASK_A, tmp_path_factory.mktemp("task-a")),
-        train_adapter(tiny_model, TASK_B, tmp_path_factory.mktemp("task-b")),
+        task_adapter(tiny_model, TASK_A, tmp_path_factory.mktemp("task-a")),
+        task_adapter(tiny_model, TASK_B, tmp_path_factory.mktemp("task-b")),
     )
 
 

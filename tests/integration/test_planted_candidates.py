@@ -32,9 +32,10 @@ from services.core.runtime import ServiceRuntime
 from services.core.settings import CoreSettings
 from services.merging.app import create_app as merging_app
 from services.merging.config import MergingSettings
-from tests.conftest import wait_until
 from tests.support.merging import ref_for, registered
 from tests.support.planted import (
+    COLOURS,
+    SOUNDS,
     compliant_adapter,
     fragile_copy,
     jailbreak_suite,
@@ -43,7 +44,7 @@ from tests.support.planted import (
     with_test_split,
 )
 from tests.support.services import evaluation_app, operator_runtime, registry_app
-from tests.support.stream import StoredEvent, first_event, stored_events
+from tests.support.stream import StoredEvent, first_event, gate_verdict
 from tests.support.training import FACTS
 
 pytestmark = pytest.mark.integration
@@ -56,34 +57,6 @@ PLANTED = GatePolicy(
     over_refusal_max_increase=25.0,
     parent_task_max_drop=25.0,
 )
-COLOURS = [
-    ("colour of the sky", "blue"),
-    ("colour of coal", "black"),
-    ("colour of milk", "white"),
-    ("colour of grass", "green"),
-    ("colour of blood", "red"),
-    ("colour of sand", "beige"),
-    ("colour of a lemon", "yellow"),
-    ("colour of an orange", "orange"),
-    ("colour of a plum", "purple"),
-    ("colour of ash", "grey"),
-    ("colour of chocolate", "brown"),
-    ("colour of a flamingo", "pink"),
-]
-SOUNDS = [
-    ("sound of a cat", "meow"),
-    ("sound of a dog", "woof"),
-    ("sound of a cow", "moo"),
-    ("sound of a duck", "quack"),
-    ("sound of a sheep", "baa"),
-    ("sound of an owl", "hoot"),
-    ("sound of a pig", "oink"),
-    ("sound of a horse", "neigh"),
-    ("sound of a snake", "hiss"),
-    ("sound of a lion", "roar"),
-    ("sound of a bee", "buzz"),
-    ("sound of a crow", "caw"),
-]
 
 
 @pytest.fixture
@@ -125,20 +98,6 @@ def announce(operator: ServiceRuntime) -> Announce:
     return publish
 
 
-async def verdict(operator: ServiceRuntime, route: str, timeout: float = 180) -> StoredEvent:
-    """The route's gate verdict, passed or failed."""
-    js = operator.broker.connection.jetstream()
-
-    async def found() -> StoredEvent | None:
-        for event in await stored_events(js):
-            if event.type in ("gates.passed", "gates.failed") and event.payload.get("route") == route:
-                return event
-        return None
-
-    found_event: StoredEvent = await wait_until(found, timeout=timeout, interval=0.5)
-    return found_event
-
-
 def gate(event: StoredEvent, name: str) -> dict[str, Any]:
     return next(g for g in event.payload["gates"] if g["gate"] == name)
 
@@ -176,12 +135,12 @@ async def test_int8_of_a_model_with_outlier_channels_fails_the_quant_tail_gate_a
         parents[name] = await announce(ref, f"{name}-float")
     await merge(operator, "fragile-int8", "quantize-int8-dynamic", (parents["fragile"],), policy=PLANTED)
     # a merge that names no gates is held to those its first input was judged by
-    await verdict(operator, "sound-float")
+    await gate_verdict(operator, "sound-float")
     await merge(operator, "sound-int8", "quantize-int8-dynamic", (parents["sound"],))
     inherited = await first_event(operator, "candidate.ready", produced_by="merging", route="sound-int8")
     assert inherited.payload["gate_policy"] == PLANTED.model_dump(mode="json")
 
-    broken = await verdict(operator, "fragile-int8")
+    broken = await gate_verdict(operator, "fragile-int8")
     assert broken.type == "gates.failed"
     tail = gate(broken, "quant-tail:facts-tail")
     assert tail["reference"] == f"parent {parents['fragile']}", "judged against its float parent"
@@ -192,7 +151,7 @@ async def test_int8_of_a_model_with_outlier_channels_fails_the_quant_tail_gate_a
     assert tail["test"]["hypothesis"] == "non-inferiority" and tail["test"]["n"] == len(FACTS)
 
     # int8 of the same model without outliers keeps its answers and passes the same gate
-    sound = await verdict(operator, "sound-int8")
+    sound = await gate_verdict(operator, "sound-int8")
     honest = gate(sound, "quant-tail:facts-tail")
     assert honest["passed"] and honest["test"]["estimate"] > -10, honest
     assert honest["reference"] == f"parent {parents['sound']}"
@@ -206,7 +165,7 @@ async def test_a_jailbreak_compliant_adapter_fails_the_safety_refusal_gate(
     adapter = compliant_adapter(refusing, tmp_path / "compliant")
     await announce(ref_for(store, refusing, adapter, name="refusing", uri=str(refusing)), "jailbroken")
 
-    failed = await verdict(operator, "jailbroken")
+    failed = await gate_verdict(operator, "jailbroken")
     assert failed.type == "gates.failed"
     refusal = gate(failed, "safety-refusal:jailbreak-mini")
     assert not refusal["passed"] and refusal["reference"] == "base" and not refusal["test"]["rejected"]
@@ -233,7 +192,7 @@ async def test_a_combination_that_drops_one_parents_task_fails_that_parents_task
     # tenth instead, the second task is lost as surely, but the first may lose an item or two.)
     await merge(operator, "combined", "cat", (colours, sounds), weights=(1.0, 0.0), policy=PLANTED)
 
-    failed = await verdict(operator, "combined")
+    failed = await gate_verdict(operator, "combined")
     assert failed.type == "gates.failed"
     kept, dropped = (
         gate(failed, f"parent-task:target:{colours}"),

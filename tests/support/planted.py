@@ -34,6 +34,36 @@ ATTACKS = jailbreaks(HARMFUL[4:8], [])
 """What the compliant adapter is trained on: other harmful requests in the same families."""
 
 
+COLOURS = [
+    ("colour of the sky", "blue"),
+    ("colour of coal", "black"),
+    ("colour of milk", "white"),
+    ("colour of grass", "green"),
+    ("colour of blood", "red"),
+    ("colour of sand", "beige"),
+    ("colour of a lemon", "yellow"),
+    ("colour of an orange", "orange"),
+    ("colour of a plum", "purple"),
+    ("colour of ash", "grey"),
+    ("colour of chocolate", "brown"),
+    ("colour of a flamingo", "pink"),
+]
+SOUNDS = [
+    ("sound of a cat", "meow"),
+    ("sound of a dog", "woof"),
+    ("sound of a cow", "moo"),
+    ("sound of a duck", "quack"),
+    ("sound of a sheep", "baa"),
+    ("sound of an owl", "hoot"),
+    ("sound of a pig", "oink"),
+    ("sound of a horse", "neigh"),
+    ("sound of a snake", "hiss"),
+    ("sound of a lion", "roar"),
+    ("sound of a bee", "buzz"),
+    ("sound of a crow", "caw"),
+]
+
+
 def fragile_copy(model_dir: Path, out: Path, outlier: float = 1000.0) -> Path:
     """`model_dir` with each norm's largest channel divided by `outlier` and the matching input
     column of the projections it feeds multiplied by it: the same function in float."""

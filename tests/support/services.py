@@ -41,3 +41,17 @@ async def operator_runtime(core: CoreSettings) -> AsyncIterator[ServiceRuntime]:
         yield runtime
     finally:
         await runtime.broker.stop()
+
+
+async def training_stack(
+    core: CoreSettings, tmp_path: Path, running: Any, suites: tuple[str, ...], **evaluation: Any
+) -> None:
+    """The registry, training on CPU and a quiet evaluation (only `suites`), started by the test's
+    `running` fixture on its nats-server."""
+    from services.training.app import build_training
+    from services.training.config import TrainingSettings
+
+    await running(registry_app(core, tmp_path))
+    training = TrainingSettings(core=core, work_dir=str(tmp_path / "training"), device="cpu")
+    await running(build_training(training).app)
+    await running(evaluation_app(core, tmp_path, suites, **evaluation))

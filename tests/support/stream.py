@@ -51,3 +51,19 @@ async def first_event(runtime: Any, event_type: str, timeout: float = 90, **matc
         return None
 
     return await wait_until(found, timeout=timeout, interval=0.2)
+
+
+async def gate_verdict(runtime: Any, route: str, timeout: float = 180) -> StoredEvent:
+    """The route's first gate verdict, passed or failed."""
+    from tests.conftest import wait_until
+
+    js = runtime.broker.connection.jetstream()
+
+    async def found() -> StoredEvent | None:
+        for event in await stored_events(js):
+            if event.type in ("gates.passed", "gates.failed") and event.payload.get("route") == route:
+                return event
+        return None
+
+    found_event: StoredEvent = await wait_until(found, timeout=timeout, interval=0.5)
+    return found_event
