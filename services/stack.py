@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from services.core.messaging.nats_server import EmbeddedNats, NatsServerError, SecureNats, secure_nats
 from services.core.messaging.rpc import RpcError, query
+from services.core.processes import stop_with_parent
 from services.core.security.pki import write_secret
 from services.core.settings import NatsSettings
 
@@ -205,6 +206,7 @@ class Stack:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us; we stop children in order
+            preexec_fn=stop_with_parent,  # killed with -9, we still take the services with us
         )
         log.close()
 

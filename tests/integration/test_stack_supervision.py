@@ -85,3 +85,43 @@ def test_the_database_url_reaches_the_registry_alone_and_is_printed_masked(
         env = stack.env_for(name)
         assert DATABASE_URL_VARIABLE not in env and not any("s3cret-pw" in v for v in env.values()), name
     assert stack.config.masked_database_url() == "postgresql+psycopg://tuneline:***@db.internal/tuneline"
+
+
+def test_a_stack_killed_with_sigkill_leaves_no_process_behind(tmp_path: Path) -> None:
+    """A CI runner's timeout or the OOM killer sends -9: no shutdown hook runs, yet nats-server
+    and the services must not live on (they did, and slowed every test after them)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys, time\n"
+        "from pathlib import Path\n"
+        "from services.stack import Stack, StackConfig\n"
+        f"stack = Stack(StackConfig(data_dir=Path({str(tmp_path / 'data')!r}), nats_port={free_port()}, "
+        f"serving_port={free_port()}, dashboard_port=0, services=('registry',)))\n"
+        "stack.start()\n"
+        "print(json.dumps([stack.nats.process.pid, *(p.pid for p in stack.processes.values())]), "
+        "flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    children = json.loads(parent.stdout.readline())
+    assert len(children) == 2 and all(Path(f"/proc/{pid}").exists() for pid in children)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if alive(pid)], "children outlived their SIGKILLed parent"

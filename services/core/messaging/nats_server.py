@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.core.processes import stop_with_parent
 from services.core.security.pki import ServerTls, write_secret
 
 
@@ -105,7 +106,9 @@ class EmbeddedNats:
         if self.monitor_port:
             args += ["--http_port", str(self.monitor_port)]
         env = None if self.env is None else {**os.environ, **self.env}
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, preexec_fn=stop_with_parent
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
