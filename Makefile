@@ -82,6 +82,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/evaluation.py --model smollm2-135m-instruct --items 32 --target-rows 16
 	$(BIN)/python bench/merging.py --model smollm2-135m-instruct
 	$(BIN)/python bench/serving.py --model tiny-llama
+	$(BIN)/python bench/canary.py --rollouts 1000
 
 clean:
 	rm -rf $(VENV) .tuneline .pytest_cache .mypy_cache .ruff_cache

@@ -8,43 +8,89 @@ from pydantic import Field, model_validator
 
 from schemas.events import Contract, Event
 from schemas.refs import RouteAlias, Tenant
+from schemas.sketch import LatencySketch
 
 Phase = Literal["shadow", "canary", "promoted", "rolled-back", "paused"]
 
 
+Judgement = Literal["insufficient-data", "no-evidence-of-harm", "breach", "reported"]
+
+
+class SequentialTest(Contract):
+    """A mixture sequential probability ratio test on the candidate's share of one kind of event
+    (errors, refusals, schema-invalid answers, slow requests), conditional on each window's
+    exposure; see services/rollout/sequential.py. Kept across the rollout's phases."""
+
+    log_lr: tuple[float, ...] = Field(default=(), description="log likelihood ratio per alternative ρ")
+    statistic: float = Field(default=1.0, ge=0, description="The mixture likelihood ratio now")
+    max_statistic: float = Field(default=1.0, ge=0, description="Its largest value so far")
+    candidate_events: int = 0
+    candidate_n: int = 0
+    stable_events: int = 0
+    stable_n: int = 0
+    looks: int = Field(default=0, description="Windows looked at")
+
+
 class MetricAnalysis(Contract):
+    """One metric's verdict: the values, the test, its sample and what it can see."""
+
     metric: str
     stable: float | None
     candidate: float | None
     threshold: float
     passed: bool
+    judgement: Judgement = Field(
+        default="reported",
+        description="insufficient-data: fewer candidate requests than the step needs (not a pass); "
+        "no-evidence-of-harm: the test has not called a breach; breach; reported: shown, not judged",
+    )
+    method: str = ""
+    alpha: float | None = Field(default=None, description="This metric's share of the false-alarm rate")
+    statistic: float | None = Field(default=None, description="Mixture likelihood ratio (breach at 1/alpha)")
+    p_value: float | None = Field(default=None, description="Always-valid p-value: 1 / the largest statistic")
+    candidate_n: int = Field(default=0, description="Candidate requests the test has seen")
+    stable_n: int = 0
+    candidate_events: int = 0
+    stable_events: int = 0
+    detects: str = Field(default="", description="What the test can see at this exposure")
 
 
 class RolloutPolicy(Contract):
     """How a rollout proceeds and what counts as a breach (`TUNELINE_ROLLOUT_POLICY__<FIELD>`)."""
 
     steps: tuple[float, ...] = Field(
-        default=(1.0, 10.0, 50.0, 100.0), min_length=1, description="Canary traffic percents, in order"
+        default=(1.0, 10.0, 25.0, 50.0, 100.0), min_length=1, description="Canary traffic percents, in order"
     )
     shadow_percent: float = Field(default=100.0, gt=0, le=100, description="Share of requests mirrored")
-    shadow_min_requests: int = Field(default=20, ge=1, description="Mirrored requests before canary")
+    shadow_min_requests: int = Field(
+        default=5000,
+        ge=1,
+        description="Mirrored requests before canary: 5,000 let the error test see a 1 % error rate against "
+        "stable's 0.1 % before any user gets the candidate (bench/canary.py); lower it on quiet routes, "
+        "and the analysis states how many events its test still needs",
+    )
     min_requests: int = Field(default=20, ge=1, description="Candidate requests each canary step holds for")
     min_seconds: float = Field(default=60.0, ge=0, description="Seconds each phase holds for, at least")
-    analysis_min_requests: int = Field(
-        default=5, ge=1, description="Candidate requests before a breach can be called"
+    false_alarm_rate: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="Chance that a candidate no worse than stable is rolled back, over the whole rollout "
+        "and every judged metric (split equally among them; sequential tests, so looking after every "
+        "window does not inflate it)",
     )
-    max_error_rate_delta: float = Field(
-        default=0.02, ge=0, le=1, description="Candidate error rate may exceed stable's by this much"
+    max_latency_p95_ratio: float = Field(
+        default=1.15, gt=0, description="Candidate latency may be this many times stable's"
     )
-    max_latency_p95_ratio: float = Field(default=1.15, gt=0, description="Candidate p95 ÷ stable p95")
     latency_slack_ms: float = Field(
-        default=25.0, ge=0, description="A p95 ratio breach also needs the p95s this many ms apart"
+        default=25.0, ge=0, description="... or this many ms slower, whichever is more"
     )
-    max_schema_valid_drop: float = Field(
-        default=0.0, ge=0, le=1, description="Schema-valid rate may be lower than stable's by this much"
-    )
-    max_refusal_rate_delta: float = Field(
-        default=0.05, ge=0, le=1, description="|candidate refusal rate − stable's| allowed"
+    latency_quantile: float = Field(
+        default=0.75,
+        gt=0,
+        lt=1,
+        description="A request is slow above stable's latency at this quantile (earlier windows); the "
+        "latency test compares the arms' shares of slow requests",
     )
     min_shadow_agreement: float | None = Field(
         default=None, ge=0, le=1, description="Shadow answers identical to stable's, at least (None: report)"
@@ -62,8 +108,7 @@ class RoleTotals(Contract):
 
     count: int = 0
     errors: int = 0
-    latency_p95_weighted: float = Field(default=0.0, description="Σ window p95 × window count")
-    latency_counted: int = 0
+    latency: LatencySketch = Field(default_factory=LatencySketch, description="Answered requests' latencies")
     schema_checked: int = 0
     schema_valid: int = 0
     refusals: int = 0
@@ -72,7 +117,8 @@ class RoleTotals(Contract):
 
     @property
     def latency_p95_ms(self) -> float | None:
-        return self.latency_p95_weighted / self.latency_counted if self.latency_counted else None
+        """The true p95 over every window and replica (within the sketch's 1 %)."""
+        return self.latency.quantile(0.95)
 
 
 class RolloutState(Contract):
@@ -94,6 +140,12 @@ class RolloutState(Contract):
         default_factory=dict, description="replica → last window_end counted (no double counting)"
     )
     last_analysis: tuple[MetricAnalysis, ...] = ()
+    tests: dict[str, SequentialTest] = Field(
+        default_factory=dict, description="metric → its sequential test, over the whole rollout"
+    )
+    latency_reference: LatencySketch = Field(
+        default_factory=LatencySketch, description="Stable's latencies in the windows counted so far"
+    )
 
     @property
     def traffic_percent(self) -> float:

@@ -9,6 +9,7 @@ from pydantic import Field
 from schemas.events import Contract, Event
 from schemas.refs import ModelRef, RouteAlias, Tenant
 from schemas.rollout import RolloutState
+from schemas.sketch import LatencySketch
 
 
 class RouteVersionWindow(Contract):
@@ -19,6 +20,9 @@ class RouteVersionWindow(Contract):
     errors: int = Field(ge=0)
     latency_p50_ms: float | None = Field(default=None, ge=0)
     latency_p95_ms: float | None = Field(default=None, ge=0)
+    latency: LatencySketch | None = Field(
+        default=None, description="Answered requests' latencies, mergeable across windows and replicas"
+    )
     schema_valid_rate: float | None = Field(default=None, ge=0, le=1)
     refusal_rate: float | None = Field(default=None, ge=0, le=1)
     schema_checked: int = Field(default=0, ge=0, description="Responses that had a schema to meet")

@@ -91,13 +91,17 @@ def rollout_status(
         f"  candidate {state.candidate.count} requests ({state.candidate.errors} errors) · "
         f"stable {state.stable.count} requests"
     )
-    table = Table("metric", "stable", "candidate", "limit", "ok")
+    table = Table("metric", "stable", "candidate", "events (cand/stable)", "likelihood ratio", "verdict")
     for a in state.last_analysis:
-        table.add_row(
-            a.metric, number(a.stable), number(a.candidate), f"{a.threshold:g}", "✓" if a.passed else "✗"
-        )
+        events = f"{a.candidate_events}/{a.candidate_n} · {a.stable_events}/{a.stable_n}" if a.alpha else "—"
+        limit = f"{a.threshold:g}"
+        ratio = f"{number(a.statistic)} of {limit}" if a.statistic is not None else f"limit {limit}"
+        table.add_row(a.metric, number(a.stable), number(a.candidate), events, ratio, a.judgement)
     if state.last_analysis:
         console.print(table)
+        judged = next((a for a in state.last_analysis if a.alpha), None)
+        if judged is not None:
+            console.print(f"  {judged.method}; alpha {judged.alpha:g} per metric")
 
 
 def _operator_request(session: Session, event_cls: Any, alias: str, tenant: str | None, reason: str) -> None:

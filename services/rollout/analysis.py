@@ -4,40 +4,42 @@ from __future__ import annotations
 
 from typing import Literal
 
-from schemas.rollout import MetricAnalysis, RoleTotals, RolloutPolicy, RolloutState
+from schemas.rollout import (
+    Judgement,
+    MetricAnalysis,
+    RoleTotals,
+    RolloutPolicy,
+    RolloutState,
+    SequentialTest,
+)
 from schemas.serving import RouteVersionWindow, ServingWindow
+from services.rollout import sequential
 
 Action = Literal["hold", "advance", "promote", "rollback"]
 
 
+JUDGED = ("error_rate", "refusal_rate", "schema_invalid_rate", "latency_slow_rate")
+"""The metrics a sequential test judges; the false-alarm rate is split equally among them."""
+
+
+_COUNTS = ("count", "errors", "schema_checked", "schema_valid", "refusals", "agreement_checked", "agreements")
+
+
 def _add(totals: RoleTotals, stat: RouteVersionWindow) -> RoleTotals:
-    answered = stat.count - stat.errors
-    p95 = stat.latency_p95_ms
-    return totals.model_copy(
-        update={
-            "count": totals.count + stat.count,
-            "errors": totals.errors + stat.errors,
-            "latency_p95_weighted": totals.latency_p95_weighted
-            + (p95 * answered if p95 is not None else 0.0),
-            "latency_counted": totals.latency_counted + (answered if p95 is not None else 0),
-            "schema_checked": totals.schema_checked + stat.schema_checked,
-            "schema_valid": totals.schema_valid + stat.schema_valid,
-            "refusals": totals.refusals + stat.refusals,
-            "agreement_checked": totals.agreement_checked + stat.agreement_checked,
-            "agreements": totals.agreements + stat.agreements,
-        }
-    )
+    counts = {name: getattr(totals, name) + getattr(stat, name) for name in _COUNTS}
+    latency = totals.latency.merged(stat.latency) if stat.latency else totals.latency
+    return totals.model_copy(update={**counts, "latency": latency})
 
 
 def accumulate(state: RolloutState, route: str, window: ServingWindow) -> RolloutState:
-    """The state with this window's stats for `route` counted once (per replica, by window end)."""
+    """The state with this window's stats for `route` counted once (per replica, by window end),
+    and every sequential test updated with the window."""
     if window.window_end <= state.seen_windows.get(window.replica, 0.0):
         return state  # a redelivered or older window: already counted
+    seen = {**state.seen_windows, window.replica: window.window_end}
     if window.window_end <= state.step_started_at:
-        return state.model_copy(
-            update={"seen_windows": {**state.seen_windows, window.replica: window.window_end}}
-        )
-    stable, candidate = state.stable, state.candidate
+        return state.model_copy(update={"seen_windows": seen})
+    stable, candidate = RoleTotals(), RoleTotals()
     wanted_role = "shadow" if state.phase == "shadow" else "candidate"
     for stat in window.stats:
         if stat.route != route:
@@ -48,73 +50,128 @@ def accumulate(state: RolloutState, route: str, window: ServingWindow) -> Rollou
             candidate = _add(candidate, stat)
     return state.model_copy(
         update={
-            "stable": stable,
-            "candidate": candidate,
-            "seen_windows": {**state.seen_windows, window.replica: window.window_end},
+            "stable": _merged(state.stable, stable),
+            "candidate": _merged(state.candidate, candidate),
+            "tests": _observed(state, stable, candidate),
+            "latency_reference": state.latency_reference.merged(stable.latency),
+            "seen_windows": seen,
         }
     )
+
+
+def _merged(totals: RoleTotals, window: RoleTotals) -> RoleTotals:
+    counts = {name: getattr(totals, name) + getattr(window, name) for name in _COUNTS}
+    return totals.model_copy(update={**counts, "latency": totals.latency.merged(window.latency)})
+
+
+def _events(
+    state: RolloutState, stable: RoleTotals, candidate: RoleTotals
+) -> dict[str, tuple[int, int, int, int]]:
+    """Per judged metric, this window's (candidate events, candidate n, stable events, stable n)."""
+    events = {
+        "error_rate": (candidate.errors, candidate.count, stable.errors, stable.count),
+        "refusal_rate": (
+            candidate.refusals,
+            candidate.count - candidate.errors,
+            stable.refusals,
+            stable.count - stable.errors,
+        ),
+        "schema_invalid_rate": (
+            candidate.schema_checked - candidate.schema_valid,
+            candidate.schema_checked,
+            stable.schema_checked - stable.schema_valid,
+            stable.schema_checked,
+        ),
+    }
+    policy = state.policy
+    # shadow copies run after the live answer, in their own batches: their latency is reported,
+    # not judged; canary requests share batches with stable ones and are judged
+    reference = state.latency_reference.quantile(policy.latency_quantile)
+    if state.phase == "canary" and reference is not None:
+        allowed = max(reference * policy.max_latency_p95_ratio, reference + policy.latency_slack_ms)
+        events["latency_slow_rate"] = (
+            candidate.latency.count_above(allowed),
+            candidate.latency.count,
+            stable.latency.count_above(reference),
+            stable.latency.count,
+        )
+    return events
+
+
+def _observed(state: RolloutState, stable: RoleTotals, candidate: RoleTotals) -> dict[str, SequentialTest]:
+    tests = dict(state.tests)
+    for metric, (x_c, n_c, x_s, n_s) in _events(state, stable, candidate).items():
+        grid = sequential.EITHER_WAY if metric == "refusal_rate" else sequential.WORSE
+        tests[metric] = sequential.observe(
+            tests.get(metric, SequentialTest()),
+            grid,
+            candidate_events=x_c,
+            candidate_n=n_c,
+            stable_events=x_s,
+            stable_n=n_s,
+        )
+    return tests
 
 
 def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def _error_rate(state: RolloutState) -> MetricAnalysis:
+def _values(state: RolloutState, metric: str) -> tuple[float | None, float | None]:
+    """(stable, candidate) over the current phase, as the operator reads them."""
     stable, cand = state.stable, state.candidate
-    stable_errors, cand_errors = _rate(stable.errors, stable.count), _rate(cand.errors, cand.count)
-    limit = (stable_errors or 0.0) + state.policy.max_error_rate_delta
+    if metric == "error_rate":
+        return _rate(stable.errors, stable.count), _rate(cand.errors, cand.count)
+    if metric == "refusal_rate":
+        return _rate(stable.refusals, stable.count - stable.errors), _rate(
+            cand.refusals, cand.count - cand.errors
+        )
+    if metric == "schema_invalid_rate":
+        return (
+            _rate(stable.schema_checked - stable.schema_valid, stable.schema_checked),
+            _rate(cand.schema_checked - cand.schema_valid, cand.schema_checked),
+        )
+    return stable.latency_p95_ms, cand.latency_p95_ms
+
+
+def _judged(state: RolloutState, metric: str) -> MetricAnalysis:
+    policy = state.policy
+    alpha = policy.false_alarm_rate / len(JUDGED)
+    test = state.tests.get(metric)
+    stable_value, cand_value = _values(state, metric)
+    grid = sequential.EITHER_WAY if metric == "refusal_rate" else sequential.WORSE
+    unchecked = metric == "schema_invalid_rate" and (test is None or test.candidate_n + test.stable_n == 0)
+    if unchecked or (metric == "latency_slow_rate" and state.phase == "shadow"):
+        # no request asked for a schema; shadow copies run in their own batches: shown, not judged
+        judgement: Judgement = "reported"
+    elif test is not None and sequential.breached(test, alpha):
+        judgement = "breach"
+    elif state.candidate.count < required_requests(policy, state) or test is None:
+        judgement = "insufficient-data"
+    else:
+        judgement = "no-evidence-of-harm"
+    share = test.candidate_n / (test.candidate_n + test.stable_n) if test and test.stable_n else None
+    floor = sequential.events_to_call(grid, alpha, share) if share and 0 < share < 1 else None
+    direction = "higher or lower" if metric == "refusal_rate" else "higher"
     return MetricAnalysis(
-        metric="error_rate",
-        stable=stable_errors,
-        candidate=cand_errors,
-        threshold=round(limit, 6),
-        passed=cand_errors is None or cand_errors <= limit,
-    )
-
-
-def _latency(state: RolloutState) -> MetricAnalysis:
-    policy, stable_p95, cand_p95 = state.policy, state.stable.latency_p95_ms, state.candidate.latency_p95_ms
-    ratio = cand_p95 / stable_p95 if stable_p95 and cand_p95 is not None else None
-    return MetricAnalysis(
-        metric="latency_p95_ratio",
-        stable=stable_p95,
-        candidate=cand_p95,
-        threshold=policy.max_latency_p95_ratio,
-        # shadow copies run after the live answer, in their own batches: their latency is
-        # reported, not judged; canary requests share batches with stable ones and are judged
-        passed=state.phase == "shadow"
-        or ratio is None
-        or ratio <= policy.max_latency_p95_ratio
-        or (cand_p95 or 0.0) - (stable_p95 or 0.0) <= policy.latency_slack_ms,
-    )
-
-
-def _schema_valid(state: RolloutState) -> MetricAnalysis:
-    stable, cand = state.stable, state.candidate
-    stable_valid = _rate(stable.schema_valid, stable.schema_checked)
-    cand_valid = _rate(cand.schema_valid, cand.schema_checked)
-    floor = (stable_valid if stable_valid is not None else 1.0) - state.policy.max_schema_valid_drop
-    return MetricAnalysis(
-        metric="schema_valid_rate",
-        stable=stable_valid,
-        candidate=cand_valid,
-        threshold=round(floor, 6),
-        passed=cand_valid is None or cand_valid >= floor,
-    )
-
-
-def _refusals(state: RolloutState) -> MetricAnalysis:
-    stable, cand, band = state.stable, state.candidate, state.policy.max_refusal_rate_delta
-    stable_refusals = _rate(stable.refusals, stable.count - stable.errors)
-    cand_refusals = _rate(cand.refusals, cand.count - cand.errors)
-    return MetricAnalysis(
-        metric="refusal_rate_delta",
-        stable=stable_refusals,
-        candidate=cand_refusals,
-        threshold=band,
-        passed=cand_refusals is None
-        or stable_refusals is None
-        or abs(cand_refusals - stable_refusals) <= band,
+        metric=metric,
+        stable=stable_value,
+        candidate=cand_value,
+        threshold=1 / alpha,
+        passed=judgement != "breach",
+        judgement=judgement,
+        method=f"mixture SPRT on the candidate's share of events (rate ratio {direction} than stable's), "
+        "conditional on each window's exposure; Ville's inequality",
+        alpha=alpha,
+        statistic=test.statistic if test else None,
+        p_value=sequential.always_valid_p(test) if test else None,
+        candidate_n=test.candidate_n if test else 0,
+        stable_n=test.stable_n if test else 0,
+        candidate_events=test.candidate_events if test else 0,
+        stable_events=test.stable_events if test else 0,
+        detects=f"a breach needs at least {floor} candidate events in a row at its exposure share {share:.3f}"
+        if floor
+        else "no exposure yet",
     )
 
 
@@ -131,11 +188,11 @@ def _shadow_agreement(state: RolloutState) -> MetricAnalysis:
 
 
 def analyse(state: RolloutState) -> tuple[MetricAnalysis, ...]:
-    """Candidate against stable on every metric the policy bounds; a metric with no data passes."""
-    metrics = [_error_rate, _latency, _schema_valid, _refusals]
+    """Every judged metric's sequential test, and (in shadow) the answers' agreement."""
+    analysis = [_judged(state, metric) for metric in JUDGED]
     if state.phase == "shadow":
-        metrics.append(_shadow_agreement)
-    return tuple(metric(state) for metric in metrics)
+        analysis.append(_shadow_agreement(state))
+    return tuple(analysis)
 
 
 def required_requests(policy: RolloutPolicy, state: RolloutState) -> int:
@@ -143,10 +200,11 @@ def required_requests(policy: RolloutPolicy, state: RolloutState) -> int:
 
 
 def decide(state: RolloutState, now: float) -> tuple[Action, tuple[MetricAnalysis, ...]]:
-    """Roll back on any breach once enough candidate requests were seen; else advance when held."""
+    """Roll back as soon as a test calls a breach; else advance when the step has held for its
+    requests and seconds ("insufficient data" holds; it never passes)."""
     analysis = analyse(state)
     policy = state.policy
-    if state.candidate.count >= policy.analysis_min_requests and not all(a.passed for a in analysis):
+    if not all(a.passed for a in analysis):
         return "rollback", analysis
     held = (
         state.candidate.count >= required_requests(policy, state)
@@ -175,9 +233,17 @@ def advanced(state: RolloutState, now: float) -> RolloutState:
 
 def breaches(analysis: tuple[MetricAnalysis, ...]) -> str:
     failed = [a for a in analysis if not a.passed]
-    return "; ".join(
-        f"{a.metric}: candidate {_fmt(a.candidate)} vs stable {_fmt(a.stable)} (limit {a.threshold:g})"
-        for a in failed
+    return "; ".join(_breach(a) for a in failed)
+
+
+def _breach(a: MetricAnalysis) -> str:
+    values = f"{a.metric}: candidate {_fmt(a.candidate)} vs stable {_fmt(a.stable)}"
+    if a.statistic is None:
+        return f"{values} (limit {a.threshold:g})"
+    return (
+        f"{values}; {a.candidate_events} of {a.candidate_n} candidate requests vs {a.stable_events} of "
+        f"{a.stable_n} stable, likelihood ratio {_fmt(a.statistic)} >= {a.threshold:g} "
+        f"(alpha {a.alpha:g}, p {_fmt(a.p_value)})"
     )
 
 

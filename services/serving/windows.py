@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from schemas.serving import Role, RouteVersionWindow
+from schemas.sketch import LatencySketch
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -73,6 +74,7 @@ class WindowCounter:
                     errors=cell.errors,
                     latency_p50_ms=percentile(cell.latencies_ms, 50) if cell.latencies_ms else None,
                     latency_p95_ms=percentile(cell.latencies_ms, 95) if cell.latencies_ms else None,
+                    latency=LatencySketch.of(cell.latencies_ms),
                     schema_valid_rate=cell.schema_valid / cell.schema_checked
                     if cell.schema_checked
                     else None,

@@ -8,11 +8,12 @@ from pydantic import ValidationError
 from schemas.refs import BaseModelRef, ModelRef, TokenizerRef
 from schemas.rollout import RolloutPolicy, RolloutState
 from schemas.serving import RouteEntry, RouteVersionWindow, ServingWindow
+from schemas.sketch import LatencySketch
 from services.rollout import analysis
 from services.serving.routing import RequestRefused, RouteBook, refuse_weight_choice
 from services.serving.windows import Outcome, WindowCounter, percentile
 
-POLICY = RolloutPolicy(shadow_min_requests=4, min_requests=4, min_seconds=10, analysis_min_requests=3)
+POLICY = RolloutPolicy(shadow_min_requests=4, min_requests=4, min_seconds=10)
 
 
 def state(phase: str = "canary", step: int = 0, **fields: object) -> RolloutState:
@@ -34,14 +35,12 @@ def state(phase: str = "canary", step: int = 0, **fields: object) -> RolloutStat
 def stat(
     role: str, version: str, count: int, errors: int = 0, p95: float = 100.0, **more: int
 ) -> RouteVersionWindow:
+    """A window's stats whose answered requests all took `p95` ms."""
+    answered = count - errors
     return RouteVersionWindow(
         route="support", version_id=version, role=role, count=count, errors=errors,  # type: ignore[arg-type]
-        latency_p50_ms=p95 / 2, latency_p95_ms=p95, **more,
+        latency_p50_ms=p95, latency_p95_ms=p95, latency=LatencySketch.of([p95] * answered), **more,
     )  # fmt: skip
-
-
-def window(end: float, *stats: RouteVersionWindow, replica: str = "r1") -> ServingWindow:
-    return ServingWindow(replica=replica, window_start=end - 5, window_end=end, tenant="acme", stats=stats)
 
 
 def test_a_window_is_counted_once_per_replica_even_when_redelivered() -> None:
@@ -64,49 +63,93 @@ def test_stats_of_other_routes_versions_and_roles_are_not_counted() -> None:
     assert counted.candidate.count == 0 and counted.stable.count == 0
 
 
-def test_errors_above_the_stables_rate_roll_back_once_enough_requests_were_seen() -> None:
-    two = analysis.accumulate(
-        state(),
-        "support",
-        window(1001, stat("stable", "mv-stable", 50), stat("candidate", "mv-cand", 2, errors=2)),
+def window(end: float, *stats: RouteVersionWindow, replica: str = "r1") -> ServingWindow:
+    return ServingWindow(replica=replica, window_start=end - 5, window_end=end, tenant="acme", stats=stats)
+
+
+def windows(first: RolloutState, count: int, *stats: RouteVersionWindow, start: float = 1001) -> RolloutState:
+    """`count` windows, 1 s apart, each with the same stats."""
+    current = first
+    for i in range(count):
+        current = analysis.accumulate(current, "support", window(start + i, *stats))
+    return current
+
+
+def test_a_candidate_that_fails_is_rolled_back_and_one_error_is_not_enough() -> None:
+    one = windows(state(), 1, stat("stable", "mv-stable", 200), stat("candidate", "mv-cand", 20, errors=1))
+    action, findings = analysis.decide(one, 1002)
+    errors = next(a for a in findings if a.metric == "error_rate")
+    assert action == "hold" and errors.judgement == "no-evidence-of-harm" and errors.candidate_events == 1
+    assert errors.alpha == pytest.approx(0.01 / 4) and errors.threshold == pytest.approx(400)
+    assert errors.statistic is not None and errors.statistic < 400
+    failing = windows(
+        state(), 2, stat("stable", "mv-stable", 200), stat("candidate", "mv-cand", 20, errors=20)
     )
-    assert analysis.decide(two, 1002)[0] == "hold"  # 2 < analysis_min_requests
-    three = analysis.accumulate(two, "support", window(1002, stat("candidate", "mv-cand", 1, errors=1)))
-    action, findings = analysis.decide(three, 1003)
+    action, findings = analysis.decide(failing, 1003)
     assert action == "rollback"
-    assert "error_rate: candidate 1 vs stable 0" in analysis.breaches(findings)
+    breach = next(a for a in findings if a.metric == "error_rate")
+    assert breach.judgement == "breach" and breach.p_value is not None and breach.p_value <= breach.alpha
+    assert (
+        "error_rate: candidate 1 vs stable 0; 40 of 40 candidate requests vs 0 of 400"
+        in analysis.breaches(findings)
+    )
 
 
 def test_a_slow_candidate_breaches_only_beyond_ratio_and_slack() -> None:
-    slow = analysis.accumulate(
-        state(),
-        "support",
-        window(1001, stat("stable", "mv-stable", 50, p95=100), stat("candidate", "mv-cand", 5, p95=200)),
+    reference = windows(state(), 1, stat("stable", "mv-stable", 200, p95=100))  # stable's latency so far
+    slow = windows(
+        reference,
+        5,
+        stat("stable", "mv-stable", 200, p95=100),
+        stat("candidate", "mv-cand", 20, p95=200),
+        start=1002,
     )
-    assert analysis.decide(slow, 1002)[0] == "rollback"
-    a_bit = analysis.accumulate(
-        state(),
-        "support",
-        window(1001, stat("stable", "mv-stable", 50, p95=10), stat("candidate", "mv-cand", 5, p95=20)),
+    action, findings = analysis.decide(slow, 1011)
+    latency = next(a for a in findings if a.metric == "latency_slow_rate")
+    assert action == "rollback" and latency.judgement == "breach"
+    assert latency.candidate == pytest.approx(200, rel=0.01) and latency.stable == pytest.approx(
+        100, rel=0.01
     )
-    assert analysis.decide(a_bit, 1002)[0] == "hold"  # 2x, but 10 ms apart: within the 25 ms slack
+    reference = windows(state(), 1, stat("stable", "mv-stable", 200, p95=10))
+    a_bit = windows(
+        reference,
+        5,
+        stat("stable", "mv-stable", 200, p95=10),
+        stat("candidate", "mv-cand", 20, p95=20),
+        start=1002,
+    )
+    assert analysis.decide(a_bit, 1011)[0] == "advance"  # 2x, but 10 ms apart: within the 25 ms slack
 
 
-def test_schema_validity_may_not_drop_and_refusals_may_not_move_beyond_policy() -> None:
-    worse = analysis.accumulate(state(), "support", window(
-        1001, stat("stable", "mv-stable", 40, schema_checked=40, schema_valid=40),
-        stat("candidate", "mv-cand", 10, schema_checked=10, schema_valid=9),
-    ))  # fmt: skip
-    action, findings = analysis.decide(worse, 1002)
-    assert action == "rollback" and [a.metric for a in findings if not a.passed] == ["schema_valid_rate"]
-    refusing = analysis.accumulate(
-        state(),
-        "support",
-        window(
-            1001, stat("stable", "mv-stable", 40, refusals=0), stat("candidate", "mv-cand", 10, refusals=3)
-        ),
+def test_schema_validity_and_refusals_are_judged_by_their_own_tests() -> None:
+    invalid = stat("candidate", "mv-cand", 10, schema_checked=10, schema_valid=2)
+    worse = windows(state(), 4, stat("stable", "mv-stable", 40, schema_checked=40, schema_valid=40), invalid)
+    action, findings = analysis.decide(worse, 1011)
+    assert action == "rollback" and [a.metric for a in findings if not a.passed] == ["schema_invalid_rate"]
+    refusing = windows(
+        state(), 4, stat("stable", "mv-stable", 40, refusals=2), stat("candidate", "mv-cand", 10, refusals=6)
     )
-    assert [a.metric for a in analysis.decide(refusing, 1002)[1] if not a.passed] == ["refusal_rate_delta"]
+    assert [a.metric for a in analysis.decide(refusing, 1011)[1] if not a.passed] == ["refusal_rate"]
+    # refusing less is a change too (a jailbroken candidate): the refusal test is two-sided
+    lax = windows(
+        state(), 6, stat("stable", "mv-stable", 40, refusals=20), stat("candidate", "mv-cand", 40, refusals=0)
+    )
+    assert [a.metric for a in analysis.decide(lax, 1011)[1] if not a.passed] == ["refusal_rate"]
+
+
+def test_a_candidate_like_stable_is_not_rolled_back_in_many_windows() -> None:
+    same = windows(
+        state(),
+        60,
+        stat("stable", "mv-stable", 90, errors=1, refusals=5),
+        stat("candidate", "mv-cand", 10, refusals=1),
+    )
+    action, findings = analysis.decide(same, 2000)
+    judged = [a for a in findings if a.metric != "schema_invalid_rate"]
+    assert action == "advance" and {a.judgement for a in judged} == {"no-evidence-of-harm"}
+    assert all("candidate events in a row" in a.detects for a in judged)
+    schema = next(a for a in findings if a.metric == "schema_invalid_rate")
+    assert schema.judgement == "reported", "no request asked for a schema"
 
 
 def test_a_step_holds_for_its_requests_and_seconds_then_advances_and_finally_promotes() -> None:
@@ -114,11 +157,15 @@ def test_a_step_holds_for_its_requests_and_seconds_then_advances_and_finally_pro
         state(), "support", window(1001, stat("stable", "mv-stable", 40), stat("candidate", "mv-cand", 4))
     )
     assert analysis.decide(healthy, 1005)[0] == "hold"  # 5 s < min_seconds
+    early = analysis.accumulate(state(), "support", window(1001, stat("candidate", "mv-cand", 2)))
+    action, findings = analysis.decide(early, 1011)
+    judged = {a.metric: a.judgement for a in findings if a.metric != "schema_invalid_rate"}
+    assert action == "hold" and set(judged.values()) == {"insufficient-data"}  # not a pass
     assert analysis.decide(healthy, 1011)[0] == "advance"
     nxt = analysis.advanced(healthy, 1011)
     assert (nxt.step_index, nxt.traffic_percent, nxt.candidate.count) == (1, 10.0, 0)
     last = analysis.accumulate(
-        state(step=3),
+        state(step=len(POLICY.steps) - 1),
         "support",
         window(1001, stat("stable", "mv-stable", 1), stat("candidate", "mv-cand", 4)),
     )
@@ -134,8 +181,9 @@ def test_shadow_latency_is_reported_but_not_judged() -> None:
         window(1001, stat("stable", "mv-stable", 8, p95=100), stat("shadow", "mv-cand", 8, p95=900)),
     )
     action, findings = analysis.decide(slow, 1011)
-    latency = next(a for a in findings if a.metric == "latency_p95_ratio")
-    assert action == "advance" and latency.candidate == 900 and latency.passed
+    latency = next(a for a in findings if a.metric == "latency_slow_rate")
+    assert action == "advance" and latency.candidate == pytest.approx(900, rel=0.01)
+    assert latency.passed and latency.judgement == "reported"
 
 
 def test_shadow_counts_mirrored_answers_and_reports_agreement() -> None:
@@ -217,5 +265,7 @@ def test_a_window_reports_percentiles_rates_and_counts() -> None:
     (row,) = per_tenant["acme"]
     assert (row.count, row.errors, row.latency_p50_ms, row.latency_p95_ms) == (21, 1, 10.0, 19.0)
     assert (row.schema_valid_rate, row.refusal_rate) == (0.5, 0.05)
+    assert row.latency is not None and row.latency.count == 20
+    assert row.latency.quantile(0.95) == pytest.approx(19.0, rel=0.01)
     assert counter.flush()[2] == {}
     assert percentile([5.0], 95) == 5.0
