@@ -1,0 +1,60 @@
+"""Watching a production route against its objectives, window after window, with no end.
+
+A canary test ends with the rollout; a production route is watched for ever, so its test must
+not lose its alarm to a long healthy past, and its error rate is stated per unit of time rather
+than once. Each objective is a rate bound p₀ (errors ≤ 0.1 %, schema-invalid ≤ 2 %, slow requests
+≤ 5 % above the latency objective, refusals outside the band). The statistic is a mixture of
+Shiryaev–Roberts statistics, one per alternative rate ρ·p₀ (ρ in 2–20):
+
+    R_t(ρ) = (1 + R_{t−1}(ρ)) · LR_t(ρ),   LR_t(ρ) = ρ^x · ((1 − ρp₀)/(1 − p₀))^(n − x)
+
+for a window of n requests with x events. Under the objective, R_t(ρ) − t is a martingale, and
+so is the mixture's; so the alarm at R_t ≥ A comes on average no sooner than A windows into a
+healthy stretch (Pollak 1987; the average run length to false alarm, ARL₀ ≥ A). After a breach
+begins, R grows geometrically: the delay is a few windows' worth of events, which
+tests/unit/test_route_watch.py measures. A single slow request moves R by a factor ρ at most: no
+alarm from one request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from schemas.slo import WatchState
+
+ALTERNATIVES = (2.0, 3.0, 5.0, 10.0, 20.0)
+
+
+def observe(
+    state: WatchState, events: int, n: int, bound: float, grid: Sequence[float] = ALTERNATIVES
+) -> WatchState:
+    """The statistic after one window of `n` requests holding `events` events, against the rate
+    bound p₀ = `bound` (alternatives above 1 are capped so that ρp₀ < 1)."""
+    stats = list(state.statistics) or [0.0] * len(grid)
+    if n > 0 and 0 < bound < 1:
+        for j, rho in enumerate(grid):
+            p1 = min(rho * bound, 0.999)
+            log_lr = events * math.log(p1 / bound) + (n - events) * math.log((1 - p1) / (1 - bound))
+            stats[j] = math.exp(min(log_lr + math.log1p(stats[j]), 700.0))
+    return state.model_copy(
+        update={
+            "statistics": tuple(stats),
+            "windows": state.windows + 1,
+            "events": state.events + events,
+            "requests": state.requests + n,
+        }
+    )
+
+
+def statistic(state: WatchState) -> float:
+    return sum(state.statistics) / len(state.statistics) if state.statistics else 0.0
+
+
+def alarmed(state: WatchState, arl_windows: float) -> bool:
+    return statistic(state) >= arl_windows
+
+
+def reset(state: WatchState) -> WatchState:
+    """After an alarm (acted on), the watch starts again from the next window."""
+    return state.model_copy(update={"statistics": (), "windows": 0, "events": 0, "requests": 0})
