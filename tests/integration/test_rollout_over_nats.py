@@ -155,9 +155,16 @@ async def test_a_healthy_candidate_goes_through_shadow_and_every_canary_step_and
             ("shadow", 0.0),
             ("canary", 1.0),
             ("canary", 10.0),
+            ("canary", 25.0),
             ("canary", 50.0),
             ("canary", 100.0),
         ]
+        # every published analysis names its method, alpha and evidence; no metric was a breach
+        analysis = (await stored_events(js, "rollout.step"))[-1].payload["analysis"]
+        last = [a for a in analysis if a["metric"] == "error_rate"]
+        assert last and last[0]["judgement"] == "no-evidence-of-harm", analysis
+        assert "mixture SPRT" in last[0]["method"] and last[0]["alpha"] == 0.0025
+        assert last[0]["candidate_n"] > 0 and "candidate events in a row" in last[0]["detects"]
         base_version = base_only(candidate).version_id()
         assert promoted["candidate_version"] == candidate.version_id()
         assert promoted["rollback_target"] == base_version
