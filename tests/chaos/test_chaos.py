@@ -107,12 +107,12 @@ async def test_rollout_controller_killed_mid_step_promotes_once(chaos: Chaos) ->
     counts = await settle(chaos, correlation)
     assert counts.get("rollout.started") == 1 and counts.get("rollout.promoted") == 1, counts
     assert "rollout.rolled-back" not in counts
-    # every step once: shadow, then canary 1, 10, 50, 100 % (a step redone after the restart would
-    # carry the same derived event id and be dropped; a fresh id would show up here as a sixth)
+    # every step once: shadow, then canary 1, 10, 25, 50, 100 % (a step redone after the restart
+    # would carry the same derived event id and be dropped; a fresh id would show up as a seventh)
     steps = [
         e["summary"] for e in await chaos.timeline(correlation) if e["type"] == "tuneline.rollout.step.v1"
     ]
-    assert len(steps) == 5 and steps.count("route=support-extract phase=canary") == 4, steps
+    assert len(steps) == 6 and steps.count("route=support-extract phase=canary") == 5, steps
     report("rollout kill -9", killed_pid=pid, steps_before_kill=steps_before, counts=counts)
 
 
