@@ -13,7 +13,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.events import Contract
+from schemas.events import Contract, Event
+from schemas.refs import RouteAlias, Tenant
 
 SloAction = Literal["page", "rollback", "retrain"]
 
@@ -41,6 +42,9 @@ class RouteObjectives(Contract):
     )
 
 
+Objective = Literal["error_rate", "latency_p95", "schema_valid_rate", "refusal_rate_high", "refusal_rate_low"]
+
+
 class WatchState(Contract):
     """One objective's Shiryaev-Roberts mixture (services/rollout/watch.py) since its last reset."""
 
@@ -48,3 +52,63 @@ class WatchState(Contract):
     windows: int = 0
     events: int = 0
     requests: int = 0
+
+
+class Alert(Contract):
+    """One objective's breach as the watch called it: what, how much, on what evidence."""
+
+    objective: Objective
+    severity: Literal["warning", "critical"] = Field(
+        description="critical: the objective's action rolls back"
+    )
+    action: SloAction
+    version_id: str = Field(description="The production version that breached")
+    value: float = Field(description="The observed rate over the windows the watch read (events / requests)")
+    bound: float = Field(description="The objective, as a rate")
+    events: int
+    requests: int
+    windows: int
+    window_s: float = Field(description="Seconds per serving window")
+    statistic: float = Field(description="The Shiryaev-Roberts mixture when it alarmed")
+    threshold: float = Field(
+        description="Alarm threshold A: the average run length to a false alarm, windows"
+    )
+    method: str = (
+        "Shiryaev-Roberts mixture over rates 2-20x the objective; ARL to false alarm >= threshold windows"
+    )
+
+
+class GuardState(Contract):
+    """A production route's watch, kept in its route entry: each objective's statistic, the alerts
+    open, and the windows already counted per replica (a redelivered window counts once)."""
+
+    version_id: str = Field(description="The version watched; a new production version starts afresh")
+    watches: dict[str, WatchState] = Field(default_factory=dict)
+    open_alerts: dict[str, Alert] = Field(default_factory=dict)
+    healthy_windows: dict[str, int] = Field(
+        default_factory=dict, description="Windows in a row at or below the objective, per open alert"
+    )
+    seen_windows: dict[str, float] = Field(default_factory=dict)
+
+
+class RouteAlertRaised(Event):
+    event_type = "route.alert-raised"
+
+    route: RouteAlias
+    tenant: Tenant
+    alert: Alert
+
+    def entity_id(self) -> str:
+        return self.route
+
+
+class RouteAlertResolved(Event):
+    event_type = "route.alert-resolved"
+
+    route: RouteAlias
+    tenant: Tenant
+    alert: Alert
+    healthy_windows: int = Field(description="Windows in a row at or below the objective before resolving")
+
+    def entity_id(self) -> str:
+        return self.route

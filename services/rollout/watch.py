@@ -4,37 +4,44 @@ A canary test ends with the rollout; a production route is watched for ever, so 
 not lose its alarm to a long healthy past, and its error rate is stated per unit of time rather
 than once. Each objective is a rate bound p₀ (errors ≤ 0.1 %, schema-invalid ≤ 2 %, slow requests
 ≤ 5 % above the latency objective, refusals outside the band). The statistic is a mixture of
-Shiryaev–Roberts statistics, one per alternative rate ρ·p₀ (ρ in 2–20):
+Shiryaev–Roberts statistics, one per alternative rate p₁ (2–20 times p₀, and p₀ plus 5–20 % of
+the distance to 1, so that rare and common events both have near alternatives):
 
-    R_t(ρ) = (1 + R_{t−1}(ρ)) · LR_t(ρ),   LR_t(ρ) = ρ^x · ((1 − ρp₀)/(1 − p₀))^(n − x)
+    R_t(p₁) = (1 + R_{t−1}(p₁)) · LR_t(p₁),   LR_t(p₁) = (p₁/p₀)^x · ((1 − p₁)/(1 − p₀))^(n − x)
 
 for a window of n requests with x events. Under the objective, R_t(ρ) − t is a martingale, and
 so is the mixture's; so the alarm at R_t ≥ A comes on average no sooner than A windows into a
 healthy stretch (Pollak 1987; the average run length to false alarm, ARL₀ ≥ A). After a breach
 begins, R grows geometrically: the delay is a few windows' worth of events, which
-tests/unit/test_route_watch.py measures. A single slow request moves R by a factor ρ at most: no
+tests/unit/test_route_watch.py measures. A single slow request moves R by a factor p₁/p₀ at most: no
 alarm from one request.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 from schemas.slo import WatchState
 
-ALTERNATIVES = (2.0, 3.0, 5.0, 10.0, 20.0)
+RATIOS = (2.0, 3.0, 5.0, 10.0, 20.0)
+"""Alternatives as multiples of the bound: what a rare-event objective (errors) meets."""
+SHIFTS = (0.05, 0.1, 0.2)
+"""... and as a share of the distance to 1: what a common-event objective (a refusal band) meets."""
 
 
-def observe(
-    state: WatchState, events: int, n: int, bound: float, grid: Sequence[float] = ALTERNATIVES
-) -> WatchState:
+def alternatives(bound: float) -> tuple[float, ...]:
+    """The alternative rates the mixture averages over, all above the bound and below 1."""
+    rates = {rho * bound for rho in RATIOS} | {bound + k * (1 - bound) for k in SHIFTS}
+    return tuple(sorted(p for p in rates if bound < p < 1))
+
+
+def observe(state: WatchState, events: int, n: int, bound: float) -> WatchState:
     """The statistic after one window of `n` requests holding `events` events, against the rate
-    bound p₀ = `bound` (alternatives above 1 are capped so that ρp₀ < 1)."""
+    bound p₀ = `bound`."""
+    grid = alternatives(bound)
     stats = list(state.statistics) or [0.0] * len(grid)
     if n > 0 and 0 < bound < 1:
-        for j, rho in enumerate(grid):
-            p1 = min(rho * bound, 0.999)
+        for j, p1 in enumerate(grid):
             log_lr = events * math.log(p1 / bound) + (n - events) * math.log((1 - p1) / (1 - bound))
             stats[j] = math.exp(min(log_lr + math.log1p(stats[j]), 700.0))
     return state.model_copy(

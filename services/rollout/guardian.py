@@ -1,0 +1,144 @@
+"""The guardian's judgement of a production route, window after window (no I/O).
+
+Each objective of the route (schemas.slo.RouteObjectives) is a rate bound on one kind of event
+among the production version's requests; `watch.observe` updates its statistic with the window,
+and an alarm raises an alert carrying its evidence and the objective's action. After an alarm the
+objective's watch starts again; the alert resolves after `RESOLVE_WINDOWS` windows in a row at or
+below the objective. The caller (the controller) stores the returned state in the route's KV entry
+with compare-and-set, so replicas and redeliveries act once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.serving import RouteVersionWindow, ServingWindow
+from schemas.slo import Alert, GuardState, Objective, RouteObjectives, SloAction, WatchState
+from services.rollout import watch
+
+RESOLVE_WINDOWS = 12
+"""Windows in a row at or below the objective before an alert resolves (a minute at 5 s windows)."""
+
+
+@dataclass(frozen=True)
+class Judged:
+    state: GuardState
+    raised: tuple[Alert, ...] = ()
+    resolved: tuple[tuple[Alert, int], ...] = ()
+
+    @property
+    def actions(self) -> tuple[SloAction, ...]:
+        """What the raised alerts ask for, most drastic first (rollback, retrain, page)."""
+        order = {"rollback": 0, "retrain": 1, "page": 2}
+        return tuple(sorted({a.action for a in self.raised}, key=order.__getitem__))
+
+
+def _totals(stats: list[RouteVersionWindow]) -> RouteVersionWindow | None:
+    if not stats:
+        return None
+    first = stats[0]
+    latency = first.latency
+    for stat in stats[1:]:
+        if stat.latency is not None:
+            latency = stat.latency if latency is None else latency.merged(stat.latency)
+    fields = ("count", "errors", "schema_checked", "schema_valid", "refusals")
+    return first.model_copy(
+        update={**{f: sum(getattr(s, f) for s in stats) for f in fields}, "latency": latency}
+    )
+
+
+def _events(
+    stat: RouteVersionWindow, objectives: RouteObjectives, release_refusal_rate: float | None
+) -> dict[Objective, tuple[int, int, float, SloAction]]:
+    """Per objective: (events, requests, the rate bound, its action) in this window."""
+    answered = stat.count - stat.errors
+    found: dict[Objective, tuple[int, int, float, SloAction]] = {
+        "error_rate": (stat.errors, stat.count, objectives.error_rate_max, objectives.error_action),
+    }
+    if stat.latency is not None and stat.latency.count:
+        slow = stat.latency.count_above(objectives.latency_p95_ms_max)
+        found["latency_p95"] = (slow, stat.latency.count, 0.05, objectives.latency_action)
+    if stat.schema_checked:
+        invalid = stat.schema_checked - stat.schema_valid
+        found["schema_valid_rate"] = (
+            invalid, stat.schema_checked, 1 - objectives.schema_valid_min, objectives.schema_action
+        )  # fmt: skip
+    if release_refusal_rate is not None and answered:
+        high = release_refusal_rate + objectives.refusal_band
+        low = release_refusal_rate - objectives.refusal_band
+        if high < 1:
+            found["refusal_rate_high"] = (stat.refusals, answered, high, objectives.refusal_action)
+        if low > 0:
+            found["refusal_rate_low"] = (
+                answered - stat.refusals,
+                answered,
+                1 - low,
+                objectives.refusal_action,
+            )
+    return found
+
+
+def judge(
+    state: GuardState,
+    window: ServingWindow,
+    route: str,
+    objectives: RouteObjectives,
+    *,
+    window_s: float,
+    release_refusal_rate: float | None = None,
+) -> Judged:
+    """The route's guard after one serving window of its production (stable) version."""
+    if window.window_end <= state.seen_windows.get(window.replica, 0.0):
+        return Judged(state)  # already counted
+    seen = {**state.seen_windows, window.replica: window.window_end}
+    stats = [
+        s
+        for s in window.stats
+        if s.route == route and s.role == "stable" and s.version_id == state.version_id
+    ]
+    stat = _totals(stats)
+    if stat is None:
+        return Judged(state.model_copy(update={"seen_windows": seen}))
+    threshold = objectives.arl_days * 86_400 / window_s
+    watches, open_alerts, healthy = dict(state.watches), dict(state.open_alerts), dict(state.healthy_windows)
+    raised: list[Alert] = []
+    resolved: list[tuple[Alert, int]] = []
+    for objective, (events, n, bound, action) in _events(stat, objectives, release_refusal_rate).items():
+        current = watch.observe(watches.get(objective, WatchState()), events, n, bound)
+        if objective in open_alerts:
+            # while an alert is open its evidence is not carried over: the watch restarts each
+            # window, and judges afresh once the alert resolves
+            healthy[objective] = healthy.get(objective, 0) + 1 if n and events / n <= bound else 0
+            if healthy[objective] >= RESOLVE_WINDOWS:
+                resolved.append((open_alerts.pop(objective), healthy.pop(objective)))
+            watches[objective] = watch.reset(current)
+            continue
+        if watch.alarmed(current, threshold):
+            alert = Alert(
+                objective=objective,
+                severity="critical" if action == "rollback" else "warning",
+                action=action,
+                version_id=state.version_id,
+                value=current.events / current.requests if current.requests else 0.0,
+                bound=bound,
+                events=current.events,
+                requests=current.requests,
+                windows=current.windows,
+                window_s=window_s,
+                statistic=watch.statistic(current),
+                threshold=threshold,
+            )
+            raised.append(alert)
+            open_alerts[objective] = alert
+            healthy[objective] = 0
+            current = watch.reset(current)
+        watches[objective] = current
+    new = state.model_copy(
+        update={
+            "watches": watches,
+            "open_alerts": open_alerts,
+            "healthy_windows": healthy,
+            "seen_windows": seen,
+        }
+    )
+    return Judged(new, tuple(raised), tuple(resolved))
