@@ -27,6 +27,7 @@ from schemas.rollout import (
     RolloutStep,
 )
 from schemas.serving import ServingWindow
+from schemas.slo import RouteAlertRaised, RouteAlertResolved
 from schemas.training import (
     TrainingCancelled,
     TrainingCancelRequested,
@@ -56,6 +57,8 @@ _ALL: tuple[type[Event], ...] = (
     RolloutPromoted,
     RolloutRolledBack,
     RolloutPaused,
+    RouteAlertRaised,
+    RouteAlertResolved,
     RolloutPauseRequested,
     RolloutResumeRequested,
     RolloutAbortRequested,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from schemas.events import Contract
+from schemas.slo import RouteObjectives
 
 TargetScorer = Literal["auto", "exact", "token-f1", "json-match", "json-schema", "regex", "contains"]
 
@@ -89,6 +90,11 @@ class GatePolicy(Contract):
 
     few_shot: int = Field(
         default=3, ge=0, le=16, description="Examples in the few-shot baseline's prompt (0: no few-shot arm)"
+    )
+    objectives: RouteObjectives | None = Field(
+        default=None,
+        description="Service-level objectives the route is held to once this version is promoted "
+        "(None: the rollout service's defaults)",
     )
     drift_max_points: float = Field(
         default=5.0, ge=0, description="drift.detected when a production suite score moves more than this"

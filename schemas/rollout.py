@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from schemas.events import Contract, Event
 from schemas.refs import RouteAlias, Tenant
 from schemas.sketch import LatencySketch
+from schemas.slo import RouteObjectives
 
 Phase = Literal["shadow", "canary", "promoted", "rolled-back", "paused"]
 
@@ -91,6 +92,11 @@ class RolloutPolicy(Contract):
         lt=1,
         description="A request is slow above stable's latency at this quantile (earlier windows); the "
         "latency test compares the arms' shares of slow requests",
+    )
+    objectives: RouteObjectives = Field(
+        default_factory=RouteObjectives,
+        description="What the guardian holds the route to after promotion (a recipe's gates.objectives "
+        "replaces these for its route)",
     )
     min_shadow_agreement: float | None = Field(
         default=None, ge=0, le=1, description="Shadow answers identical to stable's, at least (None: report)"

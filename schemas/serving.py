@@ -10,6 +10,7 @@ from schemas.events import Contract, Event
 from schemas.refs import ModelRef, RouteAlias, Tenant
 from schemas.rollout import RolloutState
 from schemas.sketch import LatencySketch
+from schemas.slo import GuardState, RouteObjectives
 
 
 class RouteVersionWindow(Contract):
@@ -75,6 +76,16 @@ class RouteEntry(Contract):
         description="Versions whose gates.passed this route has acted on, and how that ended "
         "(started | promoted | rolled-back | superseded): a replayed gates.passed never rolls one "
         "out again. The controller keeps the latest 256.",
+    )
+
+    objectives: RouteObjectives | None = Field(
+        default=None, description="The production version's service-level objectives (set at promotion)"
+    )
+    guard: GuardState | None = Field(
+        default=None, description="The guardian's watch of the production version"
+    )
+    release_refusal_rate: float | None = Field(
+        default=None, ge=0, le=1, description="The refusal rate measured at release (the last canary step)"
     )
 
     def version_of(self, role: Role) -> ModelRef | None:

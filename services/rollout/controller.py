@@ -29,10 +29,12 @@ from schemas.rollout import (
     RolloutStep,
 )
 from schemas.serving import RouteEntry, ServingWindow
+from schemas.slo import GuardState
 from services.core.messaging.bus import EventBus
 from services.core.messaging.delivery import HandlerContext
 from services.core.messaging.routes import RouteConflict, RouteTable
-from services.rollout import analysis
+from services.rollout import analysis, guarding
+from services.rollout.guarding import released
 
 log = logging.getLogger(__name__)
 CAS_ATTEMPTS = 20
@@ -50,21 +52,15 @@ def _about(entry: RouteEntry, state: RolloutState) -> dict[str, Any]:
     }
 
 
+def _refusal_rate(state: RolloutState) -> float | None:
+    """The candidate's refusal rate over its last canary step: the rate measured at release."""
+    answered = state.candidate.count - state.candidate.errors
+    return state.candidate.refusals / answered if answered else None
+
+
 def base_only(ref: ModelRef) -> ModelRef:
     """The bare base of a version: what a route's first rollout is measured against."""
     return ModelRef(base=ref.base, tokenizer=ref.tokenizer)
-
-
-RELEASED_KEPT = 256  # versions a route remembers having acted on
-
-
-def released(entry: RouteEntry | None, **outcomes: str) -> dict[str, str]:
-    """The route's record of acted-on versions with `outcomes` (version → outcome) added, bounded."""
-    record = dict(entry.released) if entry is not None else {}
-    for version, outcome in outcomes.items():
-        record.pop(version, None)  # re-inserted last: the newest outcome is kept longest
-        record[version] = outcome
-    return dict(list(record.items())[-RELEASED_KEPT:])
 
 
 Verify = Callable[[str, str], Awaitable[None]]
@@ -124,7 +120,9 @@ class RolloutController:
             origin_event_id=ctx.envelope.id,
             correlation_id=ctx.envelope.correlation_id,
             step_started_at=time.time(),
-            policy=self.policy,
+            policy=self.policy
+            if event.policy.objectives is None
+            else self.policy.model_copy(update={"objectives": event.policy.objectives}),
         )
         superseded: list[tuple[RolloutState, Event]] = []
         events = await self._change(event.route, functools.partial(self._started, event, state, superseded))
@@ -206,8 +204,12 @@ class RolloutController:
 
         def change(entry: RouteEntry | None) -> tuple[RouteEntry | None, list[Event]]:
             outcome.clear()
-            if entry is None or entry.rollout is None or entry.tenant != window.tenant:
+            if entry is None or entry.tenant != window.tenant:
                 return None, []
+            if entry.rollout is None:  # a production route: the guardian's watch
+                updated, raised = guarding.guarded(entry, route, window)
+                outcome.update(guarded=raised)
+                return updated, raised
             state = analysis.accumulate(entry.rollout, route, window)
             action, findings = analysis.decide(state, time.time())
             state = state.model_copy(update={"last_analysis": findings})
@@ -224,6 +226,12 @@ class RolloutController:
         state = outcome.get("state")
         if isinstance(state, RolloutState) and events:
             await self._publish(state, events, f"{outcome['action']}-{state.step_index}")
+        elif "guarded" in outcome:
+            # ids derived from the window that decided: a second controller on the same window
+            # publishes the same ids, which JetStream drops
+            origin = f"tuneline/guard/{route}/{window.replica}/{window.window_end}"
+            for event in events:
+                await self.bus.publish(event, event_id=derived_event_id(origin, event.ce_type(), "guard"))
 
     def _advanced(
         self, entry: RouteEntry, state: RolloutState, findings: tuple[MetricAnalysis, ...]
@@ -251,6 +259,10 @@ class RolloutController:
                 "rollback_target": entry.stable,
                 "rollout": None,
                 "released": released(entry, **{state.candidate_version: "promoted"}),
+                # from now on the guardian holds the route to its objectives
+                "objectives": state.policy.objectives,
+                "guard": GuardState(version_id=state.candidate_version),
+                "release_refusal_rate": _refusal_rate(state),
             }
         )
         promoted = RolloutPromoted(
@@ -323,22 +335,6 @@ class RolloutController:
             await ctx.publish(event)
 
     def _restored(self, entry: RouteEntry, reason: str) -> tuple[RouteEntry, list[Event]]:
-        assert entry.stable is not None and entry.rollback_target is not None
-        demoted, target = entry.stable.version_id(), entry.rollback_target.version_id()
-        updated = entry.model_copy(
-            update={
-                "stable": entry.rollback_target,
-                "rollback_target": None,
-                "released": released(entry, **{demoted: "rolled-back"}),
-            }
-        )
-        event = RolloutRolledBack(
-            route=entry.route,
-            tenant=entry.tenant,
-            candidate_version=demoted,
-            stable_version=target,
-            rollout_id=f"rollback-{demoted}",
-            reason=f"operator rollback to {target}" + (f": {reason}" if reason else ""),
-        )
-        log.warning("%s: rolled back from %s to %s", entry.route, demoted, target)
-        return updated, [event]
+        assert entry.rollback_target is not None
+        target = entry.rollback_target.version_id()
+        return guarding.restored(entry, f"operator rollback to {target}" + (f": {reason}" if reason else ""))

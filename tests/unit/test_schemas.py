@@ -35,6 +35,8 @@ DESIGN_EVENTS = {
     "rollout.promoted",
     "rollout.rolled-back",
     "rollout.paused",
+    "route.alert-raised",  # added by tuneline (issue 24): the guardian after promotion
+    "route.alert-resolved",
     "rollout.pause-requested",
     "rollout.resume-requested",
     "rollout.abort-requested",

@@ -291,6 +291,8 @@ SERVICE_USERS: tuple[Access, ...] = (
             "rollout.promoted",
             "rollout.rolled-back",
             "rollout.paused",
+            "route.alert-raised",  # the guardian, after promotion
+            "route.alert-resolved",
         ),
         calls=("registry",),  # a verdict is checked against the record before a rollout starts
         buckets=(("KV", ROUTES_BUCKET, "write"),),

@@ -1,0 +1,79 @@
+"""The guardian on a real stack: after a real rollout promotes a version, faults injected into the
+production version raise an alert and, per the route's objectives, roll it back or only page.
+
+A real nats-server, the registry, the rollout controller and a serving replica answering HTTP
+traffic from a generator; the objectives travel in the gate policy of the candidate's verdict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.gate_policy import GatePolicy
+from schemas.rollout import RolloutPolicy
+from schemas.slo import RouteObjectives
+from services.core.artifacts import ArtifactStore
+from services.core.settings import CoreSettings
+from services.rollout.app import create_app as rollout_app
+from services.rollout.config import RolloutSettings
+from services.rollout.controller import base_only
+from services.serving.config import Fault
+from tests.support.rollout import event_of, generating, passed, route_now
+from tests.support.services import operator_runtime, registry_app
+from tests.support.serving import adapter_refs, start_serving
+from tests.support.stream import stored_events
+
+pytestmark = pytest.mark.integration
+POLICY = RolloutPolicy(
+    shadow_min_requests=4, min_requests=3, min_seconds=0.3, latency_slack_ms=250, steps=(50.0, 100.0)
+)
+
+
+@pytest.mark.parametrize("action", ["rollback", "page"])
+async def test_after_promotion_an_error_breach_raises_one_alert_and_acts_per_the_routes_policy(
+    core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any, action: str
+) -> None:
+    store = ArtifactStore(core.artifact_root)
+    candidate = adapter_refs(store, tiny_model, tmp_path, 1)[0]
+    await running(registry_app(core, tmp_path))
+    await running(rollout_app(RolloutSettings(core=core, policy=POLICY)))
+    serving, url = await start_serving(
+        running, core, tmp_path / "serving", window_s=0.3, api_keys={"key-acme": "acme"}
+    )
+    # a latency SLA a busy 2-core machine meets: the error objective is the one under test
+    objectives = RouteObjectives(error_action=action, latency_p95_ms_max=60_000)  # type: ignore[arg-type]
+    async with operator_runtime(core) as operator:
+        await passed(operator, candidate, GatePolicy(objectives=objectives))
+        async with generating(url) as traffic:
+            await event_of(operator, "rollout.promoted")
+            entry = await route_now(operator)
+            assert entry.guard is not None and entry.guard.version_id == candidate.version_id()
+            assert entry.objectives == objectives
+            # the production version starts failing after its rollout ended
+            serving.settings.faults[candidate.version_id()] = Fault(error_rate=1.0)
+            raised = await event_of(operator, "route.alert-raised", timeout=60)
+            if action == "rollback":
+                rolled = await event_of(operator, "rollout.rolled-back", timeout=30)
+        js = operator.broker.connection.jetstream()
+        alert = raised["alert"]
+        assert (alert["objective"], alert["action"]) == ("error_rate", action)
+        assert alert["severity"] == ("critical" if action == "rollback" else "warning")
+        assert alert["version_id"] == candidate.version_id() and alert["value"] > alert["bound"] == 0.001
+        assert alert["statistic"] >= alert["threshold"] and alert["requests"] > 0
+        assert "Shiryaev-Roberts" in alert["method"]
+        entry = await route_now(operator)
+        if action == "rollback":
+            assert rolled["reason"].startswith("slo-breach: error_rate"), rolled["reason"]
+            assert rolled["candidate_version"] == candidate.version_id()
+            assert entry.stable == base_only(candidate) and entry.rollback_target is None
+            # the restored version is watched afresh
+            assert entry.guard is not None and entry.guard.version_id == base_only(candidate).version_id()
+            assert len(await stored_events(js, "rollout.rolled-back")) == 1
+        else:
+            assert entry.stable == candidate, "page only alerts"
+            assert not await stored_events(js, "rollout.rolled-back")
+        assert len(await stored_events(js, "route.alert-raised")) == 1, "one alert per breach"
+        assert any(status != 200 for *_, status in traffic.answers)
