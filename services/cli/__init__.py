@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import datasets, evals, events, generated, lineage, merge, rollout, runs, stack
+from services.cli import datasets, evals, events, generated, health, lineage, merge, rollout, runs, stack
 from services.cli.session import NatsUrl, Session
 
 app = typer.Typer(
@@ -34,7 +34,7 @@ for command in (
     lineage.card,
     merge.merge,
     rollout.rollback,
-    rollout.routes,
+    health.alerts,
     rollout.traffic,
 ):
     app.command()(command)
@@ -51,6 +51,7 @@ for name, group in (
     ("drift", evals.drift_app),
     ("suites", evals.suites_app),
     ("rollout", rollout.rollout_app),
+    ("routes", health.routes_app),
 ):
     app.add_typer(group, name=name)
 

@@ -1,9 +1,8 @@
-"""Routes and rollouts: `tuneline rollout`, `tuneline rollback`, `tuneline routes`, `tuneline traffic`."""
+"""Rollouts: `tuneline rollout`, `tuneline rollback`, `tuneline traffic` (routes: services/cli/health.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -49,7 +48,7 @@ async def _route_entry(runtime: ServiceRuntime, alias: str) -> tuple[Any, int]:
     return entry, revision
 
 
-def _version(ref: Any) -> str:
+def version_label(ref: Any) -> str:
     return (
         "—"
         if ref is None
@@ -73,12 +72,12 @@ def rollout_status(
         console.print_json(entry.model_dump_json())
         return
     console.print(f"[bold]{entry.route}[/] · tenant {entry.tenant} · revision {revision}")
-    console.print(f"  stable:          {_version(entry.stable)}")
+    console.print(f"  stable:          {version_label(entry.stable)}")
     shadow = f" · shadow {entry.shadow_percent:g}%" if entry.shadow else ""
     console.print(
-        f"  candidate:       {_version(entry.candidate)} · weight {entry.candidate_weight:g}%{shadow}"
+        f"  candidate:       {version_label(entry.candidate)} · weight {entry.candidate_weight:g}%{shadow}"
     )
-    console.print(f"  rollback target: {_version(entry.rollback_target)}")
+    console.print(f"  rollback target: {version_label(entry.rollback_target)}")
     state = entry.rollout
     if state is None:
         console.print("  no rollout in progress")
@@ -155,39 +154,6 @@ for _name, _event, _doc in VERBS:
 def rollback(ctx: typer.Context, alias: AliasArg, tenant: TenantOpt = None, reason: ReasonOpt = "") -> None:
     """Return the route to its recorded rollback target (or abort a rollout in progress)."""
     _operator_request(Session.of(ctx), RolloutRollbackRequested, alias, tenant, reason)
-
-
-def routes(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Every route in the route table: stable and candidate versions, weight, shadow."""
-    session = Session.of(ctx)
-    from services.core.messaging.routes import NoRouteTable, RouteTable
-
-    async def read() -> dict[str, Any]:
-        async with session.connected() as runtime:
-            try:
-                table = await RouteTable.open(runtime.broker.connection.jetstream(), create=False)
-            except NoRouteTable:
-                return {}
-            return await table.entries()
-
-    entries = run_coro(read())
-    if as_json:
-        console.print_json(json.dumps({k: v.model_dump(mode="json") for k, v in entries.items()}))
-        return
-    table = Table("route", "tenant", "stable", "candidate", "weight", "phase")
-    for name, entry in sorted(entries.items()):
-        phase = (
-            "—"
-            if entry.rollout is None
-            else entry.rollout.phase + (" (paused)" if entry.rollout.paused else "")
-        )
-        table.add_row(
-            name, entry.tenant, _version(entry.stable), _version(entry.candidate),
-            f"{entry.candidate_weight:g}%", phase,
-        )  # fmt: skip
-    console.print(
-        table if entries else "no routes yet: a rollout creates one when a candidate passes its gates"
-    )
 
 
 TRAFFIC_PROMPTS = (

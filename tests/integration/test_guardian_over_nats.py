@@ -7,6 +7,10 @@ traffic from a generator; the objectives travel in the gate policy of the candid
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +81,25 @@ async def test_after_promotion_an_error_breach_raises_one_alert_and_acts_per_the
             assert not await stored_events(js, "rollout.rolled-back")
         assert len(await stored_events(js, "route.alert-raised")) == 1, "one alert per breach"
         assert any(status != 200 for *_, status in traffic.answers)
+        # the operator sees it from the CLI: the route's health and the alert
+        health = json.loads(await cli(core, "routes", "health", "support", "--json"))["support"]
+        listed = json.loads(await cli(core, "alerts", "--history", "5", "--json"))
+        assert [e["objective"] for e in listed["events"]] == ["error_rate"]
+        errors = next(row for row in health if row["objective"] == "error_rate")
+        assert errors["bound"] == 0.001 and errors["action"] == action
+        if action == "page":  # still failing: the alert stays open, the budget is spent
+            assert errors["alert"]["objective"] == "error_rate"
+            assert [a["objective"] for a in listed["open"]] == ["error_rate"]
+            assert errors["budget_left"] is None or errors["budget_left"] < 0
+        else:  # the restored base is watched afresh, with no alert open
+            assert errors["alert"] is None and listed["open"] == []
+
+
+async def cli(core: CoreSettings, *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", "--nats-url", core.nats.servers[0], *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()

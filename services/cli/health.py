@@ -1,0 +1,190 @@
+"""Route health: `tuneline routes [health [<alias>]]` and `tuneline alerts`, from the route table
+every replica reads (the guardian keeps its watch there) and the event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from schemas.serving import RouteEntry
+from services.cli.rollout import version_label
+from services.cli.session import Session, console, run_coro
+from services.rollout.guardian import bounds
+from services.rollout.watch import statistic
+
+routes_app = typer.Typer(
+    help="The route table, and each production route's health against its objectives.",
+    invoke_without_command=True,
+)
+
+
+async def _entries(session: Session) -> dict[str, RouteEntry]:
+    from services.core.messaging.routes import NoRouteTable, RouteTable
+
+    async with session.connected() as runtime:
+        try:
+            table = await RouteTable.open(runtime.broker.connection.jetstream(), create=False)
+        except NoRouteTable:
+            return {}
+        return await table.entries()
+
+
+@routes_app.callback()
+def routes(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every route in the route table: stable and candidate versions, weight, shadow."""
+    if ctx.invoked_subcommand is not None:
+        return
+    entries = run_coro(_entries(Session.of(ctx)))
+    if as_json:
+        console.print_json(json.dumps({k: v.model_dump(mode="json") for k, v in entries.items()}))
+        return
+    table = Table("route", "tenant", "stable", "candidate", "weight", "phase", "alerts")
+    for name, entry in sorted(entries.items()):
+        phase = (
+            "—"
+            if entry.rollout is None
+            else entry.rollout.phase + (" (paused)" if entry.rollout.paused else "")
+        )
+        alerts = ", ".join(entry.guard.open_alerts) if entry.guard and entry.guard.open_alerts else "—"
+        table.add_row(
+            name, entry.tenant, version_label(entry.stable), version_label(entry.candidate),
+            f"{entry.candidate_weight:g}%", phase, alerts,
+        )  # fmt: skip
+    console.print(
+        table if entries else "no routes yet: a rollout creates one when a candidate passes its gates"
+    )
+
+
+def health_rows(entry: RouteEntry) -> list[dict[str, Any]]:
+    """Each objective of a production route: its bound, the rate since the watch last started,
+    the error budget left (1 - events / (bound x requests)), the statistic and any open alert."""
+    if entry.guard is None or entry.objectives is None:
+        return []
+    rows = []
+    for objective, (bound, action) in bounds(entry.objectives, entry.release_refusal_rate).items():
+        watch = entry.guard.watches.get(objective)
+        requests = watch.requests if watch else 0
+        events = watch.events if watch else 0
+        alert = entry.guard.open_alerts.get(objective)
+        rows.append(
+            {
+                "objective": objective,
+                "bound": bound,
+                "action": action,
+                "rate": events / requests if requests else None,
+                "events": events,
+                "requests": requests,
+                "windows": watch.windows if watch else 0,
+                "budget_left": 1 - events / (bound * requests) if requests else None,
+                "statistic": statistic(watch) if watch else 0.0,
+                "alert": alert.model_dump(mode="json") if alert else None,
+            }
+        )
+    return rows
+
+
+@routes_app.command("health")
+def health(
+    ctx: typer.Context,
+    alias: Annotated[str | None, typer.Argument(help="One route (default: every production route)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Each production route against its objectives: the rate now, the error budget left, alerts open."""
+    entries = run_coro(_entries(Session.of(ctx)))
+    chosen = {k: v for k, v in entries.items() if alias is None or k == alias}
+    report = {name: health_rows(entry) for name, entry in sorted(chosen.items())}
+    if as_json:
+        console.print_json(json.dumps(report))
+        return
+    if alias is not None and alias not in entries:
+        console.print(f"[red]route {alias!r} does not exist; `tuneline routes` lists the routes[/]")
+        raise typer.Exit(1)
+    for name, rows in report.items():
+        entry = chosen[name]
+        if not rows:
+            console.print(f"[bold]{name}[/]: not watched (no promoted version with objectives yet)")
+            continue
+        assert entry.guard is not None and entry.objectives is not None
+        console.print(
+            f"[bold]{name}[/] · {entry.guard.version_id} · a statistic alarms at "
+            f"{entry.objectives.arl_days:g} days of windows (Shiryaev-Roberts: a false alarm at most "
+            "that rarely on average)"
+        )
+        table = Table(
+            "objective", "bound", "rate now", "events / requests", "budget left", "statistic", "alert"
+        )
+        for row in rows:
+            rate = "—" if row["rate"] is None else f"{row['rate']:.4g}"
+            budget = "—" if row["budget_left"] is None else f"{100 * row['budget_left']:.0f}%"
+            alert = f"[red]{row['alert']['severity']} → {row['action']}[/]" if row["alert"] else "—"
+            table.add_row(
+                row["objective"], f"{row['bound']:.4g}", rate, f"{row['events']} / {row['requests']}",
+                budget, f"{row['statistic']:.3g}", alert,
+            )  # fmt: skip
+        console.print(table)
+
+
+def alerts(
+    ctx: typer.Context,
+    history: Annotated[int, typer.Option(help="Also list the last N raised/resolved alert events")] = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Alerts open on production routes (the guardian's), and optionally the recent alert events."""
+    session = Session.of(ctx)
+    entries = run_coro(_entries(session))
+    open_alerts = [
+        {"route": name, **alert.model_dump(mode="json")}
+        for name, entry in sorted(entries.items())
+        if entry.guard is not None
+        for alert in entry.guard.open_alerts.values()
+    ]
+    events = run_coro(_alert_events(session, history)) if history else []
+    if as_json:
+        console.print_json(json.dumps({"open": open_alerts, "events": events}))
+        return
+    if not open_alerts:
+        console.print("no alerts open")
+    for alert in open_alerts:
+        console.print(
+            f"[red]{alert['severity']}[/] {alert['route']}: {alert['objective']} {alert['value']:.4g} "
+            f"against {alert['bound']:.4g} ({alert['events']} events in {alert['requests']} requests) "
+            f"→ {alert['action']} · {alert['version_id']}"
+        )
+    for event in events:
+        console.print(f"  {event['type']:22} {event['route']}: {event['objective']} · {event['version_id']}")
+
+
+async def _alert_events(session: Session, last: int) -> list[dict[str, Any]]:
+    """The last `last` route.alert-* events in the stream."""
+    from nats.js.api import DeliverPolicy
+
+    found: list[dict[str, Any]] = []
+    async with session.connected() as runtime:
+        js = runtime.broker.connection.jetstream()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        sub = await js.subscribe(
+            "tuneline.events.route.>", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL, cb=queue.put
+        )
+        try:
+            while True:
+                try:
+                    msg = await asyncio.wait_for(queue.get(), 1.0)
+                except TimeoutError:
+                    break
+                data = json.loads(msg.data)
+                payload = data.get("data", data)
+                found.append(
+                    {
+                        "type": msg.subject.split(".")[2] + "." + msg.subject.split(".")[3],
+                        "route": payload.get("route"),
+                        "objective": payload.get("alert", {}).get("objective"),
+                        "version_id": payload.get("alert", {}).get("version_id"),
+                    }
+                )
+        finally:
+            await sub.unsubscribe()
+    return found[-last:]
