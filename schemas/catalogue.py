@@ -27,7 +27,7 @@ from schemas.rollout import (
     RolloutStep,
 )
 from schemas.serving import ServingWindow
-from schemas.slo import RouteAlertRaised, RouteAlertResolved
+from schemas.slo import IncidentReported, RouteAlertRaised, RouteAlertResolved
 from schemas.training import (
     TrainingCancelled,
     TrainingCancelRequested,
@@ -59,6 +59,7 @@ _ALL: tuple[type[Event], ...] = (
     RolloutPaused,
     RouteAlertRaised,
     RouteAlertResolved,
+    IncidentReported,
     RolloutPauseRequested,
     RolloutResumeRequested,
     RolloutAbortRequested,

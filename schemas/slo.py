@@ -34,6 +34,11 @@ class RouteObjectives(Contract):
         default=0.05, gt=0, lt=1, description="Refusal rate within this many points (as a share) of release's"
     )
     refusal_action: SloAction = "page"
+    incident_action: SloAction = Field(
+        default="rollback",
+        description="What a critical incident reported on the route does (common practice: any confirmed "
+        "jailbreak rolls back at once)",
+    )
     arl_days: float = Field(
         default=30.0,
         gt=0,
@@ -109,6 +114,21 @@ class RouteAlertResolved(Event):
     tenant: Tenant
     alert: Alert
     healthy_windows: int = Field(description="Windows in a row at or below the objective before resolving")
+
+    def entity_id(self) -> str:
+        return self.route
+
+
+class IncidentReported(Event):
+    """An operator's report of trouble on a route (only the platform operator may publish it)."""
+
+    event_type = "incident.reported"
+
+    route: RouteAlias
+    tenant: Tenant
+    severity: Literal["info", "warning", "critical"]
+    reason: str = Field(min_length=1, description="What happened, for the record")
+    reported_by: str = "operator"
 
     def entity_id(self) -> str:
         return self.route

@@ -52,6 +52,7 @@ for name, group in (
     ("suites", evals.suites_app),
     ("rollout", rollout.rollout_app),
     ("routes", health.routes_app),
+    ("incident", health.incident_app),
 ):
     app.add_typer(group, name=name)
 

@@ -188,3 +188,49 @@ async def _alert_events(session: Session, last: int) -> list[dict[str, Any]]:
         finally:
             await sub.unsubscribe()
     return found[-last:]
+
+
+incident_app = typer.Typer(help="Incidents on routes (the platform operator only).", no_args_is_help=True)
+
+
+@incident_app.command("report")
+def incident_report(
+    ctx: typer.Context,
+    alias: Annotated[str, typer.Argument(help="The route alias")],
+    reason: Annotated[str, typer.Option(help="What happened, for the record")],
+    severity: Annotated[str, typer.Option(help="info | warning | critical")] = "critical",
+    tenant: Annotated[str | None, typer.Option(help="Tenant of the route (default: the route's)")] = None,
+) -> None:
+    """Report an incident: a critical one rolls the route back at once when its objectives say so
+    (`incident_action: rollback`, the default)."""
+    from pydantic import ValidationError
+
+    from schemas.slo import IncidentReported
+    from services.cli.session import fail
+
+    session = Session.of(ctx)
+
+    def build(route_tenant: str) -> IncidentReported:
+        try:
+            return IncidentReported(
+                route=alias, tenant=tenant or route_tenant, severity=severity,
+                reason=reason, reported_by="cli",
+            )  # fmt: skip
+        except ValidationError as error:
+            problem = error.errors()[0]
+            raise fail(
+                f"incident on {alias!r}: {'.'.join(map(str, problem['loc']))}: {problem['msg']}"
+            ) from None
+
+    async def send() -> str:
+        entries = await _entries(session)
+        if alias not in entries:
+            raise fail(f"route {alias!r} does not exist; `tuneline routes` lists the routes")
+        event = build(entries[alias].tenant)  # the route's own tenant unless --tenant says otherwise
+        async with session.connected() as runtime:
+            return (await runtime.bus.publish(event)).id
+
+    sent = run_coro(send())
+    console.print(
+        f"incident.reported ({severity}) sent for {alias} ({sent}); `tuneline rollout status {alias}`"
+    )

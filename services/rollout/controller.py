@@ -29,7 +29,7 @@ from schemas.rollout import (
     RolloutStep,
 )
 from schemas.serving import RouteEntry, ServingWindow
-from schemas.slo import GuardState
+from schemas.slo import GuardState, IncidentReported
 from services.core.messaging.bus import EventBus
 from services.core.messaging.delivery import HandlerContext
 from services.core.messaging.routes import RouteConflict, RouteTable
@@ -333,6 +333,32 @@ class RolloutController:
         events = await self._change(route, change)
         for event in events:
             await ctx.publish(event)
+
+    async def incident(self, event: IncidentReported, ctx: HandlerContext) -> None:
+        """A critical incident rolls the route back at once when its objectives say so: a rollout
+        in progress is aborted, a promoted version gives way to its rollback target."""
+        objectives = self.policy.objectives
+
+        def change(entry: RouteEntry | None) -> tuple[RouteEntry | None, list[Event]]:
+            if entry is None or entry.tenant != event.tenant:
+                log.warning("incident on %s: no such route for tenant %s", event.route, event.tenant)
+                return None, []
+            action = (entry.objectives or objectives).incident_action
+            if event.severity != "critical" or action != "rollback":
+                log.warning(
+                    "%s incident on %s recorded (%s): %s", event.severity, event.route, action, event.reason
+                )
+                return None, []
+            why = f"incident ({event.severity}, by {event.reported_by}): {event.reason}"
+            if entry.rollout is not None:
+                return self._rolled_back(entry, entry.rollout, why, entry.rollout.last_analysis)
+            if entry.rollback_target is not None and entry.stable is not None:
+                return guarding.restored(entry, why)
+            log.warning("critical incident on %s: nothing to roll back to", event.route)
+            return None, []
+
+        for published in await self._change(event.route, change):
+            await ctx.publish(published)
 
     def _restored(self, entry: RouteEntry, reason: str) -> tuple[RouteEntry, list[Event]]:
         assert entry.rollback_target is not None

@@ -14,6 +14,7 @@ from schemas.rollout import (
     _OperatorRequest,
 )
 from schemas.serving import ServingWindow
+from schemas.slo import IncidentReported
 from services.core.messaging.bus import EventBus
 from services.core.messaging.delivery import HandlerContext, PermanentError, subscribe_event
 from services.core.prometheus import ServiceMetrics
@@ -44,6 +45,9 @@ class RolloutHandlers:
     async def on_window(self, event: ServingWindow, ctx: HandlerContext) -> None:
         await self.controller.on_window(event)
 
+    async def on_incident(self, event: IncidentReported, ctx: HandlerContext) -> None:
+        await self.controller.incident(event, ctx)
+
     async def on_operator(self, event: _OperatorRequest, ctx: HandlerContext) -> None:
         await self.controller.operate(event.route, event.tenant, ACTIONS[type(event)], event.reason, ctx)
 
@@ -56,7 +60,11 @@ def register(
     delivery: DeliverySettings,
     metrics: ServiceMetrics | None,
 ) -> None:
-    pairs = [(GatesPassed, handlers.on_gates_passed), (ServingWindow, handlers.on_window)]
+    pairs = [
+        (GatesPassed, handlers.on_gates_passed),
+        (ServingWindow, handlers.on_window),
+        (IncidentReported, handlers.on_incident),
+    ]
     pairs += [(cls, handlers.on_operator) for cls in ACTIONS]
     for event_cls, handler in pairs:
         subscribe_event(

@@ -103,3 +103,40 @@ async def cli(core: CoreSettings, *args: str) -> str:
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     return out.decode()
+
+
+async def test_a_critical_incident_rolls_a_promoted_version_back_at_once_and_a_warning_does_not(
+    core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any
+) -> None:
+    store = ArtifactStore(core.artifact_root)
+    candidate = adapter_refs(store, tiny_model, tmp_path, 1)[0]
+    await running(registry_app(core, tmp_path))
+    await running(rollout_app(RolloutSettings(core=core, policy=POLICY)))
+    _, url = await start_serving(
+        running, core, tmp_path / "serving", window_s=0.3, api_keys={"key-acme": "acme"}
+    )
+    objectives = RouteObjectives(latency_p95_ms_max=60_000)  # incident_action: rollback, the default
+    async with operator_runtime(core) as operator:
+        await passed(operator, candidate, GatePolicy(objectives=objectives))
+        async with generating(url):
+            await event_of(operator, "rollout.promoted")
+        js = operator.broker.connection.jetstream()
+        await cli(
+            core,
+            "incident",
+            "report",
+            "support",
+            "--tenant",
+            "acme",
+            "--severity",
+            "warning",
+            "--reason",
+            "odd",
+        )
+        await cli(core, "incident", "report", "support", "--reason", "confirmed jailbreak")
+        rolled = await event_of(operator, "rollout.rolled-back", timeout=20)
+        assert rolled["reason"] == "incident (critical, by cli): confirmed jailbreak", rolled["reason"]
+        assert rolled["candidate_version"] == candidate.version_id()
+        assert (await route_now(operator)).stable == base_only(candidate)
+        assert len(await stored_events(js, "incident.reported")) == 2
+        assert len(await stored_events(js, "rollout.rolled-back")) == 1, "the warning rolled nothing back"

@@ -37,6 +37,7 @@ DESIGN_EVENTS = {
     "rollout.paused",
     "route.alert-raised",  # added by tuneline (issue 24): the guardian after promotion
     "route.alert-resolved",
+    "incident.reported",  # added by tuneline (issue 24): only the platform operator publishes it
     "rollout.pause-requested",
     "rollout.resume-requested",
     "rollout.abort-requested",

@@ -284,6 +284,7 @@ SERVICE_USERS: tuple[Access, ...] = (
             "rollout.abort-requested",
             "rollout.promote-requested",
             "rollout.rollback-requested",
+            "incident.reported",
         ),
         publishes=(
             "rollout.started",
@@ -307,7 +308,8 @@ SERVICE_USERS: tuple[Access, ...] = (
     Access(
         "operator",
         "cli",
-        publishes=OPERATOR_EVENTS,
+        # incident.reported is the platform operator's alone: a tenant's operator cannot send one
+        publishes=(*OPERATOR_EVENTS, "incident.reported"),
         calls=("registry", "evaluation", "*"),
         buckets=(("KV", ROUTES_BUCKET, "read"), ("OBJ", UPLOADS_BUCKET, "write")),
         reads_events=True,
