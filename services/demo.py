@@ -274,6 +274,14 @@ def _rollout_step(
     _cli(stack, console, "traffic", route, "--url", url, "--requests", "0", "--max-tokens", "16",
          "--timeout", "600")  # fmt: skip
     _cli(stack, console, "rollout", "status", route)
+    console.print(
+        "Promoted, the version is not left alone: the guardian holds the route to its objectives "
+        "(errors, p95 latency, schema validity, refusals) window after window, and rolls it back or "
+        "pages on a breach (docs/serving.md):"
+    )
+    _cli(stack, console, "traffic", route, "--url", url, "--requests", "24", "--max-tokens", "16")
+    time.sleep(5)  # serving reports every 1-2 s in the demo: its last windows reach the guardian
+    _cli(stack, console, "routes", "health", route)
     curl = curl_command(stack, url, route)
     console.print(f"query the route yourself (with --keep): {curl} -D - (headers name the exact version)")
 

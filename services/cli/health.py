@@ -73,6 +73,7 @@ def health_rows(entry: RouteEntry) -> list[dict[str, Any]]:
         rows.append(
             {
                 "objective": objective,
+                "meaning": _meaning(objective, bound, entry),
                 "bound": bound,
                 "action": action,
                 "rate": events / requests if requests else None,
@@ -85,6 +86,20 @@ def health_rows(entry: RouteEntry) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _meaning(objective: str, bound: float, entry: RouteEntry) -> str:
+    """The objective as an operator states it."""
+    assert entry.objectives is not None
+    if objective == "error_rate":
+        return f"errors <= {100 * bound:.3g} %"
+    if objective == "latency_p95":
+        return f"p95 <= {entry.objectives.latency_p95_ms_max:g} ms"
+    if objective == "schema_valid_rate":
+        return f"schema-valid >= {100 * (1 - bound):.3g} %"
+    if objective == "refusal_rate_high":
+        return f"refusals <= {100 * bound:.3g} %"
+    return f"refusals >= {100 * (1 - bound):.3g} %"
 
 
 @routes_app.command("health")
@@ -115,14 +130,14 @@ def health(
             "that rarely on average)"
         )
         table = Table(
-            "objective", "bound", "rate now", "events / requests", "budget left", "statistic", "alert"
+            "objective", "means", "rate now", "events / requests", "budget left", "statistic", "alert"
         )
         for row in rows:
             rate = "—" if row["rate"] is None else f"{row['rate']:.4g}"
             budget = "—" if row["budget_left"] is None else f"{100 * row['budget_left']:.0f}%"
             alert = f"[red]{row['alert']['severity']} → {row['action']}[/]" if row["alert"] else "—"
             table.add_row(
-                row["objective"], f"{row['bound']:.4g}", rate, f"{row['events']} / {row['requests']}",
+                row["objective"], row["meaning"], rate, f"{row['events']} / {row['requests']}",
                 budget, f"{row['statistic']:.3g}", alert,
             )  # fmt: skip
         console.print(table)
