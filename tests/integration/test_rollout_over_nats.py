@@ -34,12 +34,17 @@ POLICY = RolloutPolicy(shadow_min_requests=4, min_requests=3, min_seconds=0.3, l
 
 
 async def stack(
-    core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any, **serving: Any
+    core: CoreSettings,
+    tmp_path: Path,
+    tiny_model: Path,
+    running: Any,
+    policy: RolloutPolicy = POLICY,
+    **serving: Any,
 ) -> tuple[ModelRef, str]:
     store = ArtifactStore(core.artifact_root)
     candidate = adapter_refs(store, tiny_model, tmp_path, 1)[0]
     await running(registry_app(core, tmp_path))
-    await running(rollout_app(RolloutSettings(core=core, policy=POLICY)))
+    await running(rollout_app(RolloutSettings(core=core, policy=policy)))
     _, url = await start_serving(
         running, core, tmp_path / "serving", window_s=0.3, api_keys={"key-acme": "acme"}, **serving
     )
@@ -111,7 +116,11 @@ async def test_a_failing_candidate_is_rolled_back_and_serves_nothing_afterwards(
     core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any, fault: dict[str, float], metric: str
 ) -> None:
     # the fault hits the candidate's live (canary) answers only: it passes shadow, then breaks in canary
-    candidate, url = await stack(core, tmp_path, tiny_model, running, faults={"support/candidate": fault})
+    # steps held for 12 candidate requests: evidence enough for the sequential tests to call the
+    # breach before the last step even when a loaded machine makes the windows few and uneven
+    held = POLICY.model_copy(update={"min_requests": 12})
+    faults = {"support/candidate": fault}
+    candidate, url = await stack(core, tmp_path, tiny_model, running, held, faults=faults)
     async with operator_runtime(core) as operator:
         await passed(operator, candidate)
         async with generating(url):
