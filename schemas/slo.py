@@ -19,6 +19,9 @@ from schemas.refs import RouteAlias, Tenant
 SloAction = Literal["page", "rollback", "retrain"]
 
 
+Objective = Literal["error_rate", "latency_p95", "schema_valid_rate", "refusal_rate_high", "refusal_rate_low"]
+
+
 class RouteObjectives(Contract):
     error_rate_max: float = Field(default=0.001, gt=0, lt=1, description="Share of requests that fail")
     error_action: SloAction = "rollback"
@@ -46,8 +49,23 @@ class RouteObjectives(Contract):
         "this many days, per objective (the watch's average run length)",
     )
 
-
-Objective = Literal["error_rate", "latency_p95", "schema_valid_rate", "refusal_rate_high", "refusal_rate_low"]
+    def bounds(self, release_refusal_rate: float | None) -> dict[Objective, tuple[float, SloAction]]:
+        """Each objective as a rate bound on its events, with its action. The latency SLA bounds
+        the share of requests slower than it (a p95 within the SLA: at most 5 %); the refusal band
+        is two bounds, on refusals above it and on answers below it."""
+        found: dict[Objective, tuple[float, SloAction]] = {
+            "error_rate": (self.error_rate_max, self.error_action),
+            "latency_p95": (0.05, self.latency_action),
+            "schema_valid_rate": (1 - self.schema_valid_min, self.schema_action),
+        }
+        if release_refusal_rate is not None:
+            high = release_refusal_rate + self.refusal_band
+            low = release_refusal_rate - self.refusal_band
+            if high < 1:
+                found["refusal_rate_high"] = (high, self.refusal_action)
+            if low > 0:
+                found["refusal_rate_low"] = (1 - low, self.refusal_action)
+        return found
 
 
 class WatchState(Contract):
@@ -57,6 +75,11 @@ class WatchState(Contract):
     windows: int = 0
     events: int = 0
     requests: int = 0
+
+    @property
+    def statistic(self) -> float:
+        """The mixture: the average of the per-alternative statistics (0 before any window)."""
+        return sum(self.statistics) / len(self.statistics) if self.statistics else 0.0
 
 
 class Alert(Contract):

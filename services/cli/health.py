@@ -13,8 +13,6 @@ from rich.table import Table
 from schemas.serving import RouteEntry
 from services.cli.rollout import version_label
 from services.cli.session import Session, console, run_coro
-from services.rollout.guardian import bounds
-from services.rollout.watch import statistic
 
 routes_app = typer.Typer(
     help="The route table, and each production route's health against its objectives.",
@@ -65,7 +63,7 @@ def health_rows(entry: RouteEntry) -> list[dict[str, Any]]:
     if entry.guard is None or entry.objectives is None:
         return []
     rows = []
-    for objective, (bound, action) in bounds(entry.objectives, entry.release_refusal_rate).items():
+    for objective, (bound, action) in entry.objectives.bounds(entry.release_refusal_rate).items():
         watch = entry.guard.watches.get(objective)
         requests = watch.requests if watch else 0
         events = watch.events if watch else 0
@@ -81,7 +79,7 @@ def health_rows(entry: RouteEntry) -> list[dict[str, Any]]:
                 "requests": requests,
                 "windows": watch.windows if watch else 0,
                 "budget_left": 1 - events / (bound * requests) if requests else None,
-                "statistic": statistic(watch) if watch else 0.0,
+                "statistic": watch.statistic if watch else 0.0,
                 "alert": alert.model_dump(mode="json") if alert else None,
             }
         )

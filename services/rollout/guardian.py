@@ -47,27 +47,6 @@ def _totals(stats: list[RouteVersionWindow]) -> RouteVersionWindow | None:
     )
 
 
-def bounds(
-    objectives: RouteObjectives, release_refusal_rate: float | None
-) -> dict[Objective, tuple[float, SloAction]]:
-    """Each objective as a rate bound on its events, with its action. The latency SLA bounds the
-    share of requests slower than it (a p95 within the SLA: at most 5 %); the refusal band is two
-    bounds, on refusals above it and on answers below it."""
-    found: dict[Objective, tuple[float, SloAction]] = {
-        "error_rate": (objectives.error_rate_max, objectives.error_action),
-        "latency_p95": (0.05, objectives.latency_action),
-        "schema_valid_rate": (1 - objectives.schema_valid_min, objectives.schema_action),
-    }
-    if release_refusal_rate is not None:
-        high = release_refusal_rate + objectives.refusal_band
-        low = release_refusal_rate - objectives.refusal_band
-        if high < 1:
-            found["refusal_rate_high"] = (high, objectives.refusal_action)
-        if low > 0:
-            found["refusal_rate_low"] = (1 - low, objectives.refusal_action)
-    return found
-
-
 def _events(
     stat: RouteVersionWindow, objectives: RouteObjectives, release_refusal_rate: float | None
 ) -> dict[Objective, tuple[int, int, float, SloAction]]:
@@ -83,7 +62,7 @@ def _events(
         counted["refusal_rate_low"] = (answered - stat.refusals, answered)
     return {
         objective: (*counted[objective], bound, action)
-        for objective, (bound, action) in bounds(objectives, release_refusal_rate).items()
+        for objective, (bound, action) in objectives.bounds(release_refusal_rate).items()
         if objective in counted
     }
 

@@ -55,7 +55,7 @@ def observe(state: WatchState, events: int, n: int, bound: float) -> WatchState:
 
 
 def statistic(state: WatchState) -> float:
-    return sum(state.statistics) / len(state.statistics) if state.statistics else 0.0
+    return state.statistic
 
 
 def alarmed(state: WatchState, arl_windows: float) -> bool:
