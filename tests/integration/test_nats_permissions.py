@@ -89,25 +89,6 @@ async def test_the_training_user_cannot_publish_gates_passed_but_publishes_its_o
     assert not (info.state.subjects or {})  # nothing reached the stream
 
 
-async def test_only_the_platform_operator_may_report_an_incident(as_user: Any) -> None:
-    """A critical incident rolls a route back at once: no tenant's operator may send one."""
-    from schemas.subjects import tenant_subject
-
-    operator = await as_user("operator")
-    ack = await operator.nc.jetstream().publish(
-        event_subject("incident.reported"), b"{}", headers=envelope("incident.reported", "i-1")
-    )
-    assert ack.stream == EVENTS_STREAM
-    tenant = await as_user("operator-acme")
-    for subject in (event_subject("incident.reported"), tenant_subject("incident.reported", "acme")):
-        with pytest.raises(nats.errors.TimeoutError):
-            await tenant.nc.jetstream().publish(
-                subject, b"{}", headers=envelope("incident.reported", "i-2"), timeout=2
-            )
-    await asyncio.sleep(0.2)
-    assert any("incident.reported" in v for v in tenant.violations())
-
-
 async def test_the_evaluation_user_cannot_take_trainings_work(as_user: Any) -> None:
     training, evaluation, curation = (
         await as_user("training"),

@@ -14,11 +14,11 @@ from typing import Any
 import nats
 import pytest
 
-from schemas.subjects import event_subject, rpc_subject, tenant_rpc_subject
+from schemas.subjects import EVENTS_STREAM, event_subject, rpc_subject, tenant_rpc_subject
 from services.core.messaging.nats_server import SecureNats
 from services.core.messaging.rpc import RpcError, query
 from services.core.security.access import ADMIN_USER
-from tests.support.secure_nats import as_service, curation_as_itself
+from tests.support.secure_nats import as_service, curation_as_itself, envelope
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +171,22 @@ async def _the_cli_as_acme_lists_acme_only(secure: SecureNats) -> None:
     listed_by_cli = await asyncio.to_thread(subprocess.run, cli, env=env, capture_output=True, text=True)
     assert listed_by_cli.returncode == 0, listed_by_cli.stderr
     assert "sub-51" in listed_by_cli.stdout and "sub-52" not in listed_by_cli.stdout
+
+
+async def test_only_the_platform_operator_may_report_an_incident(as_user: Any) -> None:
+    """A critical incident rolls a route back at once: no tenant's operator may send one."""
+    from schemas.subjects import tenant_subject
+
+    operator = await as_user("operator")
+    ack = await operator.nc.jetstream().publish(
+        event_subject("incident.reported"), b"{}", headers=envelope("incident.reported", "i-1")
+    )
+    assert ack.stream == EVENTS_STREAM
+    tenant = await as_user("operator-acme")
+    for subject in (event_subject("incident.reported"), tenant_subject("incident.reported", "acme")):
+        with pytest.raises(nats.errors.TimeoutError):
+            await tenant.nc.jetstream().publish(
+                subject, b"{}", headers=envelope("incident.reported", "i-2"), timeout=2
+            )
+    await asyncio.sleep(0.2)
+    assert any("incident.reported" in v for v in tenant.violations())
