@@ -36,10 +36,10 @@ POLICY = RolloutPolicy(
 )
 
 
-@pytest.mark.parametrize("action", ["rollback", "page"])
-async def test_after_promotion_an_error_breach_raises_one_alert_and_acts_per_the_routes_policy(
-    core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any, action: str
-) -> None:
+async def guarded_stack(
+    core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any
+) -> tuple[Any, Any, str]:
+    """The registry, rollout and one serving replica; a candidate adapter to roll out."""
     store = ArtifactStore(core.artifact_root)
     candidate = adapter_refs(store, tiny_model, tmp_path, 1)[0]
     await running(registry_app(core, tmp_path))
@@ -47,6 +47,14 @@ async def test_after_promotion_an_error_breach_raises_one_alert_and_acts_per_the
     serving, url = await start_serving(
         running, core, tmp_path / "serving", window_s=0.3, api_keys={"key-acme": "acme"}
     )
+    return candidate, serving, url
+
+
+@pytest.mark.parametrize("action", ["rollback", "page"])
+async def test_after_promotion_an_error_breach_raises_one_alert_and_acts_per_the_routes_policy(
+    core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any, action: str
+) -> None:
+    candidate, serving, url = await guarded_stack(core, tmp_path, tiny_model, running)
     # a latency SLA a busy 2-core machine meets: the error objective is the one under test
     objectives = RouteObjectives(error_action=action, latency_p95_ms_max=60_000)  # type: ignore[arg-type]
     async with operator_runtime(core) as operator:
@@ -108,13 +116,7 @@ async def cli(core: CoreSettings, *args: str) -> str:
 async def test_a_critical_incident_rolls_a_promoted_version_back_at_once_and_a_warning_does_not(
     core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any
 ) -> None:
-    store = ArtifactStore(core.artifact_root)
-    candidate = adapter_refs(store, tiny_model, tmp_path, 1)[0]
-    await running(registry_app(core, tmp_path))
-    await running(rollout_app(RolloutSettings(core=core, policy=POLICY)))
-    _, url = await start_serving(
-        running, core, tmp_path / "serving", window_s=0.3, api_keys={"key-acme": "acme"}
-    )
+    candidate, _, url = await guarded_stack(core, tmp_path, tiny_model, running)
     objectives = RouteObjectives(latency_p95_ms_max=60_000)  # incident_action: rollback, the default
     async with operator_runtime(core) as operator:
         await passed(operator, candidate, GatePolicy(objectives=objectives))
