@@ -27,7 +27,7 @@ from schemas.rollout import (
     RolloutStep,
 )
 from schemas.serving import ServingWindow
-from schemas.slo import IncidentReported, RouteAlertRaised, RouteAlertResolved
+from schemas.slo import IncidentReported, RetrainRequested, RouteAlertRaised, RouteAlertResolved
 from schemas.training import (
     TrainingCancelled,
     TrainingCancelRequested,
@@ -60,6 +60,7 @@ _ALL: tuple[type[Event], ...] = (
     RouteAlertRaised,
     RouteAlertResolved,
     IncidentReported,
+    RetrainRequested,
     RolloutPauseRequested,
     RolloutResumeRequested,
     RolloutAbortRequested,

@@ -117,6 +117,19 @@ class DatasetDetail(Contract):
     details: dict[str, Any] | None
 
 
+class ApprovedDatasetQuery(Contract):
+    """The route's last approved dataset, as approved: what a retrain resubmits."""
+
+    route: str = Field(min_length=1)
+    tenant: str = Field(min_length=1)
+
+
+class ApprovedDataset(Contract):
+    event_id: str = Field(description="The dataset.approved event's id")
+    correlation_id: str
+    approved: dict[str, Any] = Field(description="The dataset.approved payload, as recorded")
+
+
 class RunsQuery(Contract):
     tenant: str | None = None
     status: str | None = Field(default=None, description="started | running | completed | failed | cancelled")
@@ -288,6 +301,7 @@ MODELS_LIST = QuerySpec("registry", "models.list", ModelVersionsQuery, ModelVers
 MODELS_GET = QuerySpec("registry", "models.get", ModelVersionQuery, ModelVersionDetail)
 DATASETS_LIST = QuerySpec("registry", "datasets.list", DatasetsQuery, DatasetList)
 DATASETS_GET = QuerySpec("registry", "datasets.get", DatasetQuery, DatasetDetail)
+DATASETS_APPROVED = QuerySpec("registry", "datasets.approved", ApprovedDatasetQuery, ApprovedDataset)
 RUNS_LIST = QuerySpec("registry", "runs.list", RunsQuery, RunList)
 RUNS_GET = QuerySpec("registry", "runs.get", RunQuery, RunDetail)
 EVALS_GET = QuerySpec("registry", "evals.get", EvalsQuery, EvalDetail)
@@ -306,6 +320,7 @@ QUERIES: dict[str, QuerySpec[Any, Any]] = {
         MODELS_GET,
         DATASETS_LIST,
         DATASETS_GET,
+        DATASETS_APPROVED,
         RUNS_LIST,
         RUNS_GET,
         EVALS_GET,

@@ -24,6 +24,9 @@ class RouteVersionWindow(Contract):
     latency: LatencySketch | None = Field(
         default=None, description="Answered requests' latencies, mergeable across windows and replicas"
     )
+    ttft: LatencySketch | None = Field(
+        default=None, description="Streamed answers' times to first token, ms (mergeable like latency)"
+    )
     schema_valid_rate: float | None = Field(default=None, ge=0, le=1)
     refusal_rate: float | None = Field(default=None, ge=0, le=1)
     schema_checked: int = Field(default=0, ge=0, description="Responses that had a schema to meet")
@@ -86,6 +89,9 @@ class RouteEntry(Contract):
     )
     release_refusal_rate: float | None = Field(
         default=None, ge=0, le=1, description="The refusal rate measured at release (the last canary step)"
+    )
+    release_latency_p95_ms: float | None = Field(
+        default=None, ge=0, description="The p95 latency measured at release (the last canary step)"
     )
 
     def version_of(self, role: Role) -> ModelRef | None:

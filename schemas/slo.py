@@ -17,9 +17,18 @@ from schemas.events import Contract, Event
 from schemas.refs import RouteAlias, Tenant
 
 SloAction = Literal["page", "rollback", "retrain"]
+Trigger = Literal["slo", "drift", "incident", "operator"]
 
 
-Objective = Literal["error_rate", "latency_p95", "schema_valid_rate", "refusal_rate_high", "refusal_rate_low"]
+Objective = Literal[
+    "error_rate",
+    "latency_p95",
+    "ttft_p95",
+    "schema_valid_rate",
+    "refusal_rate_high",
+    "refusal_rate_low",
+    "drift",
+]
 
 
 class RouteObjectives(Contract):
@@ -28,7 +37,17 @@ class RouteObjectives(Contract):
     latency_p95_ms_max: float = Field(
         default=2000.0, gt=0, description="Absolute SLA on the p95 request latency"
     )
+    latency_release_ratio: float = Field(
+        default=1.15,
+        gt=1,
+        description="The p95 latency also stays within this multiple of the p95 measured at release "
+        "(the candidate's over its last canary step)",
+    )
     latency_action: SloAction = "page"
+    ttft_p95_ms_max: float = Field(
+        default=1000.0, gt=0, description="SLA on the p95 time to first token of streamed answers"
+    )
+    ttft_action: SloAction = "page"
     schema_valid_min: float = Field(
         default=0.98, gt=0, lt=1, description="Share of schema-checked answers that meet the schema"
     )
@@ -37,6 +56,11 @@ class RouteObjectives(Contract):
         default=0.05, gt=0, lt=1, description="Refusal rate within this many points (as a share) of release's"
     )
     refusal_action: SloAction = "page"
+    drift_action: SloAction = Field(
+        default="retrain",
+        description="What `drift.detected` on the production version does (a suite score moved more than "
+        "the gate policy's drift_max_points since release)",
+    )
     incident_action: SloAction = Field(
         default="rollback",
         description="What a critical incident reported on the route does (common practice: any confirmed "
@@ -56,6 +80,7 @@ class RouteObjectives(Contract):
         found: dict[Objective, tuple[float, SloAction]] = {
             "error_rate": (self.error_rate_max, self.error_action),
             "latency_p95": (0.05, self.latency_action),
+            "ttft_p95": (0.05, self.ttft_action),
             "schema_valid_rate": (1 - self.schema_valid_min, self.schema_action),
         }
         if release_refusal_rate is not None:
@@ -66,6 +91,13 @@ class RouteObjectives(Contract):
             if low > 0:
                 found["refusal_rate_low"] = (1 - low, self.refusal_action)
         return found
+
+    def latency_limit_ms(self, release_p95_ms: float | None) -> float:
+        """The p95 latency a request is held to: the SLA, and within `latency_release_ratio` of the
+        p95 measured at release when there is one."""
+        if release_p95_ms is None or release_p95_ms <= 0:
+            return self.latency_p95_ms_max
+        return min(self.latency_p95_ms_max, self.latency_release_ratio * release_p95_ms)
 
 
 class WatchState(Contract):
@@ -152,6 +184,23 @@ class IncidentReported(Event):
     severity: Literal["info", "warning", "critical"]
     reason: str = Field(min_length=1, description="What happened, for the record")
     reported_by: str = "operator"
+
+    def entity_id(self) -> str:
+        return self.route
+
+
+class RetrainRequested(Event):
+    """Train the route's next generation: curation resubmits the route's last approved dataset with
+    its recipe (a `dataset.approved` caused by this event), and training starts a run on it."""
+
+    event_type = "retrain.requested"
+
+    route: RouteAlias
+    tenant: Tenant
+    version_id: str | None = Field(default=None, description="The production version that asked for it")
+    trigger: Trigger
+    reason: str = Field(min_length=1)
+    requested_by: str = "guardian"
 
     def entity_id(self) -> str:
         return self.route

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from schemas.serving import RouteEntry
 from services.cli.rollout import version_label
-from services.cli.session import Session, console, run_coro
+from services.cli.session import Session, console, fail, run_coro
 
 routes_app = typer.Typer(
     help="The route table, and each production route's health against its objectives.",
@@ -83,6 +83,22 @@ def health_rows(entry: RouteEntry) -> list[dict[str, Any]]:
                 "alert": alert.model_dump(mode="json") if alert else None,
             }
         )
+    drift = entry.guard.open_alerts.get("drift")
+    rows.append(
+        {
+            "objective": "drift",
+            "meaning": "suite scores within the gate policy's drift_max_points of release",
+            "bound": drift.bound if drift else None,
+            "action": entry.objectives.drift_action,
+            "rate": drift.value if drift else None,
+            "events": drift.events if drift else 0,
+            "requests": 0,
+            "windows": 0,
+            "budget_left": None,
+            "statistic": drift.statistic if drift else 0.0,
+            "alert": drift.model_dump(mode="json") if drift else None,
+        }
+    )
     return rows
 
 
@@ -92,7 +108,12 @@ def _meaning(objective: str, bound: float, entry: RouteEntry) -> str:
     if objective == "error_rate":
         return f"errors <= {100 * bound:.3g} %"
     if objective == "latency_p95":
-        return f"p95 <= {entry.objectives.latency_p95_ms_max:g} ms"
+        limit = entry.objectives.latency_limit_ms(entry.release_latency_p95_ms)
+        if limit < entry.objectives.latency_p95_ms_max:
+            return f"p95 <= {limit:.0f} ms ({entry.objectives.latency_release_ratio:g}x release)"
+        return f"p95 <= {limit:g} ms"
+    if objective == "ttft_p95":
+        return f"p95 first token <= {entry.objectives.ttft_p95_ms_max:g} ms (streamed)"
     if objective == "schema_valid_rate":
         return f"schema-valid >= {100 * (1 - bound):.3g} %"
     if objective == "refusal_rate_high":
@@ -219,7 +240,6 @@ def incident_report(
     from pydantic import ValidationError
 
     from schemas.slo import IncidentReported
-    from services.cli.session import fail
 
     session = Session.of(ctx)
 
@@ -247,3 +267,32 @@ def incident_report(
     console.print(
         f"incident.reported ({severity}) sent for {alias} ({sent}); `tuneline rollout status {alias}`"
     )
+
+
+@routes_app.command("retrain")
+def retrain(
+    ctx: typer.Context,
+    alias: Annotated[str, typer.Argument(help="The route alias")],
+    reason: Annotated[str, typer.Option(help="Why, for the record")],
+    tenant: Annotated[str | None, typer.Option(help="Tenant of the route (default: the route's)")] = None,
+) -> None:
+    """Publish retrain.requested: curation resubmits the route's last approved dataset with its
+    recipe, and training starts the next generation (what an objective with `action: retrain` does)."""
+    from schemas.slo import RetrainRequested
+
+    session = Session.of(ctx)
+
+    async def send() -> str:
+        entries = await _entries(session)
+        if alias not in entries:
+            raise fail(f"route {alias!r} does not exist; `tuneline routes` lists the routes")
+        entry = entries[alias]
+        event = RetrainRequested(
+            route=alias, tenant=tenant or entry.tenant, trigger="operator", reason=reason, requested_by="cli",
+            version_id=entry.stable.version_id() if entry.stable is not None else None,
+        )  # fmt: skip
+        async with session.connected() as runtime:
+            return (await runtime.bus.publish(event)).id
+
+    sent = run_coro(send())
+    console.print(f"retrain of {alias} requested ({sent}); `tuneline datasets list` shows the resubmission")

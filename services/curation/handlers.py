@@ -14,6 +14,7 @@ from typing import Any
 from faststream.nats import NatsBroker
 
 from schemas.dataset import DatasetApproved, DatasetRejected, DatasetSubmitted, DataSource, Finding, SplitInfo
+from schemas.slo import RetrainRequested
 from services.core.artifacts import ArtifactError, ArtifactStore
 from services.core.messaging import uploads
 from services.core.messaging.bus import EventBus
@@ -32,6 +33,7 @@ from services.curation.pipeline import (
     report,
     report_json,
 )
+from services.curation.retrain import Retrainer
 from services.curation.sources import SourceError
 
 SERVICE = "curation"
@@ -243,6 +245,15 @@ def register(
         broker,
         DatasetSubmitted,
         handlers.on_submitted,
+        service=SERVICE,
+        bus=bus,
+        delivery=settings.core.delivery,
+        metrics=metrics,
+    )
+    subscribe_event(
+        broker,
+        RetrainRequested,
+        Retrainer(handlers.store, broker).on_retrain,
         service=SERVICE,
         bus=bus,
         delivery=settings.core.delivery,

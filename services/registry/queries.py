@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from schemas.queries import (
+    ApprovedDatasetQuery,
     CardQuery,
     DatasetList,
     DatasetQuery,
@@ -74,6 +75,11 @@ def registry_queries(store: RegistryStore) -> dict[str, Query]:
             ),
         ),
         "datasets.get": Query(DatasetQuery, lambda q: store.get_dataset(q.id), lambda r: {r.summary.tenant}),
+        "datasets.approved": Query(
+            ApprovedDatasetQuery,
+            lambda q: store.approved_dataset(q.route, q.tenant),
+            lambda r: {str(r.approved.get("tenant"))},
+        ),
         "runs.list": Query(
             RunsQuery,
             lambda q: RunList(runs=store.list_runs(tenant=q.tenant, status=q.status, limit=q.limit)),

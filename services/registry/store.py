@@ -10,10 +10,12 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
+from schemas.dataset import DatasetApproved
 from schemas.envelope import Envelope
 from schemas.events import Event
 from schemas.queries import (
     AdaptationCard,
+    ApprovedDataset,
     DatasetDetail,
     DatasetSummary,
     EvalDetail,
@@ -267,6 +269,25 @@ class RegistryStore:
                 audit=row.audit,
                 findings=row.findings,
                 details=row.details,
+            )
+
+    def approved_dataset(self, route: str, tenant: str) -> ApprovedDataset:
+        """The newest dataset.approved for the tenant's route, with its payload as recorded."""
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(EventRecord)
+                .where(EventRecord.type == DatasetApproved.ce_type(), EventRecord.tenant == tenant)
+                .order_by(EventRecord.time.desc(), EventRecord.id.desc())
+                .limit(1000)
+            )
+            row = next((r for r in rows if r.payload.get("route") == route), None)
+            if row is None:
+                raise NotFound(
+                    f"route {route!r} of tenant {tenant!r} has no approved dataset on record; "
+                    "submit one with `tuneline datasets submit`"
+                )
+            return ApprovedDataset(
+                event_id=row.ce_id, correlation_id=row.correlation_id, approved=row.payload
             )
 
     def list_runs(

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from schemas.envelope import derived_event_id
-from schemas.evaluation import GatesPassed
+from schemas.evaluation import DriftDetected, GatesPassed
 from schemas.events import Event
 from schemas.refs import ModelRef
 from schemas.rollout import (
@@ -230,8 +230,8 @@ class RolloutController:
             # ids derived from the window that decided: a second controller on the same window
             # publishes the same ids, which JetStream drops
             origin = f"tuneline/guard/{route}/{window.replica}/{window.window_end}"
-            for event in events:
-                await self.bus.publish(event, event_id=derived_event_id(origin, event.ce_type(), "guard"))
+            for n, event in enumerate(events):  # two alerts of one window are two events
+                await self.bus.publish(event, event_id=derived_event_id(origin, event.ce_type(), "guard", n))
 
     def _advanced(
         self, entry: RouteEntry, state: RolloutState, findings: tuple[MetricAnalysis, ...]
@@ -263,6 +263,7 @@ class RolloutController:
                 "objectives": state.policy.objectives,
                 "guard": GuardState(version_id=state.candidate_version),
                 "release_refusal_rate": _refusal_rate(state),
+                "release_latency_p95_ms": state.candidate.latency_p95_ms,
             }
         )
         promoted = RolloutPromoted(
@@ -344,12 +345,14 @@ class RolloutController:
                 log.warning("incident on %s: no such route for tenant %s", event.route, event.tenant)
                 return None, []
             action = (entry.objectives or objectives).incident_action
+            why = f"incident ({event.severity}, by {event.reported_by}): {event.reason}"
+            if event.severity == "critical" and action == "retrain":
+                return None, [guarding.retrain(entry, "incident", why)]
             if event.severity != "critical" or action != "rollback":
                 log.warning(
                     "%s incident on %s recorded (%s): %s", event.severity, event.route, action, event.reason
                 )
                 return None, []
-            why = f"incident ({event.severity}, by {event.reported_by}): {event.reason}"
             if entry.rollout is not None:
                 return self._rolled_back(entry, entry.rollout, why, entry.rollout.last_analysis)
             if entry.rollback_target is not None and entry.stable is not None:
@@ -358,6 +361,12 @@ class RolloutController:
             return None, []
 
         for published in await self._change(event.route, change):
+            await ctx.publish(published)
+
+    async def drift(self, event: DriftDetected, ctx: HandlerContext) -> None:
+        """`drift.detected` through the route's policy (guarding.drifted): once per version."""
+        objectives = self.policy.objectives
+        for published in await self._change(event.route, lambda e: guarding.drifted(e, event, objectives)):
             await ctx.publish(published)
 
     def _restored(self, entry: RouteEntry, reason: str) -> tuple[RouteEntry, list[Event]]:

@@ -10,9 +10,11 @@ with compare-and-set, so replicas and redeliveries act once.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from schemas.serving import RouteVersionWindow, ServingWindow
+from schemas.sketch import LatencySketch
 from schemas.slo import Alert, GuardState, Objective, RouteObjectives, SloAction, WatchState
 from services.rollout import watch
 
@@ -37,24 +39,33 @@ def _totals(stats: list[RouteVersionWindow]) -> RouteVersionWindow | None:
     if not stats:
         return None
     first = stats[0]
-    latency = first.latency
-    for stat in stats[1:]:
-        if stat.latency is not None:
-            latency = stat.latency if latency is None else latency.merged(stat.latency)
+    sketches = {}
+    for name in ("latency", "ttft"):
+        found = [getattr(s, name) for s in stats if getattr(s, name) is not None]
+        sketches[name] = functools.reduce(LatencySketch.merged, found) if found else None
     fields = ("count", "errors", "schema_checked", "schema_valid", "refusals")
-    return first.model_copy(
-        update={**{f: sum(getattr(s, f) for s in stats) for f in fields}, "latency": latency}
-    )
+    return first.model_copy(update={**{f: sum(getattr(s, f) for s in stats) for f in fields}, **sketches})
+
+
+@dataclass(frozen=True)
+class Release:
+    """What the production version measured at release: the references of the relative objectives."""
+
+    refusal_rate: float | None = None
+    latency_p95_ms: float | None = None
 
 
 def _events(
-    stat: RouteVersionWindow, objectives: RouteObjectives, release_refusal_rate: float | None
+    stat: RouteVersionWindow, objectives: RouteObjectives, release: Release
 ) -> dict[Objective, tuple[int, int, float, SloAction]]:
     """Per objective: (events, requests, the rate bound, its action) in this window."""
     answered = stat.count - stat.errors
     counted: dict[Objective, tuple[int, int]] = {"error_rate": (stat.errors, stat.count)}
     if stat.latency is not None and stat.latency.count:
-        counted["latency_p95"] = (stat.latency.count_above(objectives.latency_p95_ms_max), stat.latency.count)
+        limit = objectives.latency_limit_ms(release.latency_p95_ms)
+        counted["latency_p95"] = (stat.latency.count_above(limit), stat.latency.count)
+    if stat.ttft is not None and stat.ttft.count:
+        counted["ttft_p95"] = (stat.ttft.count_above(objectives.ttft_p95_ms_max), stat.ttft.count)
     if stat.schema_checked:
         counted["schema_valid_rate"] = (stat.schema_checked - stat.schema_valid, stat.schema_checked)
     if answered:
@@ -62,7 +73,7 @@ def _events(
         counted["refusal_rate_low"] = (answered - stat.refusals, answered)
     return {
         objective: (*counted[objective], bound, action)
-        for objective, (bound, action) in objectives.bounds(release_refusal_rate).items()
+        for objective, (bound, action) in objectives.bounds(release.refusal_rate).items()
         if objective in counted
     }
 
@@ -74,7 +85,7 @@ def judge(
     objectives: RouteObjectives,
     *,
     window_s: float,
-    release_refusal_rate: float | None = None,
+    release: Release = Release(),
 ) -> Judged:
     """The route's guard after one serving window of its production (stable) version."""
     if window.window_end <= state.seen_windows.get(window.replica, 0.0):
@@ -92,7 +103,7 @@ def judge(
     watches, open_alerts, healthy = dict(state.watches), dict(state.open_alerts), dict(state.healthy_windows)
     raised: list[Alert] = []
     resolved: list[tuple[Alert, int]] = []
-    for objective, (events, n, bound, action) in _events(stat, objectives, release_refusal_rate).items():
+    for objective, (events, n, bound, action) in _events(stat, objectives, release).items():
         current = watch.observe(watches.get(objective, WatchState()), events, n, bound)
         if objective in open_alerts:
             # while an alert is open its evidence is not carried over: the watch restarts each

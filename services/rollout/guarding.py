@@ -12,10 +12,19 @@ from __future__ import annotations
 
 import logging
 
+from schemas.evaluation import DriftDetected
 from schemas.events import Event
 from schemas.rollout import RolloutRolledBack
 from schemas.serving import RouteEntry, ServingWindow
-from schemas.slo import Alert, GuardState, RouteAlertRaised, RouteAlertResolved
+from schemas.slo import (
+    Alert,
+    GuardState,
+    RetrainRequested,
+    RouteAlertRaised,
+    RouteAlertResolved,
+    RouteObjectives,
+    Trigger,
+)
 from services.rollout import guardian
 
 log = logging.getLogger(__name__)
@@ -45,6 +54,7 @@ def restored(entry: RouteEntry, reason: str) -> tuple[RouteEntry, list[Event]]:
             # the restored version is watched afresh, against the same objectives
             "guard": GuardState(version_id=target) if entry.objectives is not None else None,
             "release_refusal_rate": None,
+            "release_latency_p95_ms": None,
         }
     )
     event = RolloutRolledBack(
@@ -81,7 +91,7 @@ def guarded(entry: RouteEntry, route: str, window: ServingWindow) -> tuple[Route
         route,
         entry.objectives,
         window_s=window_s,
-        release_refusal_rate=entry.release_refusal_rate,
+        release=guardian.Release(entry.release_refusal_rate, entry.release_latency_p95_ms),
     )
     if judged.state == entry.guard:
         return None, []
@@ -91,11 +101,80 @@ def guarded(entry: RouteEntry, route: str, window: ServingWindow) -> tuple[Route
         for a, n in judged.resolved
     ]
     updated = entry.model_copy(update={"guard": judged.state})
+    for alert in judged.raised:
+        if alert.action == "retrain":
+            events.append(retrain(updated, "slo", f"slo-breach: {describe(alert)}"))
     breach = next((a for a in judged.raised if a.action == "rollback"), None)
     if breach is not None:
         if updated.rollback_target is None:
             log.warning("%s: %s; no rollback target to return to: alert only", route, describe(breach))
         else:
             updated, rolled = restored(updated, f"slo-breach: {describe(breach)}")
+            events += rolled
+    return updated, events
+
+
+def retrain(entry: RouteEntry, trigger: Trigger, reason: str) -> RetrainRequested:
+    """The request that resubmits the route's last approved dataset with its recipe."""
+    version = entry.stable.version_id() if entry.stable is not None else None
+    log.warning("%s: retraining requested (%s)", entry.route, reason)
+    return RetrainRequested(
+        route=entry.route,
+        tenant=entry.tenant,
+        version_id=version,
+        trigger=trigger,
+        reason=reason,
+    )
+
+
+def drifted(
+    entry: RouteEntry | None, event: DriftDetected, objectives: RouteObjectives
+) -> tuple[RouteEntry | None, list[Event]]:
+    """`drift.detected` on the production version, through the route's policy: an alert (held open
+    until the version changes, so a repeated or redelivered report acts once), then the action."""
+    if entry is None or entry.tenant != event.tenant or entry.stable is None:
+        log.warning("drift on %s: no production route for tenant %s", event.route, event.tenant)
+        return None, []
+    if entry.stable.version_id() != event.production_version:
+        log.info("drift on %s ignored: it measured %s, production is now another", event.route,
+                 event.production_version)  # fmt: skip
+        return None, []
+    objectives = entry.objectives or objectives
+    guard = entry.guard
+    if guard is None or guard.version_id != event.production_version:
+        guard = GuardState(version_id=event.production_version)
+    if "drift" in guard.open_alerts:
+        return None, []  # already acted on this version's drift
+    worst = max(event.deltas, key=lambda d: abs(d.delta))
+    action = objectives.drift_action
+    alert = Alert(
+        objective="drift",
+        severity="critical" if action == "rollback" else "warning",
+        action=action,
+        version_id=event.production_version,
+        value=worst.delta,
+        bound=worst.threshold,
+        events=len(event.deltas),
+        requests=0,
+        windows=0,
+        window_s=0.0,
+        statistic=abs(worst.delta),
+        threshold=worst.threshold,
+        method="drift check: the release evaluation's suites re-run on the production version; "
+        "a metric that moved more than drift_max_points points (events: metrics that moved)",
+    )
+    moved = ", ".join(f"{d.suite.name}:{d.metric} {d.delta:+.1f}" for d in event.deltas)
+    reason = f"drift: {moved} (more than {worst.threshold:g} points since release)"
+    updated = entry.model_copy(
+        update={"guard": guard.model_copy(update={"open_alerts": {**guard.open_alerts, "drift": alert}})}
+    )
+    events: list[Event] = [RouteAlertRaised(route=entry.route, tenant=entry.tenant, alert=alert)]
+    if action == "retrain":
+        events.append(retrain(updated, "drift", reason))
+    elif action == "rollback":
+        if updated.rollback_target is None:
+            log.warning("%s: %s; no rollback target to return to: alert only", entry.route, reason)
+        else:
+            updated, rolled = restored(updated, reason)
             events += rolled
     return updated, events

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faststream.nats import NatsBroker
 
-from schemas.evaluation import GatesPassed
+from schemas.evaluation import DriftDetected, GatesPassed
 from schemas.rollout import (
     RolloutAbortRequested,
     RolloutPauseRequested,
@@ -48,6 +48,9 @@ class RolloutHandlers:
     async def on_incident(self, event: IncidentReported, ctx: HandlerContext) -> None:
         await self.controller.incident(event, ctx)
 
+    async def on_drift(self, event: DriftDetected, ctx: HandlerContext) -> None:
+        await self.controller.drift(event, ctx)
+
     async def on_operator(self, event: _OperatorRequest, ctx: HandlerContext) -> None:
         await self.controller.operate(event.route, event.tenant, ACTIONS[type(event)], event.reason, ctx)
 
@@ -64,6 +67,7 @@ def register(
         (GatesPassed, handlers.on_gates_passed),
         (ServingWindow, handlers.on_window),
         (IncidentReported, handlers.on_incident),
+        (DriftDetected, handlers.on_drift),
     ]
     pairs += [(cls, handlers.on_operator) for cls in ACTIONS]
     for event_cls, handler in pairs:

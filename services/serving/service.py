@@ -36,6 +36,7 @@ from services.serving.metrics import ServingMetrics
 from services.serving.protocol import ChatCompletionRequest, CompletionRequest, param_of
 from services.serving.responses import Provenance
 from services.serving.routing import Decision, RequestRefused, RouteBook, refuse_weight_choice
+from services.serving.streaming import FirstTokenQueue
 from services.serving.windows import Outcome, WindowCounter
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ class ServingService:
 
     async def stream(self, p: Prepared) -> AsyncIterator[str]:
         """Text deltas as they are generated; the result is measured and logged like `complete`."""
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        queue = FirstTokenQueue()
         task = asyncio.create_task(self._answer(p, stream=queue))
         sent = ""
         while True:
@@ -256,7 +257,7 @@ class ServingService:
         if result.text.startswith(sent) and len(result.text) > len(sent):
             yield result.text[len(sent) :]  # what the streamer held back (an incomplete character)
 
-    async def _answer(self, p: Prepared, stream: asyncio.Queue[str | None] | None) -> Completion:
+    async def _answer(self, p: Prepared, stream: FirstTokenQueue | None) -> Completion:
         role = p.decision.role
         started = time.perf_counter()
         try:
@@ -264,7 +265,16 @@ class ServingService:
         except Exception as error:
             self._observe(p, role, p.decision.ref, None, time.perf_counter() - started, error)
             raise refusal_for(error) from error
-        self._observe(p, role, p.decision.ref, result, time.perf_counter() - started, None)
+        first = stream.first_at if stream is not None else None
+        self._observe(
+            p,
+            role,
+            p.decision.ref,
+            result,
+            time.perf_counter() - started,
+            None,
+            ttft_s=first - started if first is not None else None,
+        )
         if p.decision.mirror and p.decision.route.candidate is not None:
             self._spawn(self._shadow(p, result))
         return result
@@ -298,6 +308,7 @@ class ServingService:
         error: Exception | None,
         *,
         agreed: bool | None = None,
+        ttft_s: float | None = None,
     ) -> None:
         route = p.decision.route.route
         version = ref.version_id()
@@ -308,6 +319,7 @@ class ServingService:
             schema_valid=valid,
             refused=result is not None and is_refusal(result.text),
             agreed=agreed,
+            ttft_ms=ttft_s * 1000 if ttft_s is not None else None,
         )
         self.counter.add(p.tenant, route, version, role, outcome)
         status = 200 if error is None else refusal_for(error).status
@@ -315,6 +327,11 @@ class ServingService:
         self.metrics.seconds.labels(route, role).observe(seconds)
         if result is not None:
             self.metrics.tokens.labels(route, role).inc(result.completion_tokens)
+            self.metrics.refusals.labels(route, role).inc(outcome.refused)
+            if valid is not None:
+                self.metrics.schema_checked.labels(route, role, str(valid).lower()).inc()
+        if ttft_s is not None:
+            self.metrics.first_token_seconds.labels(route, role).observe(ttft_s)
         record = DecisionRecord(
             decision_id=p.decision_id if role != "shadow" else f"{p.decision_id}-shadow",
             time=p.arrived,

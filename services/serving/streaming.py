@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from services.serving.generation import Job, cut_at_stop
@@ -59,3 +60,16 @@ class RowStreamer:
     def end(self) -> None:
         for row in range(len(self.jobs)):
             self.finished[row] = True
+
+
+class FirstTokenQueue(asyncio.Queue[str | None]):
+    """A streamed answer's deltas, noting when the first one arrived (its time to first token)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_at: float | None = None
+
+    def put_nowait(self, item: str | None) -> None:
+        if item and self.first_at is None:
+            self.first_at = time.perf_counter()
+        super().put_nowait(item)

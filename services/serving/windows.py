@@ -21,6 +21,7 @@ class _Cell:
     count: int = 0
     errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    ttfts_ms: list[float] = field(default_factory=list)
     schema_checked: int = 0
     schema_valid: int = 0
     refusals: int = 0
@@ -37,6 +38,7 @@ class Outcome:
     schema_valid: bool | None = None  # None: the request asked for no schema
     refused: bool = False
     agreed: bool | None = None  # shadow only: identical to the stable answer
+    ttft_ms: float | None = None  # streamed answers: time to the first token
 
 
 class WindowCounter:
@@ -50,6 +52,8 @@ class WindowCounter:
         cell.errors += outcome.error
         if not outcome.error:
             cell.latencies_ms.append(outcome.latency_ms)
+            if outcome.ttft_ms is not None:
+                cell.ttfts_ms.append(outcome.ttft_ms)
             cell.refusals += outcome.refused
             if outcome.schema_valid is not None:
                 cell.schema_checked += 1
@@ -75,6 +79,7 @@ class WindowCounter:
                     latency_p50_ms=percentile(cell.latencies_ms, 50) if cell.latencies_ms else None,
                     latency_p95_ms=percentile(cell.latencies_ms, 95) if cell.latencies_ms else None,
                     latency=LatencySketch.of(cell.latencies_ms),
+                    ttft=LatencySketch.of(cell.ttfts_ms) if cell.ttfts_ms else None,
                     schema_valid_rate=cell.schema_valid / cell.schema_checked
                     if cell.schema_checked
                     else None,

@@ -16,19 +16,27 @@ from typing import Any
 
 import pytest
 
+from schemas.dataset import DatasetApproved
+from schemas.evaluation import DriftDetected, SuiteDelta
 from schemas.gate_policy import GatePolicy
+from schemas.refs import EvalSuiteRef
 from schemas.rollout import RolloutPolicy
 from schemas.slo import RouteObjectives
 from services.core.artifacts import ArtifactStore
+from services.core.messaging.bus import EventBus
 from services.core.settings import CoreSettings
+from services.curation.app import build_curation
+from services.curation.config import CurationSettings
 from services.rollout.app import create_app as rollout_app
 from services.rollout.config import RolloutSettings
 from services.rollout.controller import base_only
 from services.serving.config import Fault
+from tests.conftest import wait_until
 from tests.support.rollout import event_of, generating, passed, route_now
 from tests.support.services import operator_runtime, registry_app
 from tests.support.serving import adapter_refs, start_serving
 from tests.support.stream import stored_events
+from tests.support.training import approved, recipe
 
 pytestmark = pytest.mark.integration
 POLICY = RolloutPolicy(
@@ -142,3 +150,77 @@ async def test_a_critical_incident_rolls_a_promoted_version_back_at_once_and_a_w
         assert (await route_now(operator)).stable == base_only(candidate)
         assert len(await stored_events(js, "incident.reported")) == 2
         assert len(await stored_events(js, "rollout.rolled-back")) == 1, "the warning rolled nothing back"
+
+
+async def test_drift_on_production_asks_once_for_a_retrain_and_curation_resubmits_the_routes_dataset(
+    core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any
+) -> None:
+    candidate, _, url = await guarded_stack(core, tmp_path, tiny_model, running)
+    await running(build_curation(CurationSettings(core=core, work_dir=str(tmp_path / "curation"))).app)
+    store = ArtifactStore(core.artifact_root)
+    objectives = RouteObjectives(latency_p95_ms_max=60_000)  # drift_action: retrain, the default
+    async with operator_runtime(core) as operator:
+        # the route's dataset, as curation approved it (training is not running: it waits in the stream)
+        dataset = approved(store, recipe("sft-lora"), route="support", seed=4)
+        await EventBus(operator.broker, "curation").publish(dataset)
+        await passed(operator, candidate, GatePolicy(objectives=objectives))
+        async with generating(url):
+            await event_of(operator, "rollout.promoted")
+        # the evaluation service's drift check found the facts suite 20 points down
+        evaluation = EventBus(operator.broker, "evaluation")
+        moved = SuiteDelta(suite=EvalSuiteRef(name="facts", sha256="a" * 64), reference=80.0, current=60.0,
+                           delta=-20.0, threshold=5.0)  # fmt: skip
+        report = DriftDetected(
+            route="support", tenant="acme", production_version=candidate.version_id(), deltas=(moved,)
+        )
+        first = await evaluation.publish(report)
+        await evaluation.publish(report, event_id=first.id)  # redelivered
+        await evaluation.publish(report)  # the next scheduled check finds the same drift
+        js = operator.broker.connection.jetstream()
+
+        async def resubmitted() -> list[Any]:
+            found = await stored_events(js, "dataset.approved")
+            return [e for e in found if e.payload["submission_id"] != dataset.submission_id]
+
+        [again] = await wait_until(resubmitted, timeout=60, interval=0.3)
+        await asyncio.sleep(2)  # anything doubled would have arrived by now
+        [alert] = await stored_events(js, "route.alert-raised")
+        [retrain] = await stored_events(js, "retrain.requested")
+        assert (alert.payload["alert"]["objective"], alert.payload["alert"]["action"]) == ("drift", "retrain")
+        assert (
+            retrain.payload["trigger"] == "drift" and retrain.payload["version_id"] == candidate.version_id()
+        )
+        assert len(await stored_events(js, "dataset.approved")) == 2, "one resubmission"
+        assert again.payload["submission_id"].startswith("retrain-")
+        assert (
+            DatasetApproved.model_validate(again.payload).model_copy(
+                update={"submission_id": dataset.submission_id}
+            )
+            == dataset
+        ), "the same dataset, recipe and gate policy"
+        entry = await route_now(operator)
+        assert entry.stable == candidate, "a retrain leaves production serving"
+        # an operator may ask for one by hand
+        await cli(core, "routes", "retrain", "support", "--reason", "new feedback")
+        operators = await wait_until(lambda: _from_cli(js), timeout=20, interval=0.3)
+        assert operators[0].payload["trigger"] == "operator"
+
+
+async def _from_cli(js: Any) -> list[Any]:
+    return [e for e in await stored_events(js, "retrain.requested") if e.payload["requested_by"] == "cli"]
+
+
+async def test_slow_first_tokens_of_streamed_answers_page(
+    core: CoreSettings, tmp_path: Path, tiny_model: Path, running: Any
+) -> None:
+    candidate, serving, url = await guarded_stack(core, tmp_path, tiny_model, running)
+    objectives = RouteObjectives(latency_p95_ms_max=60_000, latency_release_ratio=1000, ttft_p95_ms_max=250)
+    async with operator_runtime(core) as operator:
+        await passed(operator, candidate, GatePolicy(objectives=objectives))
+        async with generating(url, stream=True):
+            await event_of(operator, "rollout.promoted")
+            serving.settings.faults[candidate.version_id()] = Fault(delay_ms=600)
+            raised = await event_of(operator, "route.alert-raised", timeout=60)
+        alert = raised["alert"]
+        assert (alert["objective"], alert["action"], alert["bound"]) == ("ttft_p95", "page", 0.05)
+        assert (await route_now(operator)).stable == candidate, "page only alerts"

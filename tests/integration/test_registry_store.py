@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
+from schemas.dataset import DatasetApproved
 from schemas.envelope import Envelope, derived_event_id, now
 from schemas.events import Event
 from schemas.training import TrainingProgress
+from services.core.artifacts import ArtifactStore
 from services.registry.database import create_registry_engine, migrate
 from services.registry.store import DUPLICATE, DeadLetter, RegistryStore
 from services.registry.tables import Base
 from services.registry.views import NotFound
 from tests.support.events import candidate, submitted
+from tests.support.training import approved, recipe
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +127,21 @@ def test_dead_letters_are_recorded_once(store: RegistryStore) -> None:
     assert store.record_dead_letter(letter) is False
     [row] = store.dead_letters()
     assert row["reason"] == "task: Field required" and row["ce_id"] == "x"
+
+
+def test_the_last_approved_dataset_of_a_route_is_what_a_retrain_resubmits(
+    store: RegistryStore, tmp_path: Path
+) -> None:
+    artifacts = ArtifactStore(str(tmp_path / "artifacts"))
+    older = approved(artifacts, recipe("sft-lora"), route="support", seed=1)
+    newer = approved(artifacts, recipe("sft-lora"), route="support", seed=2)
+    elsewhere = approved(artifacts, recipe("sft-lora"), route="billing", seed=3)
+    for n, event in enumerate((older, newer, elsewhere)):
+        store.record(event, envelope_for(event, correlation=f"c{n}", seconds=n))
+    found = store.approved_dataset("support", "acme")
+    assert found.approved["dataset_id"] == newer.dataset_id and found.correlation_id == "c1"
+    assert DatasetApproved.model_validate(found.approved) == newer, "the payload as it was approved"
+    with pytest.raises(NotFound, match="no approved dataset"):
+        store.approved_dataset("support", "other-tenant")
+    with pytest.raises(NotFound, match="tuneline datasets submit"):
+        store.approved_dataset("nowhere", "acme")

@@ -29,9 +29,12 @@ class Traffic:
     url: str
     answers: list[tuple[float, str, str, int]] = field(default_factory=list)  # (time, role, version, status)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    stream: bool = False  # ask for server-sent events, as chat clients do
 
     async def one(self, client: httpx.AsyncClient, n: int) -> None:
         body = {"model": "support", "messages": [{"role": "user", "content": f"ticket {n}"}], "max_tokens": 4}
+        if self.stream:
+            body["stream"] = True
         reply = await client.post("/v1/chat/completions", json=body)
         headers = reply.headers
         self.answers.append(
@@ -56,8 +59,8 @@ def client_for(url: str) -> httpx.AsyncClient:
 
 
 @contextlib.asynccontextmanager
-async def generating(url: str) -> AsyncIterator[Traffic]:
-    traffic = Traffic(url)
+async def generating(url: str, *, stream: bool = False) -> AsyncIterator[Traffic]:
+    traffic = Traffic(url, stream=stream)
     task = asyncio.create_task(traffic.run())
     try:
         yield traffic

@@ -8,7 +8,7 @@ import random
 from schemas.serving import RouteVersionWindow, ServingWindow
 from schemas.sketch import LatencySketch
 from schemas.slo import GuardState, RouteObjectives
-from services.rollout.guardian import RESOLVE_WINDOWS, judge
+from services.rollout.guardian import RESOLVE_WINDOWS, Release, judge
 
 OBJECTIVES = RouteObjectives()
 VERSION = "mv-prod"
@@ -24,10 +24,15 @@ def window(end: float, count: int = 200, errors: int = 0, latency_ms: float = 30
     return ServingWindow(replica=replica, window_start=end - 5, window_end=end, tenant="acme", stats=(stat,))
 
 
-def run(state: GuardState, windows: list[ServingWindow], **kw: float) -> tuple[GuardState, list, list]:  # type: ignore[type-arg]
+NONE = Release()
+
+
+def run(
+    state: GuardState, windows: list[ServingWindow], release: Release = NONE
+) -> tuple[GuardState, list, list]:  # type: ignore[type-arg]
     raised, resolved = [], []
     for w in windows:
-        judged = judge(state, w, "support", OBJECTIVES, window_s=5.0, **kw)
+        judged = judge(state, w, "support", OBJECTIVES, window_s=5.0, release=release)
         state = judged.state
         raised += judged.raised
         resolved += judged.resolved
@@ -73,8 +78,32 @@ def test_latency_and_refusal_objectives_page() -> None:
     _, raised, _ = run(GuardState(version_id=VERSION), [window(t, latency_ms=3000) for t in range(1, 5)])
     assert [(a.objective, a.action, a.severity) for a in raised] == [("latency_p95", "page", "warning")]
     refusing = [window(t, refusals=60) for t in range(1, 21)]  # 30 % against 20 % +/- 5 at release
-    _, raised, _ = run(GuardState(version_id=VERSION), refusing, release_refusal_rate=0.2)
+    _, raised, _ = run(GuardState(version_id=VERSION), refusing, Release(refusal_rate=0.2))
     assert [a.objective for a in raised] == ["refusal_rate_high"]
     lax = [window(t, refusals=0) for t in range(1, 6)]  # a jailbroken route stops refusing
-    _, raised, _ = run(GuardState(version_id=VERSION), lax, release_refusal_rate=0.2)
+    _, raised, _ = run(GuardState(version_id=VERSION), lax, Release(refusal_rate=0.2))
     assert [a.objective for a in raised] == ["refusal_rate_low"]
+
+
+def test_latency_is_held_to_its_release_p95_as_well_as_the_sla() -> None:
+    """1.15x the p95 measured at release binds before the absolute SLA when the release was fast."""
+    slower = [window(t, latency_ms=600) for t in range(1, 6)]  # 2x a 300 ms release, within 2000 ms
+    _, raised, _ = run(GuardState(version_id=VERSION), slower, Release(latency_p95_ms=300.0))
+    assert [a.objective for a in raised] == ["latency_p95"]
+    _, raised, _ = run(GuardState(version_id=VERSION), slower)  # no release p95: the SLA alone
+    assert raised == []
+    within = [window(t, latency_ms=330) for t in range(1, 200)]  # +10 %: within 1.15x
+    _, raised, _ = run(GuardState(version_id=VERSION), within, Release(latency_p95_ms=300.0))
+    assert raised == []
+
+
+def test_time_to_first_token_of_streamed_answers_is_an_objective() -> None:
+    def streamed(end: float, ttft_ms: float) -> ServingWindow:
+        stat = RouteVersionWindow(route="support", version_id=VERSION, role="stable", count=50, errors=0,
+                                  latency=LatencySketch.of([300.0] * 50), ttft=LatencySketch.of([ttft_ms] * 50))  # fmt: skip  # noqa: E501
+        return ServingWindow(replica="r1", window_start=end - 5, window_end=end, tenant="acme", stats=(stat,))
+
+    _, raised, _ = run(GuardState(version_id=VERSION), [streamed(t, 200) for t in range(1, 200)])
+    assert raised == []
+    _, raised, _ = run(GuardState(version_id=VERSION), [streamed(t, 1500) for t in range(1, 6)])
+    assert [(a.objective, a.action) for a in raised] == [("ttft_p95", "page")]

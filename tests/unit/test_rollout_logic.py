@@ -269,3 +269,21 @@ def test_a_window_reports_percentiles_rates_and_counts() -> None:
     assert row.latency.quantile(0.95) == pytest.approx(19.0, rel=0.01)
     assert counter.flush()[2] == {}
     assert percentile([5.0], 95) == 5.0
+
+
+async def test_streamed_answers_report_their_time_to_first_token() -> None:
+    from services.serving.streaming import FirstTokenQueue
+
+    queue = FirstTokenQueue()
+    queue.put_nowait("")  # an empty delta is not a token
+    assert queue.first_at is None
+    queue.put_nowait("Hel")
+    first = queue.first_at
+    queue.put_nowait("lo")
+    assert first is not None and queue.first_at == first
+    counter = WindowCounter()
+    for ms in (40.0, 60.0, None):  # the last was not streamed
+        counter.add("acme", "support", "mv-s", "stable", Outcome(latency_ms=500.0, ttft_ms=ms))
+    (row,) = counter.flush()[2]["acme"]
+    assert row.ttft is not None and row.ttft.count == 2 and row.latency is not None and row.latency.count == 3
+    assert row.ttft.quantile(1.0) == pytest.approx(60.0, rel=0.01)

@@ -38,6 +38,7 @@ DESIGN_EVENTS = {
     "route.alert-raised",  # added by tuneline (issue 24): the guardian after promotion
     "route.alert-resolved",
     "incident.reported",  # added by tuneline (issue 24): only the platform operator publishes it
+    "retrain.requested",  # added by tuneline (issue 24): the guardian's (or an operator's) retrain action
     "rollout.pause-requested",
     "rollout.resume-requested",
     "rollout.abort-requested",

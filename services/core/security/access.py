@@ -52,6 +52,7 @@ OPERATOR_EVENTS = (
     "rollout.promote-requested",
     "rollout.rollback-requested",
     "drift.check-requested",
+    "retrain.requested",
 )
 
 
@@ -61,6 +62,7 @@ OPERATOR_EVENTS = (
 SECONDARY_PUBLISHERS: dict[str, str] = {
     "candidate.ready": "merging",  # training publishes the bare subject
     "drift.check-requested": "evaluation",  # its scheduler; the operator publishes the bare one
+    "retrain.requested": "rollout",  # the guardian; the operator publishes the bare one
 }
 # events that arrive on `<subject>.<token>` as well as the bare subject
 SUFFIXED_EVENTS = frozenset(OPERATOR_EVENTS) | frozenset(SECONDARY_PUBLISHERS)
@@ -233,8 +235,9 @@ SERVICE_USERS: tuple[Access, ...] = (
     Access(
         "curation",
         "curation",
-        consumes=("dataset.submitted",),
+        consumes=("dataset.submitted", "retrain.requested"),
         publishes=("dataset.approved", "dataset.rejected"),
+        calls=("registry",),  # a retrain resubmits the route's last approved dataset, from the record
         buckets=(("OBJ", UPLOADS_BUCKET, "read"),),
     ),
     Access(
@@ -285,6 +288,7 @@ SERVICE_USERS: tuple[Access, ...] = (
             "rollout.promote-requested",
             "rollout.rollback-requested",
             "incident.reported",
+            "drift.detected",
         ),
         publishes=(
             "rollout.started",
@@ -294,6 +298,7 @@ SERVICE_USERS: tuple[Access, ...] = (
             "rollout.paused",
             "route.alert-raised",  # the guardian, after promotion
             "route.alert-resolved",
+            "retrain.requested",  # an objective or drift whose action is retrain
         ),
         calls=("registry",),  # a verdict is checked against the record before a rollout starts
         buckets=(("KV", ROUTES_BUCKET, "write"),),

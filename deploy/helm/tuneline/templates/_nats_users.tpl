@@ -52,6 +52,7 @@ registry curation training merging evaluation rollout serving operator admin{{- 
           "tuneline.events.rollout.promote-requested.{{ $tenant }}"
           "tuneline.events.rollout.rollback-requested.{{ $tenant }}"
           "tuneline.events.drift.check-requested.{{ $tenant }}"
+          "tuneline.events.retrain.requested.{{ $tenant }}"
           "tuneline.rpc.registry.timeline.{{ $tenant }}"
           "tuneline.rpc.registry.models.list.{{ $tenant }}"
           "tuneline.rpc.registry.models.get.{{ $tenant }}"
