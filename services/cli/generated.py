@@ -58,17 +58,23 @@ def schemas_export(
 
 
 # -- infra ------------------------------------------------------------------------------------
-infra_app = typer.Typer(help="Deployment files generated from code (NATS permissions).", no_args_is_help=True)
+infra_app = typer.Typer(
+    help="Deployment files generated from code (NATS permissions, alerting rules).", no_args_is_help=True
+)
 
 
 def _infra_files() -> dict[str, str]:
+    from services.core.alert_rules import rules_yaml
     from services.core.security.nats_config import auth_conf, helm_users_template
 
     auth = auth_conf()
+    alerting = rules_yaml()
     return {
         "infra/nats/auth.conf": auth,
         "deploy/helm/tuneline/files/nats-auth.conf": auth,
         "deploy/helm/tuneline/templates/_nats_users.tpl": helm_users_template(),
+        "infra/prometheus/rules.yaml": alerting,
+        "deploy/helm/tuneline/files/prometheus-rules.yaml": alerting,
     }
 
 
@@ -79,16 +85,17 @@ def infra_export(
     ] = GENERATED.parents[1],
     check: Annotated[bool, typer.Option(help="Fail if the files on disk differ (CI)")] = False,
 ) -> None:
-    """Write the NATS users and permissions to infra/ and the Helm chart.
+    """Write the NATS users and permissions and the Prometheus alerting rules to infra/ and the Helm chart.
 
-    They are generated from the access table in services/core/security/access.py.
+    They are generated from the access table in services/core/security/access.py and from the
+    routes' default objectives (schemas/slo.py, services/core/alert_rules.py).
     """
     files = _infra_files()
     if check:
         stale = [n for n, text in files.items() if not (root / n).exists() or (root / n).read_text() != text]
         if stale:
             raise fail(f"{', '.join(stale)} out of date; run `tuneline infra export` and commit the result")
-        console.print(f"[green]NATS permissions are up to date[/] ({len(files)} files)")
+        console.print(f"[green]NATS permissions and alerting rules are up to date[/] ({len(files)} files)")
         return
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)

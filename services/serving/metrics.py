@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from services.core.alert_rules import (  # the alerting rules read these names
+    FIRST_TOKEN_SECONDS,
+    REFUSALS,
+    REQUEST_SECONDS,
+    REQUESTS,
+    SCHEMA_CHECKED,
+)
+
 BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 """Latency buckets (seconds): the common SLAs are bucket edges, so alerting rules read them exactly."""
 
@@ -11,24 +19,22 @@ BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 3
 class ServingMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
-            "tuneline_serving_requests", "Requests answered, by route, role and HTTP status",
+            REQUESTS, "Requests answered, by route, role and HTTP status",
             ["route", "role", "status"], registry=registry,
         )  # fmt: skip
         self.seconds = Histogram(
-            "tuneline_serving_request_seconds", "Request latency", ["route", "role"],
+            REQUEST_SECONDS, "Request latency", ["route", "role"],
             buckets=BUCKETS_S, registry=registry,
         )  # fmt: skip
         self.first_token_seconds = Histogram(
-            "tuneline_serving_first_token_seconds", "Time to the first token of streamed answers",
+            FIRST_TOKEN_SECONDS, "Time to the first token of streamed answers",
             ["route", "role"], buckets=BUCKETS_S, registry=registry,
         )  # fmt: skip
         self.schema_checked = Counter(
-            "tuneline_serving_schema_checked", "Answers that had a JSON schema, by whether they met it",
+            SCHEMA_CHECKED, "Answers that had a JSON schema, by whether they met it",
             ["route", "role", "valid"], registry=registry,
         )  # fmt: skip
-        self.refusals = Counter(
-            "tuneline_serving_refusals", "Answers that were refusals", ["route", "role"], registry=registry
-        )
+        self.refusals = Counter(REFUSALS, "Answers that were refusals", ["route", "role"], registry=registry)
         self.tokens = Counter(
             "tuneline_serving_completion_tokens", "Generated tokens", ["route", "role"], registry=registry
         )

@@ -157,3 +157,16 @@ def test_the_image_runs_the_service_named_by_its_argument() -> None:
     assert cli.returncode == 0 and "up to date" in cli.stdout, cli.stdout + cli.stderr
     for service in KNOWN_SERVICES:  # each argument names a runnable service module
         assert (REPO / "services" / service / "__main__.py").exists()
+
+
+def test_composes_prometheus_scrapes_every_service_and_loads_the_generated_rules() -> None:
+    config = yaml.safe_load((INFRA / "prometheus" / "prometheus.yml").read_text())
+    spec = SERVICES["prometheus"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in spec["volumes"]}
+    assert mounts["./prometheus/rules.yaml"] in config["rule_files"]
+    assert spec["command"] == [f"--config.file={mounts['./prometheus/prometheus.yml']}"]
+    [job] = config["scrape_configs"]
+    port = SERVICES["registry"]["environment"]["TUNELINE_METRICS_PORT"]
+    assert set(job["static_configs"][0]["targets"]) == {f"{s}:{port}" for s in KNOWN_SERVICES}
+    rules = yaml.safe_load((INFRA / "prometheus" / "rules.yaml").read_text())
+    assert [g["name"] for g in rules["groups"]] == ["tuneline-route-objectives"]

@@ -18,6 +18,7 @@ import helm_python as helm
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
 from schemas.subjects import durable_name
 from services.core.security.access import ADMIN_USER, service_access
@@ -263,3 +264,14 @@ def test_the_dashboard_is_off_by_default_and_needs_keys_when_enabled() -> None:
     assert {"name": "dashboard", "port": 8090, "targetPort": "dashboard"} in ports
     for doc in docs:
         validate(doc)
+
+
+def test_the_alerting_rules_are_off_by_default_and_the_generated_ones_when_enabled() -> None:
+    assert of_kind(manifests(render(None)), "PrometheusRule") == {}
+    docs = manifests(render(None, prometheusRule={"enabled": True, "labels": {"release": "kps"}}))
+    rule = of_kind(docs, "PrometheusRule")["tl-tuneline"]
+    validate(rule)
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    compose_rules = yaml.safe_load((REPO / "infra" / "prometheus" / "rules.yaml").read_text())
+    assert rule["spec"] == compose_rules, "the chart and compose alert on the same rules"
+    assert "{{ $labels.route }}" in rule["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
