@@ -13,6 +13,7 @@ from rich.table import Table
 from schemas.serving import RouteEntry
 from services.cli.rollout import version_label
 from services.cli.session import Session, console, fail, run_coro
+from services.core.route_health import health_rows
 
 routes_app = typer.Typer(
     help="The route table, and each production route's health against its objectives.",
@@ -55,70 +56,6 @@ def routes(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
     console.print(
         table if entries else "no routes yet: a rollout creates one when a candidate passes its gates"
     )
-
-
-def health_rows(entry: RouteEntry) -> list[dict[str, Any]]:
-    """Each objective of a production route: its bound, the rate since the watch last started,
-    the error budget left (1 - events / (bound x requests)), the statistic and any open alert."""
-    if entry.guard is None or entry.objectives is None:
-        return []
-    rows = []
-    for objective, (bound, action) in entry.objectives.bounds(entry.release_refusal_rate).items():
-        watch = entry.guard.watches.get(objective)
-        requests = watch.requests if watch else 0
-        events = watch.events if watch else 0
-        alert = entry.guard.open_alerts.get(objective)
-        rows.append(
-            {
-                "objective": objective,
-                "meaning": _meaning(objective, bound, entry),
-                "bound": bound,
-                "action": action,
-                "rate": events / requests if requests else None,
-                "events": events,
-                "requests": requests,
-                "windows": watch.windows if watch else 0,
-                "budget_left": 1 - events / (bound * requests) if requests else None,
-                "statistic": watch.statistic if watch else 0.0,
-                "alert": alert.model_dump(mode="json") if alert else None,
-            }
-        )
-    drift = entry.guard.open_alerts.get("drift")
-    rows.append(
-        {
-            "objective": "drift",
-            "meaning": "suite scores within the gate policy's drift_max_points of release",
-            "bound": drift.bound if drift else None,
-            "action": entry.objectives.drift_action,
-            "rate": drift.value if drift else None,
-            "events": drift.events if drift else 0,
-            "requests": 0,
-            "windows": 0,
-            "budget_left": None,
-            "statistic": drift.statistic if drift else 0.0,
-            "alert": drift.model_dump(mode="json") if drift else None,
-        }
-    )
-    return rows
-
-
-def _meaning(objective: str, bound: float, entry: RouteEntry) -> str:
-    """The objective as an operator states it."""
-    assert entry.objectives is not None
-    if objective == "error_rate":
-        return f"errors <= {100 * bound:.3g} %"
-    if objective == "latency_p95":
-        limit = entry.objectives.latency_limit_ms(entry.release_latency_p95_ms)
-        if limit < entry.objectives.latency_p95_ms_max:
-            return f"p95 <= {limit:.0f} ms ({entry.objectives.latency_release_ratio:g}x release)"
-        return f"p95 <= {limit:g} ms"
-    if objective == "ttft_p95":
-        return f"p95 first token <= {entry.objectives.ttft_p95_ms_max:g} ms (streamed)"
-    if objective == "schema_valid_rate":
-        return f"schema-valid >= {100 * (1 - bound):.3g} %"
-    if objective == "refusal_rate_high":
-        return f"refusals <= {100 * bound:.3g} %"
-    return f"refusals >= {100 * (1 - bound):.3g} %"
 
 
 @routes_app.command("health")

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from faststream import FastStream
 
+from schemas.serving import RouteEntry
+from services.core.messaging.routes import NoRouteTable, RouteTable
 from services.core.runtime import ServiceRuntime, build_runtime
 from services.registry.config import RegistrySettings
 from services.registry.database import create_registry_engine, migrate
@@ -66,8 +68,16 @@ def build_registry(
 
             from services.registry.dashboard import create_dashboard
 
+            async def route_entries() -> list[RouteEntry]:
+                """The route table as serving reads it (empty before the first rollout made it)."""
+                try:
+                    table = await RouteTable.open(runtime.broker.connection.jetstream(), create=False)
+                except NoRouteTable:
+                    return []
+                return list((await table.entries()).values())
+
             config = uvicorn.Config(
-                create_dashboard(store, settings.dashboard_keys_all()),
+                create_dashboard(store, settings.dashboard_keys_all(), route_entries),
                 host=settings.http_host,
                 port=settings.http_port,
                 log_level="warning",

@@ -8,79 +8,18 @@ versions with their tuples and adaptation cards. Nothing here writes.
 
 from __future__ import annotations
 
-import asyncio
-import hmac
-from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from services.registry import operations
+from services.registry.dashboard_access import COOKIE, Seen, Store, Viewer, call, tenant_of, viewer
+from services.registry.operations import RoutesReader
 from services.registry.store import RegistryStore
-from services.registry.views import NotFound
 
-ADMIN = "*"  # the tenant of a key that sees every tenant
-COOKIE = "tuneline_dashboard"
-
-
-@dataclass(frozen=True)
-class Viewer:
-    """Who is looking: one tenant, or an admin (tenant None) who sees them all."""
-
-    tenant: str | None
-
-    def may_see(self, tenant: str | None) -> bool:
-        return self.tenant is None or tenant == self.tenant
-
-    def scope(self, asked: str | None) -> str | None:
-        """The tenant a listing is filtered by: a tenant's own, whatever it asked for."""
-        return asked if self.tenant is None else self.tenant
-
-
-def tenant_of(keys: dict[str, str], key: str | None) -> str | None:
-    """The tenant a dashboard key is for (compared in constant time), or None."""
-    found = None
-    for known, tenant in keys.items():
-        if key is not None and hmac.compare_digest(known.encode(), key.encode()):
-            found = tenant
-    return found
-
-
-def viewer(request: Request) -> Viewer:
-    """Who sent this request: its bearer key or the page's cookie; 401 without a known key."""
-    keys: dict[str, str] = request.app.state.dashboard_keys
-    header = request.headers.get("authorization", "")
-    key = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
-    tenant = tenant_of(keys, key or request.cookies.get(COOKIE))
-    if tenant is None:
-        fix = (
-            "send `Authorization: Bearer <dashboard key>` or open /?key=<dashboard key>"
-            if keys
-            else "this dashboard has no keys: set TUNELINE_REGISTRY_DASHBOARD_KEYS"
-        )
-        raise HTTPException(status_code=401, detail=f"a dashboard key is required: {fix}")
-    return Viewer(None if tenant == ADMIN else tenant)
-
-
-Seen = Annotated[Viewer, Depends(viewer)]
-
-
-def _store(request: Request) -> RegistryStore:
-    store: RegistryStore = request.app.state.store
-    return store
-
-
-Store = Annotated[RegistryStore, Depends(_store)]
 router = APIRouter()
-
-
-async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """A store read off the event loop; NotFound is a 404 with the store's words."""
-    try:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-    except NotFound as error:
-        raise HTTPException(status_code=404, detail=str(error)) from None
 
 
 async def visible_version(store: RegistryStore, who: Viewer, version_id: str) -> Any:
@@ -199,8 +138,11 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def create_dashboard(store: RegistryStore, keys: dict[str, str]) -> FastAPI:
+def create_dashboard(
+    store: RegistryStore, keys: dict[str, str], routes: RoutesReader | None = None
+) -> FastAPI:
     """`keys`: dashboard key → tenant (`*`: admin). Without keys nothing is shown to anyone.
+    `routes` reads the route table (the registry service passes the NATS KV bucket's).
 
     A key arrives as `Authorization: Bearer <key>` (API clients) or once as `/?key=<key>`, which
     sets an HttpOnly cookie for the page's own requests.
@@ -208,6 +150,8 @@ def create_dashboard(store: RegistryStore, keys: dict[str, str]) -> FastAPI:
     app = FastAPI(title="tuneline registry", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.store = store
     app.state.dashboard_keys = keys
+    app.state.routes = routes
     app.state.page = resources.files("services.registry").joinpath("dashboard.html").read_text()
     app.include_router(router)
+    app.include_router(operations.router)
     return app

@@ -25,6 +25,7 @@ from schemas.queries import (
     RunSummary,
     Timeline,
 )
+from schemas.serving import ServingWindow
 from schemas.training import TrainingProgress
 from services.registry import cards
 from services.registry.projections import project
@@ -60,6 +61,10 @@ class DeadLetter:
     headers: dict[str, str]
     body: bytes
     dlq_stream_seq: int | None
+
+
+TELEMETRY = (ServingWindow.ce_type(),)
+"""Event types recorded for the record but shown as no lineage of their own."""
 
 
 class RegistryStore:
@@ -152,7 +157,8 @@ class RegistryStore:
             )
 
     def lineages(self, *, tenant: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """The most recent lineages: first and last event, how many, the latest type."""
+        """The most recent lineages: first and last event, how many, the latest type. Telemetry
+        (`serving.window`, one every few seconds per replica) is no lineage and is left out."""
         with self.sessions() as session:
             query = (
                 select(
@@ -161,6 +167,7 @@ class RegistryStore:
                     func.max(EventRecord.time),
                     func.count(EventRecord.id),
                 )
+                .where(EventRecord.type.not_in(TELEMETRY))
                 .group_by(EventRecord.correlation_id)
                 .order_by(func.max(EventRecord.time).desc())
                 .limit(limit)
@@ -171,7 +178,7 @@ class RegistryStore:
             for correlation, first, last, count in session.execute(query).all():
                 latest = session.scalars(
                     select(EventRecord)
-                    .where(EventRecord.correlation_id == correlation)
+                    .where(EventRecord.correlation_id == correlation, EventRecord.type.not_in(TELEMETRY))
                     .order_by(EventRecord.time.desc(), EventRecord.id.desc())
                     .limit(1)
                 ).one()
@@ -315,6 +322,18 @@ class RegistryStore:
                 recipe_sha256=row.recipe_sha256,
                 history=tuple(timeline_entry(i + 1, r) for i, r in enumerate(history)),
             )
+
+    def curve(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's training.progress points, step by step: loss, eval loss, learning rate."""
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(EventRecord)
+                .where(EventRecord.subject == run_id, EventRecord.type == TrainingProgress.ce_type())
+                .order_by(EventRecord.time, EventRecord.id)
+            ).all()
+            points = {int(r.payload["step"]): r.payload for r in rows}  # a redelivered step once
+            fields = ("step", "epoch", "loss", "eval_loss", "learning_rate", "tokens_per_second")
+            return [{f: points[step].get(f) for f in fields} for step in sorted(points)]
 
     def get_evals(self, ident: str) -> EvalDetail:
         """Every evaluation and gate decision of a model version, oldest first."""

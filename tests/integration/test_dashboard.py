@@ -35,6 +35,7 @@ from services.core.messaging.nats_server import free_port
 from services.registry.dashboard import create_dashboard
 from services.registry.database import create_registry_engine, migrate
 from services.registry.store import RegistryStore
+from tests.support.browser import chromium, dump_dom
 from tests.support.events import candidate, sha
 
 pytestmark = pytest.mark.integration
@@ -48,12 +49,6 @@ SCORES = {  # suite → (kind, metric, candidate, baseline, few-shot)
     "safety": ("safety", "refusal_rate_harmful", 7.8, 6.9, None),
     "latency": ("latency", "p95_ms_per_token", 50.1, 48.8, None),
 }
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert found, "Debian's chromium is needed (make test installs it: apt-get install chromium)"
-    return found
 
 
 def record(store: RegistryStore, event: Event, seconds: float) -> None:
@@ -189,17 +184,6 @@ def test_without_a_key_nothing_is_shown_and_a_tenant_sees_only_its_own(dashboard
         assert client.get("/api/models").json()["versions"][0]["version_id"] == version  # by the cookie
 
 
-def dump_dom(url: str, tmp_path: Path) -> str:
-    result = subprocess.run(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", url],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
-
-
 def test_the_evaluation_page_draws_every_arm_and_the_gate_thresholds(
     dashboard: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -220,7 +204,14 @@ def test_the_evaluation_page_draws_every_arm_and_the_gate_thresholds(
     assert float(gates["safety-refusal:safety"]) == pytest.approx(6.9)
     assert float(gates["latency-p95"]) == pytest.approx(48.8 * 1.15)
     assert dom.count('class="gate-row"') == 4 and "release gates: " in dom
-    assert '"rank": 8' in dom  # the tuple
+    # the tuple, field by field, and the adaptation card rendered as the CLI writes it, not as JSON
+    tuple_rows = dict(
+        re.findall(r'<tr class="tuple-row"><td class="mono">([^<]+)</td><td class="mono">([^<]*)</td>', dom)
+    )
+    assert tuple_rows["adapter.rank"] == "8" and tuple_rows["base.sha256"] == sha("base")
+    card = dom[dom.index('id="card"') :]
+    assert "<h2>Model</h2>" in card and "<h2>Evaluation</h2>" in card and '"version_id"' not in card
+    assert '<table class="card-table">' in card and "<code>" in card, "the gates table and the hashes"
 
 
 def test_the_rollout_page_draws_the_traffic_steps(dashboard: tuple[str, str], tmp_path: Path) -> None:

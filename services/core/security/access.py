@@ -231,6 +231,7 @@ SERVICE_USERS: tuple[Access, ...] = (
         consumes=tuple(EVENTS),
         manages_streams=True,
         reads_dead_letters=True,
+        buckets=(("KV", ROUTES_BUCKET, "read"),),  # the dashboard's routes and their health
     ),
     Access(
         "curation",
