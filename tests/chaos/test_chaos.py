@@ -19,11 +19,14 @@ from nats.js.api import StreamInfo
 
 from schemas.subjects import DLQ_STREAM, event_subject
 from schemas.training import TrainingProgress
+from services.core.messaging.routes import RouteTable
 from tests.chaos.conftest import Chaos
+from tests.support.stream import stored_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 GATES = ("gates.passed", "gates.failed")
 DOWNSTREAM = ("dataset.approved", "candidate.ready", "eval.completed")
+ROUTE = "support-extract"
 
 
 def report(scenario: str, **counts: Any) -> None:
@@ -207,3 +210,81 @@ async def test_a_flood_of_malformed_events_is_dead_lettered_and_the_pipeline_flo
     last = await js.get_last_msg(DLQ_STREAM, f"tuneline.dlq.{subject}")
     assert last.headers and last.headers.get("tuneline-dlq-reason")
     report("malformed flood", published=flood, dead_letters=info.state.messages, lineage=counts)
+
+
+async def guard_of(chaos: Chaos) -> Any:
+    table = await RouteTable.open(chaos.operator.broker.connection.jetstream(), create=False)
+    entry, _ = await table.get(ROUTE)
+    return entry
+
+
+async def test_the_guardian_killed_mid_breach_resumes_its_watch_and_acts_once(chaos: Chaos) -> None:
+    """A promoted version starts failing 3 % of requests (TUNELINE_SERVING_FAULTS, serving
+    restarted with it); while the guardian's statistic climbs and before it alarms, the rollout
+    controller is killed; windows pile up; restarted, it continues the same watch from the route
+    entry and rolls back once, with one alert."""
+    waived = {"format_validity_min": 0, "latency_p95_ratio_max": 100, "target_gain_min": -10}
+    correlation = chaos.submit(max_steps=4, gates=waived)
+    await chaos.wait_for(correlation, "gates.passed", timeout=240)
+    port = chaos.stack.config.serving_port
+    command = [sys.executable, "-m", "services.cli", "--nats-url", chaos.url, "traffic", ROUTE,
+               "--url", f"http://127.0.0.1:{port}", "--max-tokens", "4", "--concurrency", "4"]  # fmt: skip
+    first = await asyncio.create_subprocess_exec(
+        *command, "--requests", "0", "--timeout", "300",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await chaos.wait_for(correlation, "rollout.promoted", "rollout.rolled-back", timeout=300)
+    await first.wait()
+    promoted = (await guard_of(chaos)).stable.version_id()
+    chaos.stack.config.env["TUNELINE_SERVING_FAULTS"] = json.dumps({promoted: {"error_rate": 0.03}})
+    chaos.stack.kill("serving")
+    chaos.stack.restart("serving")
+    traffic = await asyncio.create_subprocess_exec(
+        *command,
+        "--requests",
+        "1000000",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    js = chaos.operator.broker.connection.jetstream()
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # mid-breach: errors counted against the objective, no alarm yet
+            entry = await guard_of(chaos)
+            watch = entry.guard.watches.get("error_rate")
+            if watch is not None and watch.events >= 2 and not entry.guard.open_alerts:
+                break
+            assert not entry.guard.open_alerts, "alarmed before the kill: raise the fault's subtlety"
+            assert time.monotonic() < deadline, "the production version's errors never reached the guardian"
+            await asyncio.sleep(0.2)
+        pid = chaos.stack.kill("rollout")
+        at_kill = (await guard_of(chaos)).guard
+        assert at_kill.watches["error_rate"].statistic > 0 and not at_kill.open_alerts
+        await asyncio.sleep(3.0)  # windows arrive while no controller runs
+        chaos.stack.restart("rollout")
+        deadline = time.monotonic() + 180
+        while not (rolled := await stored_events(js, "rollout.rolled-back")):
+            assert time.monotonic() < deadline, "the guardian never acted after its restart"
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(5.0)  # a doubled action would arrive by now
+    finally:
+        traffic.kill()
+        await traffic.wait()
+    rolled = await stored_events(js, "rollout.rolled-back")
+    raised = [
+        e
+        for e in await stored_events(js, "route.alert-raised")
+        if e.payload["alert"]["version_id"] == promoted
+    ]
+    assert len(rolled) == 1 and rolled[0].payload["reason"].startswith("slo-breach: error_rate"), rolled
+    assert rolled[0].payload["candidate_version"] == promoted
+    assert len(raised) == 1 and raised[0].payload["alert"]["objective"] == "error_rate"
+    after = await guard_of(chaos)
+    assert after.stable.version_id() != promoted and after.released[promoted] == "rolled-back"
+    breach = at_kill.watches["error_rate"]
+    alert = raised[0].payload["alert"]
+    report(
+        "guardian kill -9 mid-breach", killed_pid=pid, events_at_kill=breach.events,
+        statistic_at_kill=breach.statistic, alarm=alert["statistic"], threshold=alert["threshold"],
+        alerts=len(raised), rollbacks=len(rolled),
+    )  # fmt: skip
