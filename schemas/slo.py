@@ -101,7 +101,7 @@ class RouteObjectives(Contract):
 
 
 class WatchState(Contract):
-    """One objective's Shiryaev-Roberts mixture (services/rollout/watch.py) since its last reset."""
+    """One objective's Shiryaev-Roberts mixture (services/core/route_watch.py) since its last reset."""
 
     statistics: tuple[float, ...] = Field(default=(), description="R per alternative rate")
     windows: int = 0
@@ -149,6 +149,7 @@ class GuardState(Contract):
         default_factory=dict, description="Windows in a row at or below the objective, per open alert"
     )
     seen_windows: dict[str, float] = Field(default_factory=dict)
+    window_s: float = Field(default=0.0, ge=0, description="Seconds per serving window, as last seen")
 
 
 class RouteAlertRaised(Event):

@@ -86,7 +86,14 @@ def health(
             "that rarely on average)"
         )
         table = Table(
-            "objective", "means", "rate now", "events / requests", "budget left", "statistic", "alert"
+            "objective",
+            "means",
+            "rate now",
+            "events / requests",
+            "budget left",
+            "statistic",
+            "detects",
+            "alert",
         )
         for row in rows:
             rate = "—" if row["rate"] is None else f"{row['rate']:.4g}"
@@ -94,9 +101,18 @@ def health(
             alert = f"[red]{row['alert']['severity']} → {row['action']}[/]" if row["alert"] else "—"
             table.add_row(
                 row["objective"], row["meaning"], rate, f"{row['events']} / {row['requests']}",
-                budget, f"{row['statistic']:.3g}", alert,
+                budget, f"{row['statistic']:.3g}", _detects(row["detects"]), alert,
             )  # fmt: skip
         console.print(table)
+
+
+def _detects(found: dict[str, Any] | None) -> str:
+    """The breach the objective's watch states it catches at the route's traffic, and how soon."""
+    if not found:
+        return "—"
+    if found["windows"] is None:
+        return f"{found['rate']:.3g}: not at this traffic"
+    return f"{found['rate']:.3g} in ~{found['windows']} windows ({found['seconds']:.0f} s)"
 
 
 def alerts(

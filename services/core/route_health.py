@@ -8,6 +8,30 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.serving import RouteEntry
+from schemas.slo import RouteObjectives
+from services.core.route_watch import windows_to_alarm
+
+DETECT_LIMIT = 10_000  # windows: beyond this a breach is stated as not detectable at this traffic
+
+
+def breach_of(bound: float) -> float:
+    """The breach an objective states it detects: ten times a rare-event bound (errors 0.1 % → 1 %),
+    or a fifth of the way from a common-event bound to 1 (refusals 15 % → 32 %)."""
+    return min(10 * bound, bound + 0.2 * (1 - bound))
+
+
+def detection(
+    bound: float, requests_per_window: float, objectives: RouteObjectives, window_s: float
+) -> dict[str, Any]:
+    """What the watch states it catches at the route's own traffic: the breach rate and the windows
+    (and seconds) until its alarm along the mean path (route_watch.windows_to_alarm)."""
+    rate = breach_of(bound)
+    n = round(requests_per_window)
+    if n < 1 or window_s <= 0:
+        return {"rate": rate, "windows": None, "seconds": None}
+    threshold = objectives.arl_days * 86_400 / window_s
+    windows = windows_to_alarm(bound, rate, n, threshold, limit=DETECT_LIMIT)
+    return {"rate": rate, "windows": windows, "seconds": windows * window_s if windows else None}
 
 
 def health_rows(entry: RouteEntry) -> list[dict[str, Any]]:
@@ -37,6 +61,12 @@ def health_rows(entry: RouteEntry) -> list[dict[str, Any]]:
                 "budget_left": 1 - events / (bound * requests) if requests else None,
                 "statistic": source.statistic if source is not None else 0.0,
                 "alert": alert.model_dump(mode="json") if alert else None,
+                "detects": detection(
+                    bound,
+                    requests / source.windows if source is not None and source.windows else 0,
+                    entry.objectives,
+                    entry.guard.window_s,
+                ),
             }
         )
     drift = entry.guard.open_alerts.get("drift")
@@ -53,6 +83,7 @@ def health_rows(entry: RouteEntry) -> list[dict[str, Any]]:
             "budget_left": None,
             "statistic": drift.statistic if drift else 0.0,
             "alert": drift.model_dump(mode="json") if drift else None,
+            "detects": None,
         }
     )
     return rows

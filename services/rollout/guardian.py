@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from schemas.serving import RouteVersionWindow, ServingWindow
 from schemas.sketch import LatencySketch
 from schemas.slo import Alert, GuardState, Objective, RouteObjectives, SloAction, WatchState
-from services.rollout import watch
+from services.core import route_watch as watch
 
 RESOLVE_WINDOWS = 12
 """Windows in a row at or below the objective before an alert resolves (a minute at 5 s windows)."""
@@ -139,6 +139,7 @@ def judge(
             "open_alerts": open_alerts,
             "healthy_windows": healthy,
             "seen_windows": seen,
+            "window_s": window_s,
         }
     )
     return Judged(new, tuple(raised), tuple(resolved))

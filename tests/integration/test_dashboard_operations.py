@@ -109,6 +109,8 @@ async def test_the_overview_leads_with_routes_and_their_health_and_lists_no_tele
     assert route["route"] == "support" and route["stable_version"] == model_ref("prod").version_id()
     errors = next(o for o in route["objectives"] if o["objective"] == "error_rate")
     assert errors["alert"]["severity"] == "warning" and errors["budget_left"] < 0
+    # what the watch states it catches at this route's 200 requests a 5 s window: 1 % errors in 6
+    assert errors["detects"] == {"rate": 0.01, "windows": 6, "seconds": 30.0}
     assert [i["reason"] for i in route["incidents"]] == ["confirmed jailbreak"]
     assert [a["type"] for a in route["actions"]] == ["retrain.requested"]
     assert all(lineage["latest"] != "tuneline.serving.window.v1" for lineage in lineages)
@@ -124,7 +126,7 @@ async def test_the_overview_leads_with_routes_and_their_health_and_lists_no_tele
     rows = dict(re.findall(r'class="objective-row" data-objective="([^"]+)" data-alert="([^"]*)"', dom))
     assert rows["error_rate"] == "warning" and rows["latency_p95"] == "" and "drift" in rows
     assert dom.count('class="incident"') == 1 and dom.count('class="action"') == 1
-    assert "1 alert(s) open" in dom and "serving.window" not in dom and "billing" not in dom
+    assert "0.0100 in ~6 windows (30 s)" in dom and "1 alert(s) open" in dom and "serving.window" not in dom and "billing" not in dom
 
 
 async def test_a_run_shows_its_loss_and_eval_loss_curves(dashboard: str, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from schemas.rollout import RolloutPolicy
 from schemas.slo import RouteObjectives
 from services.core.artifacts import ArtifactStore
 from services.core.messaging.bus import EventBus
+from services.core.route_watch import windows_to_alarm
 from services.core.settings import CoreSettings
 from services.curation.app import build_curation
 from services.curation.config import CurationSettings
@@ -84,6 +85,10 @@ async def test_after_promotion_an_error_breach_raises_one_alert_and_acts_per_the
         assert alert["version_id"] == candidate.version_id() and alert["value"] > alert["bound"] == 0.001
         assert alert["statistic"] >= alert["threshold"] and alert["requests"] > 0
         assert "Shiryaev-Roberts" in alert["method"]
+        # the route returned within the windows the objective states for a total failure at this
+        # traffic, plus the window in which the fault began (part of it was still healthy)
+        stated = windows_to_alarm(0.001, 1.0, alert["requests"] // alert["windows"], alert["threshold"])
+        assert stated is not None and alert["windows"] <= stated + 1, (alert, stated)
         entry = await route_now(operator)
         if action == "rollback":
             assert rolled["reason"].startswith("slo-breach: error_rate"), rolled["reason"]

@@ -7,7 +7,7 @@ import random
 import statistics
 
 from schemas.slo import WatchState
-from services.rollout import watch
+from services.core import route_watch as watch
 
 BOUND = 0.001  # errors at most 0.1 %
 
@@ -60,3 +60,21 @@ def test_one_bad_request_is_not_an_alarm() -> None:
     # threshold of a month of windows (518,400 at 5 s)
     assert not watch.alarmed(state, 1000.0) and watch.statistic(state) < 250
     assert watch.reset(state) == WatchState()
+
+
+def test_the_stated_detection_delay_matches_what_random_breaches_take() -> None:
+    """`windows_to_alarm` (the mean path) is what an objective states it detects; simulated
+    breaches at 10x the bound are caught around it: the stated delay is the median's neighbour
+    and at least 90 % are caught within twice it."""
+    stated = watch.windows_to_alarm(BOUND, 10 * BOUND, 200, 1000.0)
+    assert stated is not None and 2 <= stated <= 8
+    rng = random.Random(11)
+    delays = [_run(rng, 10 * BOUND, 200, 300, 1000.0) for _ in range(200)]
+    assert all(d is not None for d in delays)
+    found = [d for d in delays if d is not None]
+    assert abs(statistics.median(found) - stated) <= 2, (statistics.median(found), stated)
+    assert sum(d <= 2 * stated for d in found) >= 0.9 * len(found)
+    # a breach at the bound itself is never "detected"; more requests a window detect sooner
+    assert watch.windows_to_alarm(BOUND, BOUND, 200, 1000.0) is None
+    slower = watch.windows_to_alarm(BOUND, 10 * BOUND, 50, 1000.0)
+    assert slower is not None and slower > stated

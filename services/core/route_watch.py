@@ -65,3 +65,24 @@ def alarmed(state: WatchState, arl_windows: float) -> bool:
 def reset(state: WatchState) -> WatchState:
     """After an alarm (acted on), the watch starts again from the next window."""
     return state.model_copy(update={"statistics": (), "windows": 0, "events": 0, "requests": 0})
+
+
+def windows_to_alarm(
+    bound: float, rate: float, n: int, arl_windows: float, limit: int = 100_000
+) -> int | None:
+    """What an objective states it detects: the windows until the alarm when `rate` (above the
+    bound) holds and each window brings `n` requests, along the path where events arrive at their
+    mean (x = rate·n each window). Real delays scatter around it (tests/unit/test_route_watch.py
+    measures the spread); None when the alarm does not come within `limit` windows."""
+    if not 0 < bound < 1 or rate <= bound or n <= 0:
+        return None
+    grid = alternatives(bound)
+    stats = [0.0] * len(grid)
+    x = min(rate, 1.0) * n
+    for window in range(1, limit + 1):
+        for j, p1 in enumerate(grid):
+            log_lr = x * math.log(p1 / bound) + (n - x) * math.log((1 - p1) / (1 - bound))
+            stats[j] = math.exp(min(log_lr + math.log1p(stats[j]), 700.0))
+        if sum(stats) / len(stats) >= arl_windows:
+            return window
+    return None
