@@ -218,6 +218,19 @@ async def guard_of(chaos: Chaos) -> Any:
     return entry
 
 
+async def mid_breach(chaos: Chaos) -> None:
+    """Until errors count against the objective and no alarm has come yet."""
+    deadline = time.monotonic() + 180
+    while True:
+        entry = await guard_of(chaos)
+        watch = entry.guard.watches.get("error_rate")
+        if watch is not None and watch.events >= 2 and not entry.guard.open_alerts:
+            return
+        assert not entry.guard.open_alerts, "alarmed before the kill: make the fault subtler"
+        assert time.monotonic() < deadline, "the production version's errors never reached the guardian"
+        await asyncio.sleep(0.2)
+
+
 async def test_the_guardian_killed_mid_breach_resumes_its_watch_and_acts_once(chaos: Chaos) -> None:
     """A promoted version starts failing 3 % of requests (TUNELINE_SERVING_FAULTS, serving
     restarted with it); while the guardian's statistic climbs and before it alarms, the rollout
@@ -248,15 +261,7 @@ async def test_the_guardian_killed_mid_breach_resumes_its_watch_and_acts_once(ch
     )
     js = chaos.operator.broker.connection.jetstream()
     try:
-        deadline = time.monotonic() + 180
-        while True:  # mid-breach: errors counted against the objective, no alarm yet
-            entry = await guard_of(chaos)
-            watch = entry.guard.watches.get("error_rate")
-            if watch is not None and watch.events >= 2 and not entry.guard.open_alerts:
-                break
-            assert not entry.guard.open_alerts, "alarmed before the kill: raise the fault's subtlety"
-            assert time.monotonic() < deadline, "the production version's errors never reached the guardian"
-            await asyncio.sleep(0.2)
+        await mid_breach(chaos)
         pid = chaos.stack.kill("rollout")
         at_kill = (await guard_of(chaos)).guard
         assert at_kill.watches["error_rate"].statistic > 0 and not at_kill.open_alerts
