@@ -15,17 +15,22 @@ from typing import Any
 
 import pytest
 
+from schemas.dataset import DatasetApproved
 from schemas.evaluation import DriftCheckRequested
 from schemas.gate_policy import GatePolicy
 from schemas.refs import ArtifactRef
-from schemas.rollout import RolloutPromoted
+from schemas.rollout import RolloutPromoteRequested
 from services.core.artifacts import ArtifactStore
 from services.core.messaging.rpc import query
 from services.core.ml.suite_catalogue import register_suite
 from services.core.runtime import ServiceRuntime
 from services.core.settings import CoreSettings
+from services.curation.app import build_curation
+from services.curation.config import CurationSettings
 from services.evaluation.config import EvaluationSettings
 from services.evaluation.handlers import EvaluationHandlers
+from services.rollout.app import create_app as rollout_app
+from services.rollout.config import RolloutSettings
 from tests.conftest import wait_until
 from tests.support.stream import first_event, gate_verdict, stored_events
 from tests.support.training import FACTS, approved, recipe
@@ -38,8 +43,16 @@ def gate(verdict: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 async def test_over_trained_candidate_fails_the_forgetting_gate_and_a_sane_one_passes(
-    operator: ServiceRuntime, store: ArtifactStore, knowing_base: Path, core: CoreSettings
+    operator: ServiceRuntime,
+    store: ArtifactStore,
+    knowing_base: Path,
+    core: CoreSettings,
+    running: Any,
+    tmp_path: Path,
 ) -> None:
+    # the rollout controller and curation too: the sane version is promoted, drifts and is retrained
+    await running(rollout_app(RolloutSettings(core=core)))
+    await running(build_curation(CurationSettings(core=core, work_dir=str(tmp_path / "curation"))).app)
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     over = recipe(
         "sft-lora",
@@ -85,7 +98,7 @@ async def test_over_trained_candidate_fails_the_forgetting_gate_and_a_sane_one_p
     assert all(r["cache_hits"] or r["generated_items"] > 0 for r in reports)
 
     await _the_registry_cards_the_failure(operator, failed, over_event.dataset_id)
-    await _drift_of_production_is_detected_and_scheduled(operator, store, core, passed)
+    await _drift_of_production_is_detected_retrained_and_scheduled(operator, store, core, passed, sane_event)
 
     # the next candidate on the route is compared with the production version too
     successor = approved(store, sane, rows=64, seed=3, route="sane")
@@ -111,16 +124,21 @@ async def _the_registry_cards_the_failure(
     assert len(evals["evaluations"]) == 1 and evals["decisions"][0]["passed"] is False
 
 
-async def _drift_of_production_is_detected_and_scheduled(
-    operator: ServiceRuntime, store: ArtifactStore, core: CoreSettings, passed: dict[str, Any]
+async def _drift_of_production_is_detected_retrained_and_scheduled(
+    operator: ServiceRuntime,
+    store: ArtifactStore,
+    core: CoreSettings,
+    passed: dict[str, Any],
+    sane: DatasetApproved,
 ) -> None:
-    """The sane version goes to production; then the facts suite is revised so the answers the model
-    gives no longer count: a drift check re-runs the suites on production and reports the move."""
+    """The sane version goes to production (an operator promotes its rollout); then the facts suite
+    is revised so the answers the model gives no longer count: a drift check re-runs the suites on
+    production and reports the move, and the route's policy (drift_action: retrain, the default)
+    has curation resubmit the route's dataset for the next generation."""
     production = _version_id(passed["candidate"])
-    await operator.bus.publish(
-        RolloutPromoted(route="sane", tenant="acme", candidate_version=production, rollout_id="r-1")
-    )
-    await wait_until(lambda: _status(store, operator, production), timeout=20)
+    await first_event(operator, "rollout.started", timeout=60, route="sane")
+    await operator.bus.publish(RolloutPromoteRequested(route="sane", tenant="acme", reason="test"))
+    await wait_until(lambda: _status(store, operator, production), timeout=30)
     revised = "".join(
         json.dumps({"id": f"fact-{n}", "prompt": q, "answer": f"not {a}"}) + "\n"
         for n, (q, a) in enumerate(FACTS, 1)
@@ -131,6 +149,16 @@ async def _drift_of_production_is_detected_and_scheduled(
     assert drift["production_version"] == production
     [delta] = drift["deltas"]
     assert delta["suite"]["name"] == "facts" and delta["delta"] <= -50 and delta["threshold"] == 5.0
+    retrain = (await first_event(operator, "retrain.requested", timeout=30, route="sane")).payload
+    assert (retrain["trigger"], retrain["version_id"]) == ("drift", production)
+    js = operator.broker.connection.jetstream()
+
+    async def resubmitted() -> list[Any]:
+        found = await stored_events(js, "dataset.approved")
+        return [e for e in found if e.payload["submission_id"].startswith("retrain-")]
+
+    [again] = await wait_until(resubmitted, timeout=30, interval=0.3)
+    assert again.payload["dataset_id"] == sane.dataset_id and again.payload["route"] == "sane"
 
     # the schedule publishes one check per production route and interval: replicas deduplicate
     handlers = EvaluationHandlers(EvaluationSettings(core=core), store, operator.broker)
