@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
+from schemas.envelope import Envelope
 from schemas.events import Contract, Event
 from schemas.refs import ModelRef, RouteAlias, Tenant
 from schemas.rollout import RolloutState
@@ -52,6 +53,15 @@ class ServingWindow(Event):
 Role = Literal["stable", "candidate", "shadow"]
 
 
+class PendingEvent(Contract):
+    """An event the controller decided in the same write as the route change, not yet known to be
+    published (the route's outbox): whoever next writes the route publishes it first, under the
+    same id, so a controller killed between its write and its publish loses no decision."""
+
+    envelope: Envelope
+    payload: dict[str, Any]
+
+
 class RouteEntry(Contract):
     """One key of the `tuneline_routes` KV bucket: what a route serves, written by rollout alone.
 
@@ -92,6 +102,10 @@ class RouteEntry(Contract):
     )
     release_latency_p95_ms: float | None = Field(
         default=None, ge=0, description="The p95 latency measured at release (the last canary step)"
+    )
+
+    outbox: tuple[PendingEvent, ...] = Field(
+        default=(), description="Events decided with the last write and not yet confirmed published"
     )
 
     def version_of(self, role: Role) -> ModelRef | None:

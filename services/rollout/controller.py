@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from schemas.envelope import derived_event_id
+from schemas.envelope import Envelope, derived_event_id
 from schemas.evaluation import DriftDetected, GatesPassed
 from schemas.events import Event
 from schemas.refs import ModelRef
@@ -32,13 +32,12 @@ from schemas.serving import RouteEntry, ServingWindow
 from schemas.slo import GuardState, IncidentReported
 from services.core.messaging.bus import EventBus
 from services.core.messaging.delivery import HandlerContext
-from services.core.messaging.routes import RouteConflict, RouteTable
+from services.core.messaging.routes import RouteTable
 from services.rollout import analysis, guarding
 from services.rollout.guarding import released
+from services.rollout.outbox import Address, Change, RouteWriter
 
 log = logging.getLogger(__name__)
-CAS_ATTEMPTS = 20
-Change = Callable[[RouteEntry | None], tuple[RouteEntry | None, list[Event]]]
 
 
 def _about(entry: RouteEntry, state: RolloutState) -> dict[str, Any]:
@@ -73,30 +72,27 @@ class RolloutController:
         """`verify(version, verdict_id)` raises unless the record backs the verdict (release.py)."""
         self.table = table
         self.bus = bus
+        self.writer = RouteWriter(table, bus)
         self.policy = policy
         self.verify = verify
 
-    async def _change(self, route: str, change: Change) -> list[Event]:
-        """Read, change and compare-and-set the route; retried when another writer got there first."""
-        for _ in range(CAS_ATTEMPTS):
-            entry, revision = await self.table.get(route)
-            updated, events = change(entry)
-            if updated is None:
-                return events
-            try:
-                await self.table.put(updated, revision)
-            except RouteConflict:
-                continue
-            return events
-        raise RuntimeError(f"route {route}: gave up after {CAS_ATTEMPTS} conflicting writes")
+    async def _change(self, route: str, change: Change, address: Address) -> list[Event]:
+        return await self.writer.change(route, change, address)
 
-    async def _publish(self, state: RolloutState, events: list[Event], tag: str) -> None:
-        for event in events:
-            await self.bus.publish(
-                event,
+    def _caused_by(self, ctx: HandlerContext) -> Address:
+        """Envelopes of events caused by the handled one (as `ctx.publish` would send them)."""
+        return lambda events: [self.bus.envelope_for(e, causation=ctx.envelope) for e in events]
+
+    def _of_rollout(self, state: RolloutState, tag: str, events: list[Event]) -> list[Envelope]:
+        """Envelopes of a rollout's events: in its lineage, ids derived from what started it."""
+        return [
+            self.bus.envelope_for(
+                e,
                 correlation_id=state.correlation_id,
-                event_id=derived_event_id(state.origin_event_id, event.ce_type(), tag),
+                event_id=derived_event_id(state.origin_event_id, e.ce_type(), tag),
             )
+            for e in events
+        ]
 
     # -- gates.passed -------------------------------------------------------------------------------
     async def start(self, event: GatesPassed, ctx: HandlerContext) -> None:
@@ -125,11 +121,15 @@ class RolloutController:
             else self.policy.model_copy(update={"objectives": event.policy.objectives}),
         )
         superseded: list[tuple[RolloutState, Event]] = []
-        events = await self._change(event.route, functools.partial(self._started, event, state, superseded))
-        for old, rolled_back in superseded:
-            await self._publish(old, [rolled_back], "superseded")
-        for published in events:
-            await ctx.publish(published)
+
+        def address(events: list[Event]) -> list[Envelope]:
+            """The superseded rollout's rolled-back event in its own lineage, the rest in this one."""
+            old = [e for _, e in superseded]
+            found = [self._of_rollout(s, "superseded", [e])[0] for s, e in superseded]
+            return found + self._caused_by(ctx)([e for e in events if not any(e is o for o in old)])
+
+        change = functools.partial(self._started, event, state, superseded)
+        events = await self._change(event.route, change, address)
         if events:
             log.info("rollout of %s on %s started in shadow", version, event.route)
 
@@ -181,6 +181,18 @@ class RolloutController:
             rollback_target=entry.rollback_target if entry is not None else None,
             rollout=started,
             released=released(entry, **earlier, **{version: "started"}),
+            # the production version keeps its objectives and its watch, which resumes if the
+            # candidate is rolled back (during the rollout the canary analysis judges the route)
+            **(
+                {}
+                if entry is None
+                else {
+                    "objectives": entry.objectives,
+                    "guard": entry.guard,
+                    "release_refusal_rate": entry.release_refusal_rate,
+                    "release_latency_p95_ms": entry.release_latency_p95_ms,
+                }
+            ),
         )
         common = {
             "route": event.route,
@@ -190,6 +202,7 @@ class RolloutController:
             "rollout_id": started.rollout_id,
         }
         return new_entry, [
+            *(rolled_back for _, rolled_back in superseded),
             RolloutStarted(**common),
             RolloutStep(**common, phase="shadow", traffic_percent=0.0),
         ]
@@ -222,16 +235,19 @@ class RolloutController:
                 return self._advanced(entry, state, findings)
             return entry.model_copy(update={"rollout": state}), []
 
-        events = await self._change(route, change)
-        state = outcome.get("state")
-        if isinstance(state, RolloutState) and events:
-            await self._publish(state, events, f"{outcome['action']}-{state.step_index}")
-        elif "guarded" in outcome:
-            # ids derived from the window that decided: a second controller on the same window
-            # publishes the same ids, which JetStream drops
+        def address(events: list[Event]) -> list[Envelope]:
+            state = outcome.get("state")
+            if isinstance(state, RolloutState):
+                return self._of_rollout(state, f"{outcome['action']}-{state.step_index}", events)
+            # the guardian's: ids derived from the window that decided, so a second controller on
+            # the same window makes the same ids, which JetStream drops
             origin = f"tuneline/guard/{route}/{window.replica}/{window.window_end}"
-            for n, event in enumerate(events):  # two alerts of one window are two events
-                await self.bus.publish(event, event_id=derived_event_id(origin, event.ce_type(), "guard", n))
+            return [  # two alerts of one window are two events
+                self.bus.envelope_for(e, event_id=derived_event_id(origin, e.ce_type(), "guard", n))
+                for n, e in enumerate(events)
+            ]
+
+        await self._change(route, change, address)
 
     def _advanced(
         self, entry: RouteEntry, state: RolloutState, findings: tuple[MetricAnalysis, ...]
@@ -331,9 +347,7 @@ class RolloutController:
             )
             return entry.model_copy(update={"rollout": new_state}), [announced]
 
-        events = await self._change(route, change)
-        for event in events:
-            await ctx.publish(event)
+        await self._change(route, change, self._caused_by(ctx))
 
     async def incident(self, event: IncidentReported, ctx: HandlerContext) -> None:
         """A critical incident rolls the route back at once when its objectives say so: a rollout
@@ -360,14 +374,13 @@ class RolloutController:
             log.warning("critical incident on %s: nothing to roll back to", event.route)
             return None, []
 
-        for published in await self._change(event.route, change):
-            await ctx.publish(published)
+        await self._change(event.route, change, self._caused_by(ctx))
 
     async def drift(self, event: DriftDetected, ctx: HandlerContext) -> None:
         """`drift.detected` through the route's policy (guarding.drifted): once per version."""
         objectives = self.policy.objectives
-        for published in await self._change(event.route, lambda e: guarding.drifted(e, event, objectives)):
-            await ctx.publish(published)
+        change: Change = lambda e: guarding.drifted(e, event, objectives)  # noqa: E731
+        await self._change(event.route, change, self._caused_by(ctx))
 
     def _restored(self, entry: RouteEntry, reason: str) -> tuple[RouteEntry, list[Event]]:
         assert entry.rollback_target is not None

@@ -257,6 +257,11 @@ class EventBus:
             event_id=event_id,
             tenant=tenant,
         )
+        return await self.send(event, envelope, timeout=timeout)
+
+    async def send(self, event: Event, envelope: Envelope, *, timeout: float = 5.0) -> Envelope:
+        """Publish `event` under an envelope made earlier (`envelope_for`): a writer that records
+        what it will publish before it publishes (an outbox) sends the very same id later."""
         subject = publish_subject(event.event_type, self.service)
         if self.tenant_scope is not None:
             if envelope.tenant != self.tenant_scope:
