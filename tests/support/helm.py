@@ -22,6 +22,24 @@ _metadata = {
     "required": ["name"],
     "properties": {"name": {"type": "string"}, "labels": _string_map, "annotations": _string_map},
 }
+_duration = {"type": "string", "pattern": r"^\d+[smh]$"}
+
+
+def _list_of(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    item = {"type": "object", "additionalProperties": False, "properties": properties}
+    return {"type": "array", "items": {**item, "required": required} if required else item}
+
+
+def _monitoring(required: list[str], spec: dict[str, Any]) -> dict[str, Any]:
+    """A Prometheus Operator resource: metadata and a closed spec."""
+    closed = {"type": "object", "additionalProperties": False, "required": required, "properties": spec}
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {"metadata": _metadata, "spec": closed},
+    }
+
+
 CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     # https://keda.sh/docs/latest/reference/scaledobject-spec/ and the nats-jetstream scaler
     ("keda.sh/v1alpha1", "ScaledObject"): {
@@ -83,76 +101,39 @@ CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
         },
     },
     # https://prometheus-operator.dev/docs/api-reference/api/#monitoring.coreos.com/v1.PrometheusRule
-    ("monitoring.coreos.com/v1", "PrometheusRule"): {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "metadata": _metadata,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["groups"],
-                "properties": {
-                    "groups": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["name", "rules"],
-                            "properties": {
-                                "name": {"type": "string"},
-                                "interval": {"type": "string"},
-                                "rules": {
-                                    "type": "array",
-                                    "items": {
-                                        "type": "object",
-                                        "additionalProperties": False,
-                                        "required": ["expr"],
-                                        "properties": {
-                                            "alert": {"type": "string"},
-                                            "record": {"type": "string"},
-                                            "expr": {"type": "string"},
-                                            "for": {"type": "string", "pattern": r"^\d+[smh]$"},
-                                            "labels": _string_map,
-                                            "annotations": _string_map,
-                                        },
-                                    },
-                                },
-                            },
+    ("monitoring.coreos.com/v1", "PrometheusRule"): _monitoring(
+        ["groups"],
+        {
+            "groups": _list_of(
+                ["name", "rules"],
+                {
+                    "name": {"type": "string"},
+                    "interval": {"type": "string"},
+                    "rules": _list_of(
+                        ["expr"],
+                        {
+                            "alert": {"type": "string"},
+                            "record": {"type": "string"},
+                            "expr": {"type": "string"},
+                            "for": _duration,
+                            "labels": _string_map,
+                            "annotations": _string_map,
                         },
-                    }
+                    ),
                 },
-            },
+            )
         },
-    },
+    ),
     # https://prometheus-operator.dev/docs/api-reference/api/#monitoring.coreos.com/v1.ServiceMonitor
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "metadata": _metadata,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["selector", "endpoints"],
-                "properties": {
-                    "selector": {"type": "object", "properties": {"matchLabels": _string_map}},
-                    "endpoints": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {
-                                "port": {"type": "string"},
-                                "path": {"type": "string"},
-                                "interval": {"type": "string", "pattern": r"^\d+[smh]$"},
-                            },
-                        },
-                    },
-                },
-            },
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): _monitoring(
+        ["selector", "endpoints"],
+        {
+            "selector": {"type": "object", "properties": {"matchLabels": _string_map}},
+            "endpoints": _list_of(
+                [], {"port": {"type": "string"}, "path": {"type": "string"}, "interval": _duration}
+            ),
         },
-    },
+    ),
 }
 
 
