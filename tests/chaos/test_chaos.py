@@ -224,13 +224,15 @@ async def mid_breach(chaos: Chaos) -> None:
     while True:
         entry = await guard_of(chaos)
         watch = entry.guard.watches.get("error_rate")
-        if watch is not None and watch.events >= 2 and not entry.guard.open_alerts:
+        # (a latency page may come and go: the restarted replica is slower than at release)
+        if watch is not None and watch.events >= 2 and "error_rate" not in entry.guard.open_alerts:
             return
-        assert not entry.guard.open_alerts, "alarmed before the kill: make the fault subtler"
+        assert "error_rate" not in entry.guard.open_alerts, "alarmed before the kill: make the fault subtler"
         assert time.monotonic() < deadline, "the production version's errors never reached the guardian"
         await asyncio.sleep(0.2)
 
 
+@pytest.mark.timeout(600)
 async def test_the_guardian_killed_mid_breach_resumes_its_watch_and_acts_once(chaos: Chaos) -> None:
     """A promoted version starts failing 3 % of requests (TUNELINE_SERVING_FAULTS, serving
     restarted with it); while the guardian's statistic climbs and before it alarms, the rollout
@@ -264,7 +266,7 @@ async def test_the_guardian_killed_mid_breach_resumes_its_watch_and_acts_once(ch
         await mid_breach(chaos)
         pid = chaos.stack.kill("rollout")
         at_kill = (await guard_of(chaos)).guard
-        assert at_kill.watches["error_rate"].statistic > 0 and not at_kill.open_alerts
+        assert at_kill.watches["error_rate"].statistic > 0 and "error_rate" not in at_kill.open_alerts
         await asyncio.sleep(3.0)  # windows arrive while no controller runs
         chaos.stack.restart("rollout")
         deadline = time.monotonic() + 180
@@ -279,7 +281,7 @@ async def test_the_guardian_killed_mid_breach_resumes_its_watch_and_acts_once(ch
     raised = [
         e
         for e in await stored_events(js, "route.alert-raised")
-        if e.payload["alert"]["version_id"] == promoted
+        if e.payload["alert"]["version_id"] == promoted and e.payload["alert"]["objective"] == "error_rate"
     ]
     assert len(rolled) == 1 and rolled[0].payload["reason"].startswith("slo-breach: error_rate"), rolled
     assert rolled[0].payload["candidate_version"] == promoted
