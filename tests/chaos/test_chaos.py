@@ -218,23 +218,28 @@ async def guard_of(chaos: Chaos) -> Any:
     return entry
 
 
-async def mid_breach(chaos: Chaos) -> None:
-    """Until errors count against the objective and no alarm has come yet."""
+async def mid_breach(chaos: Chaos, promoted: str) -> None:
+    """Until errors count against the objective and no alarm has come yet. At 1 % errors against
+    0.1 %, the watch states its alarm after 11 windows at 110 requests a window, 104 at 10."""
     deadline = time.monotonic() + 180
     while True:
         entry = await guard_of(chaos)
+        assert entry.stable.version_id() == promoted, "rolled back before the kill: make the fault subtler"
         watch = entry.guard.watches.get("error_rate")
         # (a latency page may come and go: the restarted replica is slower than at release)
         if watch is not None and watch.events >= 2 and "error_rate" not in entry.guard.open_alerts:
             return
         assert "error_rate" not in entry.guard.open_alerts, "alarmed before the kill: make the fault subtler"
-        assert time.monotonic() < deadline, "the production version's errors never reached the guardian"
+        assert time.monotonic() < deadline, (
+            f"the production version's errors never reached the guardian: {entry.guard.watches}\n"
+            + chaos.stack.log_tail("serving", 30)
+        )
         await asyncio.sleep(0.2)
 
 
 @pytest.mark.timeout(600)
 async def test_the_guardian_killed_mid_breach_resumes_its_watch_and_acts_once(chaos: Chaos) -> None:
-    """A promoted version starts failing 3 % of requests (TUNELINE_SERVING_FAULTS, serving
+    """A promoted version starts failing 1 % of requests (TUNELINE_SERVING_FAULTS, serving
     restarted with it); while the guardian's statistic climbs and before it alarms, the rollout
     controller is killed; windows pile up; restarted, it continues the same watch from the route
     entry and rolls back once, with one alert."""
@@ -251,7 +256,7 @@ async def test_the_guardian_killed_mid_breach_resumes_its_watch_and_acts_once(ch
     await chaos.wait_for(correlation, "rollout.promoted", "rollout.rolled-back", timeout=300)
     await first.wait()
     promoted = (await guard_of(chaos)).stable.version_id()
-    chaos.stack.config.env["TUNELINE_SERVING_FAULTS"] = json.dumps({promoted: {"error_rate": 0.03}})
+    chaos.stack.config.env["TUNELINE_SERVING_FAULTS"] = json.dumps({promoted: {"error_rate": 0.01}})
     chaos.stack.kill("serving")
     chaos.stack.restart("serving")
     traffic = await asyncio.create_subprocess_exec(
@@ -263,7 +268,7 @@ async def test_the_guardian_killed_mid_breach_resumes_its_watch_and_acts_once(ch
     )
     js = chaos.operator.broker.connection.jetstream()
     try:
-        await mid_breach(chaos)
+        await mid_breach(chaos, promoted)
         pid = chaos.stack.kill("rollout")
         at_kill = (await guard_of(chaos)).guard
         assert at_kill.watches["error_rate"].statistic > 0 and "error_rate" not in at_kill.open_alerts
