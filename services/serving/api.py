@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.serving.generation import Completion
 from services.serving.protocol import ErrorBody, ErrorResponse
@@ -51,7 +52,7 @@ def error_response(refused: RequestRefused) -> JSONResponse:
 def internal_error(error: BaseException) -> RequestRefused:
     return RequestRefused(
         500, f"internal error ({type(error).__name__}); the request was logged, retry it or report it",
-        kind="server_error", code="internal-error",
+        kind="server_error", code="internal_error",
     )  # fmt: skip
 
 
@@ -59,7 +60,7 @@ async def read_json(request: Request, limit: int) -> Any:
     """The request's JSON body, refused with 413 beyond `limit` bytes (read in chunks, never whole)."""
     too_large = RequestRefused(
         413, f"the request body is larger than this server's limit of {limit} bytes; send a smaller body",
-        kind="invalid_request_error", code="request-too-large",
+        kind="invalid_request_error", code="request_too_large",
     )  # fmt: skip
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -73,10 +74,10 @@ async def read_json(request: Request, limit: int) -> Any:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise RequestRefused(400, "the request body is not JSON", kind="invalid_request_error",
-                             code="invalid-body") from None  # fmt: skip
+                             code="invalid_body") from None  # fmt: skip
     except RecursionError:
         raise RequestRefused(400, "the request body is nested too deeply to be a request; flatten it",
-                             kind="invalid_request_error", code="invalid-body") from None  # fmt: skip
+                             kind="invalid_request_error", code="invalid_body") from None  # fmt: skip
 
 
 def _envelope(p: Prepared, request_id: str) -> dict[str, Any]:
@@ -88,13 +89,17 @@ def _envelope(p: Prepared, request_id: str) -> dict[str, Any]:
     }
 
 
-def completion_body(p: Prepared, request_id: str, result: Completion, provenance: Provenance) -> BaseModel:
-    """The whole answer of a non-streamed request, as OpenAI shapes it for its kind."""
-    usage = Usage(
+def usage_of(result: Completion) -> Usage:
+    return Usage(
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
         total_tokens=result.prompt_tokens + result.completion_tokens,
     )
+
+
+def completion_body(p: Prepared, request_id: str, result: Completion, provenance: Provenance) -> BaseModel:
+    """The whole answer of a non-streamed request, as OpenAI shapes it for its kind."""
+    usage = usage_of(result)
     head = _envelope(p, request_id)
     if p.kind == "chat":
         choice = ChatChoice(message=AssistantMessage(content=result.text), finish_reason=result.finish_reason)
@@ -108,13 +113,19 @@ async def answer(service: ServingService, request: Request, kind: Kind) -> Respo
     try:
         return await _answer(service, request, kind)
     except RequestRefused as refused:
-        service.metrics.refused.labels(str(refused.status), refused.code).inc()
-        return error_response(refused)
+        return _refused(service, refused)
     except Exception as error:
         log.exception("%s request failed", kind)
-        failure = internal_error(error)
-        service.metrics.refused.labels(str(failure.status), failure.code).inc()
-        return error_response(failure)
+        return _refused(service, internal_error(error))
+
+
+def _refused(service: ServingService, refused: RequestRefused) -> JSONResponse:
+    """The error answer, counted: by code, and among all requests by status (a generation that
+    failed was counted with its route and role where it was measured)."""
+    service.metrics.refused.labels(str(refused.status), refused.code).inc()
+    if not refused.counted:
+        service.metrics.requests.labels("", "refused", str(refused.status)).inc()
+    return error_response(refused)
 
 
 async def _answer(service: ServingService, request: Request, kind: Kind) -> Response:
@@ -123,8 +134,10 @@ async def _answer(service: ServingService, request: Request, kind: Kind) -> Resp
     prepared = await service.prepare(tenant, body, kind)
     request_id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
     if body.get("stream"):
+        options = body.get("stream_options")
+        usage = isinstance(options, dict) and options.get("include_usage") is True
         return StreamingResponse(
-            _sse(service, prepared, request_id),
+            _sse(service, prepared, request_id, usage=usage),
             media_type="text/event-stream",
             headers=service.headers(prepared),
         )
@@ -175,6 +188,34 @@ def create_http_app(service: ServingService, health: Callable[[], dict[str, Any]
             return error_response(refused)
         return JSONResponse(model_list(service, tenant).model_dump(mode="json"))
 
+    @app.get("/v1/models/{model_id}")
+    async def model(request: Request, model_id: str) -> Response:
+        try:
+            tenant = service.tenant_for(request.headers.get("authorization"))
+        except RequestRefused as refused:
+            return error_response(refused)
+        route = model_id.split("@", 1)[0]  # answers name their model `<route>@<version>`
+        found = [card for card in model_list(service, tenant).data if card.id == route]
+        if not found:
+            return error_response(
+                RequestRefused(404, f"the model {model_id!r} does not exist; GET /v1/models lists yours",
+                               kind="invalid_request_error", code="model_not_found", param="model")
+            )  # fmt: skip
+        return JSONResponse(found[0].model_dump(mode="json"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def not_here(request: Request, error: StarletteHTTPException) -> Response:
+        """Unknown paths and methods answer in OpenAI's error shape, not FastAPI's `detail`."""
+        code = "unknown_url" if error.status_code == 404 else "method_not_allowed"
+        return error_response(
+            RequestRefused(
+                error.status_code,
+                f"{request.method} {request.url.path} is not served here; the API is /v1/models, "
+                "/v1/chat/completions and /v1/completions",
+                kind="invalid_request_error", code=code,
+            )
+        )  # fmt: skip
+
     @app.get("/health")
     async def health_check() -> Response:
         # anyone can reach this port: the answer says up or not, never routes, tenants or adapters
@@ -193,19 +234,24 @@ def _chunk(p: Prepared, head: dict[str, Any], delta: str | None, finish: str | N
     return TextCompletionChunk(**head, choices=[CompletionChoice(text=delta or "", finish_reason=finish)])
 
 
-async def _sse(service: ServingService, p: Prepared, request_id: str) -> AsyncIterator[bytes]:
-    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
+async def _sse(service: ServingService, p: Prepared, request_id: str, *, usage: bool) -> AsyncIterator[bytes]:
+    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`: the last choice
+    chunk carries the finish reason (`length` when max_tokens cut the answer); with
+    `stream_options.include_usage` a final chunk with no choices carries the usage."""
     head = _envelope(p, request_id)
     yield sse(_chunk(p, head, None, None, first=True))
+    finished: list[Completion] = []
     try:
-        async for delta in service.stream(p):
+        async for delta in service.stream(p, finished):
             yield sse(_chunk(p, head, delta, None, first=False))
     except RequestRefused as refused:
         yield sse(StreamError(error={"message": refused.message, "type": refused.kind, "code": refused.code}))
         yield DONE
         return
-    yield sse(_chunk(p, head, None, "stop", first=False))
+    result = finished[0]
+    yield sse(_chunk(p, head, None, result.finish_reason, first=False))
     tail_type = ChatCompletionChunk if p.kind == "chat" else TextCompletionChunk
     closing = head | {"created": int(time.time())}
-    yield sse(tail_type(**closing, choices=[], tuneline=service.provenance(p)))
+    tail = {"usage": usage_of(result)} if usage else {}
+    yield sse(tail_type(**closing, choices=[], tuneline=service.provenance(p), **tail))
     yield DONE

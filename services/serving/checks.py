@@ -55,9 +55,9 @@ def refusal_for(error: Exception) -> RequestRefused:
     if isinstance(error, RequestRefused):
         return error
     if isinstance(error, PromptRefused):
-        return RequestRefused(400, str(error), kind="invalid_request_error", code="invalid-prompt")
+        return RequestRefused(400, str(error), kind="invalid_request_error", code="invalid_prompt")
     if isinstance(error, BackendError):
         return RequestRefused(503, f"generation failed: {error}", kind="service_unavailable",
-                              code="version-unavailable")  # fmt: skip
+                              code="version_unavailable")  # fmt: skip
     return RequestRefused(500, f"generation failed: {type(error).__name__}: {error}", kind="server_error",
-                          code="generation-failed")  # fmt: skip
+                          code="generation_failed")  # fmt: skip

@@ -35,6 +35,10 @@ class ServingMetrics:
             ["route", "role", "valid"], registry=registry,
         )  # fmt: skip
         self.refusals = Counter(REFUSALS, "Answers that were refusals", ["route", "role"], registry=registry)
+        self.tokens_per_second = Histogram(
+            "tuneline_serving_tokens_per_second", "Generated tokens per second of each answered request",
+            ["route", "role"], buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000), registry=registry,
+        )  # fmt: skip
         self.tokens = Counter(
             "tuneline_serving_completion_tokens", "Generated tokens", ["route", "role"], registry=registry
         )

@@ -8,6 +8,40 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.serving.generation import Sampling
+from services.serving.routing import RequestRefused
+
+UNSUPPORTED = {
+    "logprobs": "log-probabilities",
+    "top_logprobs": "log-probabilities",
+    "echo": "echoing the prompt with its log-probabilities",
+    "tools": "function calling",
+    "tool_choice": "function calling",
+    "functions": "function calling",
+    "function_call": "function calling",
+    "parallel_tool_calls": "function calling",
+    "logit_bias": "logit bias",
+    "best_of": "best-of sampling",
+    "presence_penalty": "presence penalty",
+    "frequency_penalty": "frequency penalty",
+    "suffix": "insertion (suffix)",
+}
+"""OpenAI parameters this server cannot honour yet: refused by name, never accepted and dropped."""
+NEUTRAL: tuple[Any, ...] = (None, False, 0, "", [], {}, "none", "auto")
+
+
+def refuse_unsupported(body: dict[str, Any]) -> None:
+    """A 400 naming the first parameter that asks for what this server cannot do (a neutral value,
+    such as `logprobs: false`, `best_of: 1` or `tool_choice: "none"`, asks for nothing)."""
+    for name, what in UNSUPPORTED.items():
+        value = body.get(name)
+        if any(value is v or (type(value) is type(v) and value == v) for v in NEUTRAL) or (
+            name == "best_of" and value == 1
+        ):
+            continue
+        raise RequestRefused(
+            400, f"`{name}` ({what}) is not supported by this server yet; leave it out of the request",
+            kind="invalid_request_error", code="unsupported_parameter", param=name,
+        )  # fmt: skip
 
 
 class _Request(BaseModel):

@@ -89,12 +89,14 @@ class ChatChunkChoice(_Out):
 class ChatCompletionChunk(_Envelope):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     choices: list[ChatChunkChoice]
+    usage: Usage | None = Field(default=None, exclude_if=lambda v: v is None)
     tuneline: Provenance | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class TextCompletionChunk(_Envelope):
     object: Literal["text_completion"] = "text_completion"
     choices: list[CompletionChoice]
+    usage: Usage | None = Field(default=None, exclude_if=lambda v: v is None)
     tuneline: Provenance | None = Field(default=None, exclude_if=lambda v: v is None)
 
 

@@ -24,6 +24,7 @@ class RequestRefused(Exception):
         self.kind = kind
         self.code = code
         self.param = param
+        self.counted = False  # a generation failure is counted where it is measured
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def refuse_weight_choice(body: dict[str, Any]) -> None:
             f"request field {named[0]!r} is refused: serving loads only registered versions through "
             "routes; put the adapter through training or merging and name its route in `model`",
             kind="permission_error",
-            code="adapter-by-path-refused",
+            code="adapter_by_path_refused",
             param=named[0],
         )
     model = body.get("model")
@@ -62,7 +63,7 @@ def refuse_weight_choice(body: dict[str, Any]) -> None:
             if looks_like_path
             else f"model {model!r} is not a route alias; GET /v1/models lists yours",
             kind="permission_error" if looks_like_path else "invalid_request_error",
-            code="adapter-by-path-refused" if looks_like_path else "model-not-found",
+            code="adapter_by_path_refused" if looks_like_path else "model_not_found",
             param="model",
         )
 
@@ -95,7 +96,7 @@ class RouteBook:
                 404,
                 f"model {model!r}: no such route; GET /v1/models lists the routes of your API key",
                 kind="invalid_request_error",
-                code="model-not-found",
+                code="model_not_found",
                 param="model",
             )
         return entry
@@ -113,7 +114,7 @@ class RouteBook:
                 503,
                 f"route {model!r} has no stable version yet (a rollout starts it on gates.passed)",
                 kind="service_unavailable",
-                code="route-empty",
+                code="route_empty",
             )
         mirror = entry.shadow and candidate is not None and mirror_draw * 100 < entry.shadow_percent
         return Decision(entry, "stable", entry.stable, mirror=mirror)

@@ -33,7 +33,7 @@ from services.serving.generation import (
     fingerprint,
 )
 from services.serving.metrics import ServingMetrics
-from services.serving.protocol import ChatCompletionRequest, CompletionRequest, param_of
+from services.serving.protocol import ChatCompletionRequest, CompletionRequest, param_of, refuse_unsupported
 from services.serving.responses import Provenance
 from services.serving.routing import Decision, RequestRefused, RouteBook, refuse_weight_choice
 from services.serving.streaming import FirstTokenQueue
@@ -97,7 +97,7 @@ class ServingService:
             if tenant is None:
                 raise RequestRefused(
                     401, "invalid API key: ask your operator for a key for your tenant",
-                    kind="authentication_error", code="invalid-api-key",
+                    kind="authentication_error", code="invalid_api_key",
                 )  # fmt: skip
             return tenant
         if not self.settings.allow_anonymous:
@@ -108,7 +108,7 @@ class ServingService:
                 "(or TUNELINE_SERVING_ALLOW_ANONYMOUS=true for a private, single-tenant server)"
             )
             raise RequestRefused(
-                401, f"missing API key: {fix}", kind="authentication_error", code="missing-api-key"
+                401, f"missing API key: {fix}", kind="authentication_error", code="missing_api_key"
             )
         return self.settings.core.tenant
 
@@ -116,13 +116,14 @@ class ServingService:
     async def prepare(self, tenant: str, body: Any, kind: Kind) -> Prepared:
         if not isinstance(body, dict):
             raise RequestRefused(400, "the request body must be a JSON object", kind="invalid_request_error",
-                                 code="invalid-body")  # fmt: skip
+                                 code="invalid_body")  # fmt: skip
         refuse_weight_choice(body)
+        refuse_unsupported(body)
         bad = unencodable_string(body)
         if bad is not None:
             raise RequestRefused(
                 400, f"{bad} is not valid Unicode (a lone UTF-16 surrogate such as \\ud800): send UTF-8 text",
-                kind="invalid_request_error", code="invalid-text", param=bad,
+                kind="invalid_request_error", code="invalid_text", param=bad,
             )  # fmt: skip
         try:
             request: ChatCompletionRequest | CompletionRequest = (
@@ -133,12 +134,12 @@ class ServingService:
             sampling = request.sampling(128, self.settings.max_tokens_limit)
         except ValidationError as error:
             raise RequestRefused(
-                400, describe_validation_error(error), kind="invalid_request_error", code="invalid-request",
+                400, describe_validation_error(error), kind="invalid_request_error", code="invalid_request",
                 param=param_of(error.errors()[0]["loc"]),
             ) from None  # fmt: skip
         except ValueError as error:
             raise RequestRefused(
-                400, str(error), kind="invalid_request_error", code="invalid-request"
+                400, str(error), kind="invalid_request_error", code="invalid_request", param="max_tokens"
             ) from None
         decision = self.book.decide(request.model, tenant, self.rng.random(), self.rng.random())
         messages: list[dict[str, str]] | None = None
@@ -148,7 +149,7 @@ class ServingService:
                 messages = request.plain_messages()
             except ValueError as error:
                 raise RequestRefused(
-                    400, str(error), kind="invalid_request_error", code="invalid-request"
+                    400, str(error), kind="invalid_request_error", code="invalid_request", param="messages"
                 ) from None
             schema = request.response_format.schema_to_meet() if request.response_format else None
         text = request.text() if isinstance(request, CompletionRequest) else None
@@ -190,7 +191,7 @@ class ServingService:
             ) from None  # fmt: skip
         except BackendError as error:
             raise RequestRefused(
-                503, str(error), kind="service_unavailable", code="version-unavailable"
+                503, str(error), kind="service_unavailable", code="version_unavailable"
             ) from None
 
     def headers(self, p: Prepared) -> dict[str, str]:
@@ -242,8 +243,9 @@ class ServingService:
         """Answer with the decided version; measure it; mirror it to the candidate when shadowing."""
         return await self._answer(p, stream=None)
 
-    async def stream(self, p: Prepared) -> AsyncIterator[str]:
-        """Text deltas as they are generated; the result is measured and logged like `complete`."""
+    async def stream(self, p: Prepared, finished: list[Completion] | None = None) -> AsyncIterator[str]:
+        """Text deltas as they are generated; the result is measured and logged like `complete`,
+        and appended to `finished` (its finish reason and usage) once the last delta is out."""
         queue = FirstTokenQueue()
         task = asyncio.create_task(self._answer(p, stream=queue))
         sent = ""
@@ -256,6 +258,8 @@ class ServingService:
         result = await task  # raises the generation's error, if any
         if result.text.startswith(sent) and len(result.text) > len(sent):
             yield result.text[len(sent) :]  # what the streamer held back (an incomplete character)
+        if finished is not None:
+            finished.append(result)
 
     async def _answer(self, p: Prepared, stream: FirstTokenQueue | None) -> Completion:
         role = p.decision.role
@@ -264,7 +268,9 @@ class ServingService:
             result = await self._generate(p, role, p.decision.ref, stream)
         except Exception as error:
             self._observe(p, role, p.decision.ref, None, time.perf_counter() - started, error)
-            raise refusal_for(error) from error
+            refused = refusal_for(error)
+            refused.counted = True
+            raise refused from error
         first = stream.first_at if stream is not None else None
         self._observe(
             p,
@@ -327,6 +333,8 @@ class ServingService:
         self.metrics.seconds.labels(route, role).observe(seconds)
         if result is not None:
             self.metrics.tokens.labels(route, role).inc(result.completion_tokens)
+            if seconds > 0:
+                self.metrics.tokens_per_second.labels(route, role).observe(result.completion_tokens / seconds)
             self.metrics.refusals.labels(route, role).inc(outcome.refused)
             if valid is not None:
                 self.metrics.schema_checked.labels(route, role, str(valid).lower()).inc()

@@ -9,6 +9,17 @@ from typing import Any
 from services.serving.generation import Job, cut_at_stop
 
 
+def held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many characters at the end of `text` could begin a stop string (0: none)."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
+
+
 class RowStreamer:
     """A `generate` streamer for a whole batch: hands each row's new text to that row's queue."""
 
@@ -42,6 +53,8 @@ class RowStreamer:
             text, stopped = cut_at_stop(text, job.sampling.stop)
             if text.endswith("\ufffd") and not stopped:
                 continue  # a multi-byte character is not complete yet
+            if not stopped:  # text that may be the start of a stop string waits for the next token
+                text = text[: len(text) - held_back(text, job.sampling.stop)]
             self._send(row, text)
             if stopped:
                 self._finish(row)

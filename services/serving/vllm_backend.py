@@ -24,6 +24,7 @@ from services.serving.generation import (
     cut_at_stop,
     within_context,
 )
+from services.serving.streaming import held_back
 
 
 def require_vllm() -> Any:
@@ -142,7 +143,9 @@ class VllmBackend:
         async for output in engine.generate(job.prompt, params, uuid.uuid4().hex, lora_request=lora):
             final = output
             text = output.outputs[0].text
-            if job.stream is not None and len(text) > len(sent):
+            if not output.finished:  # text that may begin a stop string waits for the next token
+                text = text[: len(text) - held_back(text, job.sampling.stop)]
+            if job.stream is not None and len(text) > len(sent) and text.startswith(sent):
                 job.stream.put_nowait(text[len(sent) :])
                 sent = text
         if job.stream is not None:

@@ -85,7 +85,7 @@ async def test_a_lone_surrogate_fails_only_its_own_request_and_every_response_is
     assert_openai_error(replies[0], 400, param="messages[0].content")
     assert [r.status_code for r in replies[1:]] == [200] * 6, [r.text for r in replies[1:]]
     metrics = generate_latest(serving.runtime.metrics.registry).decode()
-    assert 'tuneline_serving_refused_requests_total{code="invalid-text",status="400"} 1.0' in metrics
+    assert 'tuneline_serving_refused_requests_total{code="invalid_text",status="400"} 1.0' in metrics
     assert 'tuneline_serving_requests_total{role="stable",route="support",status="200"} 3.0' in metrics
     assert 'tuneline_serving_requests_total{role="stable",route="billing",status="200"} 3.0' in metrics
 
@@ -137,7 +137,7 @@ async def test_hostile_bodies_get_a_400_naming_the_parameter_never_a_500(
         # the server still answers after all of it
         assert (await post(chat("support"))).status_code == 200
     metrics = generate_latest(serving.runtime.metrics.registry).decode()
-    assert 'tuneline_serving_refused_requests_total{code="request-too-large",status="413"} 1.0' in metrics
+    assert 'tuneline_serving_refused_requests_total{code="request_too_large",status="413"} 1.0' in metrics
 
 
 async def test_public_health_names_no_routes_and_metrics_are_not_on_the_api_port(

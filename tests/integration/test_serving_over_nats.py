@@ -78,13 +78,13 @@ async def test_tenants_cannot_reach_each_others_routes_and_paths_are_refused(
         other = await client.post("/v1/chat/completions", json=chat("support"), headers=auth("key-globex"))
         missing = await client.post("/v1/chat/completions", json=chat("nothing"), headers=auth("key-globex"))
         assert other.status_code == missing.status_code == 404  # the same answer: no route name leaks
-        assert other.json()["error"]["code"] == missing.json()["error"]["code"] == "model-not-found"
+        assert other.json()["error"]["code"] == missing.json()["error"]["code"] == "model_not_found"
         assert "support" not in await models_seen(url, "key-globex")
 
         by_path = await client.post(
             "/v1/chat/completions", json=chat("/tmp/artifacts/adapter"), headers=auth("key-acme")
         )
-        assert by_path.status_code == 403 and by_path.json()["error"]["code"] == "adapter-by-path-refused"
+        assert by_path.status_code == 403 and by_path.json()["error"]["code"] == "adapter_by_path_refused"
         by_field = await client.post(
             "/v1/completions",
             json={"model": "support", "prompt": "x", "lora_path": "/tmp/a"},

@@ -75,3 +75,29 @@ def test_the_default_slas_are_histogram_bucket_edges() -> None:
 def test_the_compose_and_chart_files_are_the_generated_ones() -> None:
     for path in ("infra/prometheus/rules.yaml", "deploy/helm/tuneline/files/prometheus-rules.yaml"):
         assert (REPO / path).read_text() == rules_yaml(), f"{path}: run `tuneline infra export`"
+
+
+def test_metrics_are_served_as_openmetrics_when_asked() -> None:
+    """Prometheus asks for OpenMetrics first; the metrics port answers in it (and in text 0.0.4
+    to a client that does not)."""
+    import urllib.request
+
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
+
+    from services.core.messaging.nats_server import free_port
+    from services.core.prometheus import ServiceMetrics
+
+    service = ServiceMetrics("serving")
+    ServingMetrics(service.registry).requests.labels("support", "stable", "200").inc()
+    port = free_port()
+    service.serve(port, addr="127.0.0.1")
+    asked = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    with urllib.request.urlopen(asked, timeout=10) as reply:
+        kind, text = reply.headers["Content-Type"], reply.read().decode()
+    assert kind.startswith("application/openmetrics-text") and text.rstrip().endswith("# EOF")
+    families = {f.name: f for f in openmetrics(text)}
+    assert families["tuneline_serving_requests"].samples[0].value == 1.0
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        assert reply.headers["Content-Type"].startswith("text/plain")

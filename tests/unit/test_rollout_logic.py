@@ -247,7 +247,7 @@ def test_other_tenants_and_paths_are_refused() -> None:
     for body in ({"model": "../adapters/x"}, {"model": "support", "adapter": "x"}, {"model": "C:\\w"}):
         with pytest.raises(RequestRefused) as refused:
             refuse_weight_choice(body)
-        assert refused.value.code == "adapter-by-path-refused"
+        assert refused.value.code == "adapter_by_path_refused"
 
 
 def test_a_window_reports_percentiles_rates_and_counts() -> None:

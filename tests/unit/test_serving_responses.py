@@ -46,3 +46,39 @@ def test_text_chunks_and_stream_errors_keep_openais_shape() -> None:
         "error": {"message": "generation failed", "type": "server_error", "code": "backend"}
     }
     assert DONE == b"data: [DONE]\n\n"
+
+
+def test_streamed_text_that_may_begin_a_stop_string_is_held_back() -> None:
+    from services.serving.streaming import held_back
+
+    assert held_back("Hello wor", ("world",)) == 3  # "wor" may become "world"
+    assert held_back("Hello w", ("world", "Hel")) == 1
+    assert held_back("Hello", ("world",)) == 0
+    assert held_back("ab", ("abc", "b")) == 2, "the longest possible start wins"
+    assert held_back("anything", ()) == 0
+
+
+NEUTRAL = ({"logprobs": False}, {"best_of": 1}, {"tool_choice": "none"}, {"tools": []}, {"echo": None})
+ASKED = (
+    ({"logprobs": True}, "logprobs"),
+    ({"echo": True, "logprobs": 2}, "logprobs"),
+    ({"tools": [{"type": "function"}]}, "tools"),
+    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"best_of": 3}, "best_of"),
+)
+
+
+def test_parameters_the_server_cannot_honour_are_refused_by_name() -> None:
+    import pytest
+
+    from services.serving.protocol import refuse_unsupported
+    from services.serving.routing import RequestRefused
+
+    for neutral in NEUTRAL:
+        refuse_unsupported(neutral)  # asks for nothing
+    for asked, name in ASKED:
+        with pytest.raises(RequestRefused) as refused:
+            refuse_unsupported(asked)
+        found = refused.value
+        assert (found.status, found.code, found.param) == (400, "unsupported_parameter", name)
+        assert f"`{name}`" in found.message and "leave it out" in found.message
