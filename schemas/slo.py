@@ -20,6 +20,11 @@ SloAction = Literal["page", "rollback", "retrain"]
 Trigger = Literal["slo", "drift", "incident", "operator"]
 
 
+def severity_of(action: SloAction) -> Literal["warning", "critical"]:
+    """An alert is critical when its action rolls the route back, a warning otherwise."""
+    return "critical" if action == "rollback" else "warning"
+
+
 Objective = Literal[
     "error_rate",
     "latency_p95",
@@ -152,56 +157,46 @@ class GuardState(Contract):
     window_s: float = Field(default=0.0, ge=0, description="Seconds per serving window, as last seen")
 
 
-class RouteAlertRaised(Event):
-    event_type = "route.alert-raised"
+class _RouteEvent(Event):
+    """An event about one route: its alias is the event's subject."""
 
     route: RouteAlias
     tenant: Tenant
-    alert: Alert
 
     def entity_id(self) -> str:
         return self.route
 
 
-class RouteAlertResolved(Event):
+class RouteAlertRaised(_RouteEvent):
+    event_type = "route.alert-raised"
+
+    alert: Alert
+
+
+class RouteAlertResolved(_RouteEvent):
     event_type = "route.alert-resolved"
 
-    route: RouteAlias
-    tenant: Tenant
     alert: Alert
     healthy_windows: int = Field(description="Windows in a row at or below the objective before resolving")
 
-    def entity_id(self) -> str:
-        return self.route
 
-
-class IncidentReported(Event):
+class IncidentReported(_RouteEvent):
     """An operator's report of trouble on a route (only the platform operator may publish it)."""
 
     event_type = "incident.reported"
 
-    route: RouteAlias
-    tenant: Tenant
     severity: Literal["info", "warning", "critical"]
     reason: str = Field(min_length=1, description="What happened, for the record")
     reported_by: str = "operator"
 
-    def entity_id(self) -> str:
-        return self.route
 
-
-class RetrainRequested(Event):
+class RetrainRequested(_RouteEvent):
     """Train the route's next generation: curation resubmits the route's last approved dataset with
     its recipe (a `dataset.approved` caused by this event), and training starts a run on it."""
 
     event_type = "retrain.requested"
 
-    route: RouteAlias
-    tenant: Tenant
     version_id: str | None = Field(default=None, description="The production version that asked for it")
     trigger: Trigger
     reason: str = Field(min_length=1)
     requested_by: str = "guardian"
-
-    def entity_id(self) -> str:
-        return self.route

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from schemas.slo import RouteObjectives, SloAction
+from schemas.slo import RouteObjectives, SloAction, severity_of
 
 REQUESTS = "tuneline_serving_requests"
 REQUEST_SECONDS = "tuneline_serving_request_seconds"
@@ -34,10 +34,6 @@ BURNS = (  # (name, burn rate, long window, short window, severity when the acti
     ("SlowBurn", 6.0, "6h", "30m", "warning"),
 )
 STABLE = 'role="stable"'
-
-
-def _severity(action: SloAction) -> str:
-    return "critical" if action == "rollback" else "warning"
 
 
 def _ratio(bad: str, total: str, window: str) -> str:
@@ -57,7 +53,7 @@ def _burn_rules(
                 "expr": expr,
                 "for": "2m",
                 "labels": {
-                    "severity": severity or _severity(action),
+                    "severity": severity or severity_of(action),
                     "objective": objective,
                     "action": action,
                 },
@@ -85,7 +81,7 @@ def _p95_rule(
         "alert": f"Tuneline{name}",
         "expr": f"{p95} > {limit_ms / 1000:g}",
         "for": "10m",
-        "labels": {"severity": _severity(action), "objective": objective, "action": action},
+        "labels": {"severity": severity_of(action), "objective": objective, "action": action},
         "annotations": {
             "summary": f"{{{{ $labels.route }}}}: {objective.replace('_', ' ')} above {limit_ms:g} ms",
             "description": (

@@ -35,15 +35,25 @@ def alternatives(bound: float) -> tuple[float, ...]:
     return tuple(sorted(p for p in rates if bound < p < 1))
 
 
+def _log_lrs(bound: float, events: float, n: int) -> list[float]:
+    """log LR_t(p₁) of one window, per alternative p₁."""
+    return [
+        events * math.log(p1 / bound) + (n - events) * math.log((1 - p1) / (1 - bound))
+        for p1 in alternatives(bound)
+    ]
+
+
+def _step(stats: list[float], log_lrs: list[float]) -> list[float]:
+    """R_t = (1 + R_{t-1}) · LR_t per alternative, in logs (capped: no overflow)."""
+    return [math.exp(min(log_lr + math.log1p(r), 700.0)) for r, log_lr in zip(stats, log_lrs, strict=True)]
+
+
 def observe(state: WatchState, events: int, n: int, bound: float) -> WatchState:
     """The statistic after one window of `n` requests holding `events` events, against the rate
     bound p₀ = `bound`."""
-    grid = alternatives(bound)
-    stats = list(state.statistics) or [0.0] * len(grid)
+    stats = list(state.statistics) or [0.0] * len(alternatives(bound))
     if n > 0 and 0 < bound < 1:
-        for j, p1 in enumerate(grid):
-            log_lr = events * math.log(p1 / bound) + (n - events) * math.log((1 - p1) / (1 - bound))
-            stats[j] = math.exp(min(log_lr + math.log1p(stats[j]), 700.0))
+        stats = _step(stats, _log_lrs(bound, events, n))
     return state.model_copy(
         update={
             "statistics": tuple(stats),
@@ -76,13 +86,10 @@ def windows_to_alarm(
     measures the spread); None when the alarm does not come within `limit` windows."""
     if not 0 < bound < 1 or rate <= bound or n <= 0:
         return None
-    grid = alternatives(bound)
-    stats = [0.0] * len(grid)
-    x = min(rate, 1.0) * n
+    log_lrs = _log_lrs(bound, min(rate, 1.0) * n, n)  # the same every window on the mean path
+    stats = [0.0] * len(log_lrs)
     for window in range(1, limit + 1):
-        for j, p1 in enumerate(grid):
-            log_lr = x * math.log(p1 / bound) + (n - x) * math.log((1 - p1) / (1 - bound))
-            stats[j] = math.exp(min(log_lr + math.log1p(stats[j]), 700.0))
+        stats = _step(stats, log_lrs)
         if sum(stats) / len(stats) >= arl_windows:
             return window
     return None

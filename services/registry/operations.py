@@ -8,6 +8,7 @@ the registry's record of events. A tenant's key sees its own routes and runs onl
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -69,7 +70,10 @@ async def routes(request: Request, who: Seen, store: Store) -> Any:
     rolled = await call(store.events_of_types, "tuneline.rollout.rolled-back", limit=500)
     retrains = await call(store.events_of_types, "tuneline.retrain.", limit=500)
     actions = sorted(rolled + retrains, key=lambda e: e["time"])
-    views = [route_view(e, incidents, actions) for e in sorted(entries, key=lambda e: e.route)]
+    # each objective's statement of what it detects is a loop of up to DETECT_LIMIT windows: off the loop
+    views = await asyncio.to_thread(
+        lambda: [route_view(e, incidents, actions) for e in sorted(entries, key=lambda e: e.route)]
+    )
     return {"available": True, "routes": views}
 
 

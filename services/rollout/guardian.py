@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from schemas.serving import RouteVersionWindow, ServingWindow
 from schemas.sketch import LatencySketch
-from schemas.slo import Alert, GuardState, Objective, RouteObjectives, SloAction, WatchState
+from schemas.slo import Alert, GuardState, Objective, RouteObjectives, SloAction, WatchState, severity_of
 from services.core import route_watch as watch
 
 RESOLVE_WINDOWS = 12
@@ -116,7 +116,7 @@ def judge(
         if watch.alarmed(current, threshold):
             alert = Alert(
                 objective=objective,
-                severity="critical" if action == "rollback" else "warning",
+                severity=severity_of(action),
                 action=action,
                 version_id=state.version_id,
                 value=current.events / current.requests if current.requests else 0.0,

@@ -24,6 +24,7 @@ from schemas.slo import (
     RouteAlertResolved,
     RouteObjectives,
     Trigger,
+    severity_of,
 )
 from services.rollout import guardian
 
@@ -106,12 +107,17 @@ def guarded(entry: RouteEntry, route: str, window: ServingWindow) -> tuple[Route
             events.append(retrain(updated, "slo", f"slo-breach: {describe(alert)}"))
     breach = next((a for a in judged.raised if a.action == "rollback"), None)
     if breach is not None:
-        if updated.rollback_target is None:
-            log.warning("%s: %s; no rollback target to return to: alert only", route, describe(breach))
-        else:
-            updated, rolled = restored(updated, f"slo-breach: {describe(breach)}")
-            events += rolled
+        updated, rolled = restored_if_possible(updated, f"slo-breach: {describe(breach)}")
+        events += rolled
     return updated, events
+
+
+def restored_if_possible(entry: RouteEntry, reason: str) -> tuple[RouteEntry, list[Event]]:
+    """`restored`, or the route as it is (an alert only) when it has no rollback target."""
+    if entry.rollback_target is None or entry.stable is None:
+        log.warning("%s: %s; no rollback target to return to: alert only", entry.route, reason)
+        return entry, []
+    return restored(entry, reason)
 
 
 def retrain(entry: RouteEntry, trigger: Trigger, reason: str) -> RetrainRequested:
@@ -149,7 +155,7 @@ def drifted(
     action = objectives.drift_action
     alert = Alert(
         objective="drift",
-        severity="critical" if action == "rollback" else "warning",
+        severity=severity_of(action),
         action=action,
         version_id=event.production_version,
         value=worst.delta,
@@ -172,9 +178,6 @@ def drifted(
     if action == "retrain":
         events.append(retrain(updated, "drift", reason))
     elif action == "rollback":
-        if updated.rollback_target is None:
-            log.warning("%s: %s; no rollback target to return to: alert only", entry.route, reason)
-        else:
-            updated, rolled = restored(updated, reason)
-            events += rolled
+        updated, rolled = restored_if_possible(updated, reason)
+        events += rolled
     return updated, events

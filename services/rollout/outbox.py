@@ -44,30 +44,32 @@ class RouteWriter:
                 await self._deliver(route, entry.outbox)  # a crashed writer's decisions first
                 continue
             updated, events = change(entry)
-            pending = tuple(
-                PendingEvent(envelope=envelope, payload=event.model_dump(mode="json"))
-                for event, envelope in zip(events, address(events), strict=True)
-            )
-            if updated is None:  # nothing written: the cause is unacked until these are out
-                await self._send(pending)
-                return events
-            try:
-                await self.table.put(updated.model_copy(update={"outbox": pending}), revision)
-            except RouteConflict:
-                continue
-            await self._deliver(route, pending)
+            decided = list(zip(events, address(events), strict=True))
+            if updated is not None:
+                pending = tuple(
+                    PendingEvent(envelope=env, payload=e.model_dump(mode="json")) for e, env in decided
+                )
+                try:
+                    await self.table.put(updated.model_copy(update={"outbox": pending}), revision)
+                except RouteConflict:
+                    continue
+            # nothing written (None): the cause stays unacked until these are out
+            for event, envelope in decided:
+                await self.bus.send(event, envelope)
+            if updated is not None and decided:
+                await self._clear(route, {envelope.id for _, envelope in decided})
             return events
         raise RuntimeError(f"route {route}: gave up after {CAS_ATTEMPTS} conflicting writes")
 
-    async def _send(self, pending: tuple[PendingEvent, ...]) -> None:
+    async def _deliver(self, route: str, pending: tuple[PendingEvent, ...]) -> None:
+        """Publish a left-over outbox's events, rebuilt from the entry, then clear them."""
         for item in pending:
             event = event_class_for_ce_type(item.envelope.type).model_validate(item.payload)
             await self.bus.send(event, item.envelope)
+        await self._clear(route, {item.envelope.id for item in pending})
 
-    async def _deliver(self, route: str, pending: tuple[PendingEvent, ...]) -> None:
-        """Publish the outbox's events, then take them out of it (compare-and-set, retried)."""
-        await self._send(pending)
-        sent = {item.envelope.id for item in pending}
+    async def _clear(self, route: str, sent: set[str]) -> None:
+        """Take the published events out of the route's outbox (compare-and-set, retried)."""
         for _ in range(CAS_ATTEMPTS):
             entry, revision = await self.table.get(route)
             if entry is None or not any(item.envelope.id in sent for item in entry.outbox):
